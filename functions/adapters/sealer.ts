@@ -1,0 +1,93 @@
+/**
+ * Sealing cached tokens at rest with the AWS Encryption SDK (envelope encryption). In AWS the data keys
+ * come from KMS (KmsKeyringNode); locally and in tests from a raw AES key. The encryption context names
+ * the connection and is checked on open, so a token copied onto another connection's item never serves.
+ * Data keys are cached (NodeCachingMaterialsManager) so a warm container does not call KMS per request.
+ */
+import {
+  AlgorithmSuiteIdentifier,
+  CommitmentPolicy,
+  KmsKeyringNode,
+  NodeCachingMaterialsManager,
+  RawAesKeyringNode,
+  RawAesWrappingSuiteIdentifier,
+  buildClient,
+  getLocalCryptographicMaterialsCache,
+  type KeyringNode,
+} from '@aws-crypto/client-node';
+import type { Sealer, Token } from '../core/ports.js';
+
+export const SEAL_PURPOSE = 'token-broker-cache';
+const SUITE = AlgorithmSuiteIdentifier.ALG_AES256_GCM_IV12_TAG16_HKDF_SHA512_COMMIT_KEY;
+
+const { encrypt, decrypt } = buildClient(CommitmentPolicy.REQUIRE_ENCRYPT_REQUIRE_DECRYPT);
+
+export class SealError extends Error {
+  override readonly name = 'SealError';
+}
+
+interface SealedPayload {
+  t: string;
+  ty: string;
+  s?: string;
+  e: number;
+  i: number;
+  f: string;
+}
+
+export class EnvelopeSealer implements Sealer {
+  private readonly cmm: NodeCachingMaterialsManager;
+
+  constructor(keyring: KeyringNode, options: { maxAgeMs?: number; cacheEntries?: number } = {}) {
+    this.cmm = new NodeCachingMaterialsManager({
+      backingMaterials: keyring,
+      cache: getLocalCryptographicMaterialsCache(options.cacheEntries ?? 256),
+      maxAge: options.maxAgeMs ?? 5 * 60_000,
+      maxMessagesEncrypted: 10_000,
+    });
+  }
+
+  static context(connection: string): Record<string, string> {
+    return { purpose: SEAL_PURPOSE, connection };
+  }
+
+  async seal(connection: string, token: Token): Promise<Uint8Array> {
+    const payload: SealedPayload = { t: token.accessToken, ty: token.tokenType, e: token.expiresAt, i: token.issuedAt, f: token.fp };
+    if (token.scope) payload.s = token.scope;
+    const plaintext = Buffer.from(JSON.stringify(payload), 'utf8');
+    const { result } = await encrypt(this.cmm, plaintext, {
+      encryptionContext: EnvelopeSealer.context(connection),
+      suiteId: SUITE,
+      plaintextLength: plaintext.length,
+    });
+    return new Uint8Array(result);
+  }
+
+  async open(connection: string, sealed: Uint8Array): Promise<Token> {
+    const { plaintext, messageHeader } = await decrypt(this.cmm, sealed, { maxBodySize: 64 * 1024 });
+    const ctx = messageHeader.encryptionContext;
+    if (ctx.purpose !== SEAL_PURPOSE || ctx.connection !== connection) {
+      throw new SealError('sealed token belongs to another connection');
+    }
+    const p = JSON.parse(plaintext.toString('utf8')) as SealedPayload;
+    return { accessToken: p.t, tokenType: p.ty, ...(p.s ? { scope: p.s } : {}), expiresAt: p.e, issuedAt: p.i, fp: p.f };
+  }
+}
+
+/** AWS: data keys from the KMS key `keyArn`. */
+export function kmsSealer(keyArn: string): EnvelopeSealer {
+  return new EnvelopeSealer(new KmsKeyringNode({ generatorKeyId: keyArn }));
+}
+
+/** Local mode and tests: a raw 256-bit AES wrapping key. */
+export function rawAesSealer(key: Uint8Array, keyName = 'local'): EnvelopeSealer {
+  if (key.length !== 32) throw new Error('the local sealing key must be 32 bytes');
+  return new EnvelopeSealer(
+    new RawAesKeyringNode({
+      keyNamespace: 'token-broker',
+      keyName,
+      unencryptedMasterKey: new Uint8Array(key),
+      wrappingSuite: RawAesWrappingSuiteIdentifier.AES256_GCM_IV12_TAG16_NO_PADDING,
+    }),
+  );
+}

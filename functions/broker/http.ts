@@ -1,0 +1,200 @@
+/**
+ * The thin HTTP layer: turns an API Gateway proxy event (REST v1; v2 is handled identically) into a
+ * request for the core, and the core's answer or error into the contract's HTTP response
+ * (DESIGN.md "HTTP API"). The caller's identity comes only from the request context that API Gateway
+ * filled after verifying SigV4, never from headers or the body.
+ */
+import type { APIGatewayProxyEvent, APIGatewayProxyEventV2, APIGatewayProxyResult, Context } from 'aws-lambda';
+import { performance } from 'node:perf_hooks';
+import { principalArn, principalFromArn } from '../core/authz.js';
+import type { TokenBroker } from '../core/broker.js';
+import { CONNECTION_NAME } from '../core/config.js';
+import { BrokerError, invalidRequest, notFound } from '../core/errors.js';
+import { expiresInSeconds } from '../core/freshness.js';
+import type { MetricSink, RequestLog } from './observability.js';
+
+export type ProxyEvent = APIGatewayProxyEvent | APIGatewayProxyEventV2;
+export type HttpHandler = (event: ProxyEvent, context?: Pick<Context, 'getRemainingTimeInMillis'>) => Promise<APIGatewayProxyResult>;
+
+export const DEFAULT_MIN_TTL = 60;
+export const MAX_MIN_TTL = 86_400;
+export const MAX_BODY_BYTES = 8 * 1024;
+/** Time kept back from the Lambda's remaining time to write the response. */
+const RESPONSE_MARGIN_MS = 500;
+
+const OUTCOME_METRIC = { memory: 'MemoryHit', store: 'StoreHit', refreshed: 'Refreshed', waited: 'Waited' } as const;
+const ERROR_METRIC: Record<string, string> = {
+  rate_limited: 'RateLimited',
+  upstream_error: 'UpstreamError',
+  unavailable: 'Unavailable',
+  internal: 'InternalError',
+  forbidden: 'Forbidden',
+};
+
+const BASE_HEADERS = {
+  'Content-Type': 'application/json',
+  'Cache-Control': 'no-store',
+  Pragma: 'no-cache',
+  'X-Content-Type-Options': 'nosniff',
+};
+
+interface Route {
+  kind: 'token' | 'invalidate';
+  connection: string;
+}
+
+export interface HttpDeps {
+  broker: TokenBroker;
+  logger: RequestLog;
+  metrics: MetricSink;
+  now?: () => number;
+}
+
+function requestShape(event: ProxyEvent) {
+  if ('version' in event && event.version === '2.0') {
+    const e = event as APIGatewayProxyEventV2 & { requestContext: { authorizer?: { iam?: { userArn?: string } } } };
+    return {
+      method: e.requestContext.http.method,
+      path: e.rawPath,
+      query: e.queryStringParameters ?? {},
+      multi: {} as Record<string, string[] | undefined>,
+      userArn: e.requestContext.authorizer?.iam?.userArn,
+      body: e.body,
+      base64: e.isBase64Encoded,
+    };
+  }
+  const e = event as APIGatewayProxyEvent;
+  return {
+    method: e.httpMethod,
+    path: e.path,
+    query: e.queryStringParameters ?? {},
+    multi: e.multiValueQueryStringParameters ?? {},
+    userArn: e.requestContext?.identity?.userArn,
+    body: e.body,
+    base64: e.isBase64Encoded,
+  };
+}
+
+/** Matches the two routes; the connection segment is returned decoded and validated by the caller. */
+export function route(method: string, path: string): Route | undefined {
+  const m = /^\/tokens\/([^/]+)(\/invalidate)?\/?$/.exec(path);
+  if (!m) return undefined;
+  let connection: string;
+  try {
+    connection = decodeURIComponent(m[1]!);
+  } catch {
+    connection = m[1]!;
+  }
+  if (!m[2] && method === 'GET') return { kind: 'token', connection };
+  if (m[2] && method === 'POST') return { kind: 'invalidate', connection };
+  return undefined;
+}
+
+/** Parses `min_ttl`: an integer 0..86400, default 60. */
+export function parseMinTtl(query: Record<string, string | undefined>, multi: Record<string, string[] | undefined>): number {
+  if ((multi.min_ttl?.length ?? 0) > 1) throw invalidRequest('min_ttl must be given once');
+  const raw = query.min_ttl;
+  if (raw === undefined) return DEFAULT_MIN_TTL;
+  if (!/^\d{1,5}$/.test(raw) || Number(raw) > MAX_MIN_TTL) throw invalidRequest(`min_ttl must be an integer from 0 to ${MAX_MIN_TTL}`);
+  return Number(raw);
+}
+
+/** Parses the invalidate body `{"access_token": "..."}`. */
+export function parseInvalidateBody(body: string | null | undefined, base64: boolean): string {
+  if (!body) throw invalidRequest('body must be JSON {"access_token": "..."}');
+  const text = base64 ? Buffer.from(body, 'base64').toString('utf8') : body;
+  if (Buffer.byteLength(text, 'utf8') > MAX_BODY_BYTES) throw new BrokerError('invalid_request', 'body is larger than 8 KB', { status: 413 });
+  let doc: unknown;
+  try {
+    doc = JSON.parse(text);
+  } catch {
+    throw invalidRequest('body must be JSON {"access_token": "..."}');
+  }
+  const token = (doc as { access_token?: unknown } | null)?.access_token;
+  if (typeof token !== 'string' || token.length === 0 || token.length > MAX_BODY_BYTES) {
+    throw invalidRequest('access_token must be a non-empty string');
+  }
+  return token;
+}
+
+export function errorResponse(e: BrokerError): APIGatewayProxyResult {
+  const headers: Record<string, string> = { ...BASE_HEADERS };
+  if (e.extra.retryAfterSeconds !== undefined) headers['Retry-After'] = String(e.extra.retryAfterSeconds);
+  return {
+    statusCode: e.status,
+    headers,
+    body: JSON.stringify({
+      error: e.code,
+      message: e.message,
+      ...(e.extra.upstreamError ? { upstream_error: e.extra.upstreamError } : {}),
+    }),
+  };
+}
+
+export function createHttpHandler(deps: HttpDeps): HttpHandler {
+  const now = deps.now ?? Date.now;
+  return async (event, context) => {
+    const started = performance.now();
+    const req = requestShape(event);
+    const principal = principalFromArn(req.userArn);
+    const fields: Record<string, unknown> = { method: req.method, caller: principal ? principalArn(principal) : undefined };
+    let response: APIGatewayProxyResult;
+    try {
+      const r = route(req.method, req.path);
+      if (!r) throw notFound('unknown route');
+      fields.route = r.kind;
+      if (!CONNECTION_NAME.test(r.connection)) throw invalidRequest('connection names are lowercase letters, digits and -, at most 64 characters');
+      fields.connection = r.connection;
+      if (r.kind === 'token') {
+        const minTtlSeconds = parseMinTtl(req.query, req.multi);
+        const remaining = context?.getRemainingTimeInMillis?.();
+        const served = await deps.broker.getToken({
+          connection: r.connection,
+          principal,
+          minTtlSeconds,
+          ...(remaining !== undefined ? { deadline: now() + remaining - RESPONSE_MARGIN_MS } : {}),
+        });
+        const t = served.token;
+        const expiresIn = expiresInSeconds(t.expiresAt, now());
+        Object.assign(fields, { outcome: served.outcome, tokenFp: t.fp, expiresIn, minTtl: minTtlSeconds });
+        deps.metrics.count(OUTCOME_METRIC[served.outcome]);
+        if (served.ledgerRemaining !== undefined) deps.metrics.gauge('LedgerRemaining', served.ledgerRemaining);
+        if (served.staleAfter) {
+          fields.refreshError = served.staleAfter;
+          deps.metrics.count('StaleToken');
+        }
+        response = {
+          statusCode: 200,
+          headers: { ...BASE_HEADERS },
+          body: JSON.stringify({
+            access_token: t.accessToken,
+            token_type: t.tokenType,
+            expires_in: expiresIn,
+            expires_at: new Date(t.expiresAt).toISOString(),
+            ...(t.scope ? { scope: t.scope } : {}),
+            connection: r.connection,
+          }),
+        };
+      } else {
+        const accessToken = parseInvalidateBody(req.body, req.base64 ?? false);
+        const changed = await deps.broker.invalidate({ connection: r.connection, principal, accessToken });
+        Object.assign(fields, { outcome: changed ? 'invalidated' : 'not_current' });
+        deps.metrics.count('Invalidations');
+        response = { statusCode: 204, headers: { 'Cache-Control': 'no-store' }, body: '' };
+      }
+    } catch (e) {
+      const err = e instanceof BrokerError ? e : new BrokerError('internal', 'internal error');
+      if (!(e instanceof BrokerError)) deps.logger.error('unhandled error', { errorName: (e as Error)?.name, ...fields });
+      Object.assign(fields, { outcome: err.code === 'rate_limited' ? 'rate_limited' : 'error', error: err.code });
+      if (err.extra.upstreamError) fields.upstreamError = err.extra.upstreamError;
+      const metric = ERROR_METRIC[err.code] ?? 'ClientError';
+      deps.metrics.count(metric);
+      response = errorResponse(err);
+    }
+    const latencyMs = Math.round((performance.now() - started) * 1000) / 1000;
+    deps.metrics.latency(latencyMs);
+    deps.metrics.flush();
+    deps.logger.info('request', { ...fields, status: response.statusCode, latencyMs });
+    return response;
+  };
+}

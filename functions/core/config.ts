@@ -1,0 +1,152 @@
+import { z } from 'zod';
+
+/**
+ * Connection config: the schema of DESIGN.md "Connection config". One file per stage; local mode adds
+ * `secrets` and `callers` beside `connections` (see functions/local/config.ts).
+ * Invalid config fails loudly, naming the connection and the field.
+ */
+
+export const CONNECTION_NAME = /^[a-z0-9-]{1,64}$/;
+
+const RESERVED_PARAMS = ['grant_type', 'client_id', 'client_secret', 'username', 'password', 'scope'];
+
+const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]']);
+
+const tokenUrl = z
+  .string()
+  .url()
+  .refine(
+    (u) => {
+      const url = new URL(u);
+      return url.protocol === 'https:' || (url.protocol === 'http:' && LOOPBACK_HOSTS.has(url.hostname));
+    },
+    { message: 'must be an https URL (http is allowed only for loopback hosts)' },
+  )
+  .refine((u) => !new URL(u).username && !new URL(u).password, {
+    message: 'must not carry credentials; put them in the secret',
+  });
+
+/** `*` matches within one ARN segment; anything else is literal. */
+const callerPattern = z
+  .string()
+  .regex(/^arn:(aws|aws-cn|aws-us-gov):iam::\d{12}:(role|user)\/[^:]+$/, {
+    message: 'must be an IAM role or user ARN pattern such as arn:aws:iam::111122223333:role/payments-*',
+  });
+
+export const ConnectionSchema = z
+  .object({
+    tokenUrl,
+    grantType: z.enum(['client_credentials', 'password']),
+    scope: z
+      .string()
+      .trim()
+      .min(1)
+      .max(1024)
+      .transform((s) => s.split(/\s+/).join(' '))
+      .optional(),
+    clientAuthentication: z.enum(['client_secret_post', 'client_secret_basic']).default('client_secret_post'),
+    secret: z.string().min(1).max(2048),
+    callers: z.array(callerPattern).min(1, { message: 'must list at least one caller (deny by default)' }),
+    rateLimit: z
+      .object({
+        max: z.number().int().min(1).max(1000),
+        windowSeconds: z.number().int().min(1).max(7 * 24 * 3600),
+        key: z.string().regex(/^[A-Za-z0-9_.-]{1,128}$/).optional(),
+      })
+      .strict()
+      .optional(),
+    refreshBeforeSeconds: z.number().int().min(0).max(3600).optional(),
+    defaultTtlSeconds: z.number().int().min(1).max(86400).default(300),
+    extraParams: z
+      .record(z.string(), z.string().max(2048))
+      .refine((p) => Object.keys(p).every((k) => !RESERVED_PARAMS.includes(k)), {
+        message: `must not set ${RESERVED_PARAMS.join(', ')}`,
+      })
+      .optional(),
+  })
+  .strict();
+
+export const ConnectionsSchema = z
+  .record(
+    z.string().regex(CONNECTION_NAME, { message: 'connection names are lowercase letters, digits and -, at most 64' }),
+    ConnectionSchema,
+  )
+  .superRefine((connections, ctx) => {
+    const ledgers = new Map<string, { max: number; windowSeconds: number; by: string }>();
+    for (const [name, c] of Object.entries(connections)) {
+      if (!c.rateLimit) continue;
+      const key = c.rateLimit.key ?? name;
+      const seen = ledgers.get(key);
+      if (!seen) {
+        ledgers.set(key, { max: c.rateLimit.max, windowSeconds: c.rateLimit.windowSeconds, by: name });
+      } else if (seen.max !== c.rateLimit.max || seen.windowSeconds !== c.rateLimit.windowSeconds) {
+        ctx.addIssue({
+          code: 'custom',
+          path: [name, 'rateLimit'],
+          message: `shares ledger key "${key}" with "${seen.by}" but has a different max or windowSeconds`,
+        });
+      }
+    }
+  });
+
+export const BrokerConfigSchema = z.object({ connections: ConnectionsSchema }).strict();
+
+export type ConnectionInput = z.input<typeof ConnectionSchema>;
+type ParsedConnection = z.output<typeof ConnectionSchema>;
+
+/** A validated connection with every default resolved. */
+export interface Connection extends Omit<ParsedConnection, 'rateLimit' | 'refreshBeforeSeconds'> {
+  name: string;
+  refreshBeforeSeconds: number;
+  rateLimit?: { max: number; windowSeconds: number; key: string };
+}
+
+export interface BrokerConfig {
+  connections: ReadonlyMap<string, Connection>;
+}
+
+export class ConfigError extends Error {
+  override readonly name = 'ConfigError';
+}
+
+/** Formats zod issues as `connections.NAME.field: message` lines. */
+export function formatIssues(error: z.ZodError, source: string): string {
+  const lines = error.issues.map((i) => {
+    const path = i.path.map(String).join('.');
+    return `  ${path || '(root)'}: ${i.message}`;
+  });
+  return `invalid config (${source}):\n${lines.join('\n')}`;
+}
+
+export function resolveConnection(name: string, c: ParsedConnection): Connection {
+  const { rateLimit, refreshBeforeSeconds, ...rest } = c;
+  return {
+    ...rest,
+    name,
+    // Rate-limited connections use each token for as much of its lifetime as callers allow.
+    refreshBeforeSeconds: refreshBeforeSeconds ?? (rateLimit ? 0 : 60),
+    ...(rateLimit ? { rateLimit: { max: rateLimit.max, windowSeconds: rateLimit.windowSeconds, key: rateLimit.key ?? name } } : {}),
+  };
+}
+
+export function resolveConnections(parsed: z.output<typeof ConnectionsSchema>): BrokerConfig {
+  return {
+    connections: new Map(Object.entries(parsed).map(([name, c]) => [name, resolveConnection(name, c)])),
+  };
+}
+
+/** Parses and validates a config document; throws ConfigError naming every bad field. */
+export function parseConfig(doc: unknown, source = 'config'): BrokerConfig {
+  const result = BrokerConfigSchema.safeParse(doc);
+  if (!result.success) throw new ConfigError(formatIssues(result.error, source));
+  return resolveConnections(result.data.connections);
+}
+
+/** Parses JSON text, reporting a syntax error as a ConfigError. */
+export function parseConfigText(text: string, source = 'config'): unknown {
+  try {
+    return JSON.parse(text) as unknown;
+  } catch (e) {
+    throw new ConfigError(`invalid config (${source}): not valid JSON: ${(e as Error).message}`);
+  }
+}

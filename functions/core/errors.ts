@@ -1,0 +1,46 @@
+/**
+ * The broker's error vocabulary. Every failure that reaches a caller is a BrokerError with one of the
+ * contract's codes (DESIGN.md "HTTP API"); anything else is a bug and becomes 500 `internal`.
+ * Messages are written for callers: they never carry a token, a secret or an internal detail.
+ */
+export type ErrorCode =
+  | 'invalid_request'
+  | 'forbidden'
+  | 'not_found'
+  | 'rate_limited'
+  | 'upstream_error'
+  | 'unavailable'
+  | 'internal';
+
+export const STATUS: Record<ErrorCode, number> = {
+  invalid_request: 400,
+  forbidden: 403,
+  not_found: 404,
+  rate_limited: 429,
+  upstream_error: 502,
+  unavailable: 503,
+  internal: 500,
+};
+
+export class BrokerError extends Error {
+  override readonly name = 'BrokerError';
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+    readonly extra: { retryAfterSeconds?: number; upstreamError?: string; status?: number } = {},
+  ) {
+    super(message);
+  }
+  get status(): number {
+    return this.extra.status ?? STATUS[this.code];
+  }
+}
+
+export const invalidRequest = (message: string) => new BrokerError('invalid_request', message);
+export const forbidden = (message = 'caller is not allowed to use this connection') =>
+  new BrokerError('forbidden', message);
+export const notFound = (message: string) => new BrokerError('not_found', message);
+export const unavailable = (message: string, retryAfterSeconds: number) =>
+  new BrokerError('unavailable', message, { retryAfterSeconds });
+export const rateLimited = (message: string, retryAfterSeconds: number) =>
+  new BrokerError('rate_limited', message, { retryAfterSeconds });

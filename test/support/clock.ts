@@ -1,0 +1,29 @@
+import type { Clock } from '../../functions/core/ports.js';
+
+/**
+ * A clock tests control. `sleep` advances time instead of waiting (after yielding to real I/O, so
+ * in-flight DynamoDB and HTTP calls make progress). `offset` lets one broker instance run ahead.
+ */
+export class FakeClock implements Clock {
+  constructor(public t = Date.UTC(2026, 10, 25, 12, 0, 0)) {}
+  now(): number {
+    return this.t;
+  }
+  advance(ms: number): void {
+    this.t += ms;
+  }
+  async sleep(ms: number): Promise<void> {
+    await new Promise((r) => setImmediate(r));
+    this.t += Math.max(0, ms);
+  }
+  /** A view of this clock shifted by `offsetMs` (a container whose clock runs ahead or behind). */
+  skewed(offsetMs: number): Clock {
+    return { now: () => this.now() + offsetMs, sleep: (ms) => this.sleep(ms) };
+  }
+}
+
+/** Real time, but sleeps are real too: for concurrency tests where real interleaving matters. */
+export const realClock: Clock = {
+  now: () => Date.now(),
+  sleep: (ms) => new Promise((r) => setTimeout(r, ms)),
+};
