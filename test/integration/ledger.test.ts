@@ -181,6 +181,18 @@ describe('credentials and OAuth errors (invariant 6, C3, C4, D2)', () => {
     }
   });
 
+  it('a granted scope narrower than requested is cached and served as granted (C9); refresh_token is not kept (C8)', async () => {
+    const clock = new FakeClock(Date.now());
+    const config = connections(world.idp, { c9: { scope: 'read   write' } });
+    world.idp.respond = () => ({ body: { access_token: 'narrow', token_type: 'Bearer', expires_in: 600, scope: 'read', refresh_token: 'CANARY-RT' } });
+    const served = await get(instance(world, { clock, config }).broker, 'c9');
+    expect(world.idp.receipts[0]?.params.get('scope')).toBe('read write');
+    expect(served.token.scope).toBe('read');
+    expect(JSON.stringify(served.token)).not.toContain('CANARY-RT');
+    const again = await get(instance(world, { clock, config }).broker, 'c9');
+    expect(again).toMatchObject({ outcome: 'store', token: { scope: 'read' } });
+  });
+
   it('a missing expires_in falls back to the JWT exp, else the default TTL (A4)', async () => {
     const clock = new FakeClock(Date.now());
     const config = connections(world.idp, { 'a4-default': { defaultTtlSeconds: 900 }, 'a4-jwt': {} });
