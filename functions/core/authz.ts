@@ -37,9 +37,15 @@ export function principalArn(p: Principal): string {
     : `arn:${p.partition}:iam::${p.account}:user/${p.path}${p.name}`;
 }
 
+const compiled = new Map<string, RegExp>();
+
 function globSegment(pattern: string, value: string): boolean {
   if (!pattern.includes('*')) return pattern === value;
-  const re = new RegExp(`^${pattern.split('*').map(escapeRegExp).join('[^:/]*')}$`);
+  let re = compiled.get(pattern);
+  if (!re) {
+    re = new RegExp(`^${pattern.split('*').map(escapeRegExp).join('[^:/]*')}$`);
+    compiled.set(pattern, re);
+  }
   return re.test(value);
 }
 
