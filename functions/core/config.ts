@@ -12,17 +12,20 @@ const RESERVED_PARAMS = ['grant_type', 'client_id', 'client_secret', 'username',
 
 const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]']);
 
+/** zod 4 runs every refinement even after .url() failed, so these must not throw on a non-URL. */
+const parseUrl = (u: string): URL | undefined => (URL.canParse(u) ? new URL(u) : undefined);
+
 const tokenUrl = z
   .string()
   .url()
   .refine(
     (u) => {
-      const url = new URL(u);
-      return url.protocol === 'https:' || (url.protocol === 'http:' && LOOPBACK_HOSTS.has(url.hostname));
+      const url = parseUrl(u);
+      return !url || url.protocol === 'https:' || (url.protocol === 'http:' && LOOPBACK_HOSTS.has(url.hostname));
     },
     { message: 'must be an https URL (http is allowed only for loopback hosts)' },
   )
-  .refine((u) => !new URL(u).username && !new URL(u).password, {
+  .refine((u) => !parseUrl(u)?.username && !parseUrl(u)?.password, {
     message: 'must not carry credentials; put them in the secret',
   });
 
@@ -113,7 +116,9 @@ export class ConfigError extends Error {
 export function formatIssues(error: z.ZodError, source: string): string {
   const lines = error.issues.map((i) => {
     const path = i.path.map(String).join('.');
-    return `  ${path || '(root)'}: ${i.message}`;
+    // zod reports a bad record key as "Invalid key in record"; the reason is in the nested issues.
+    const message = i.code === 'invalid_key' && i.issues.length ? i.issues.map((k) => k.message).join('; ') : i.message;
+    return `  ${path || '(root)'}: ${message}`;
   });
   return `invalid config (${source}):\n${lines.join('\n')}`;
 }
