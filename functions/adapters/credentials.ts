@@ -41,9 +41,11 @@ export interface CachedSecretOptions {
   graceMs: number;
 }
 
+const RETRY_AFTER_FAILURE_MS = 30_000;
+
 /** A SecretSource over a raw fetch function: caches in memory, re-reads on TTL or on demand, serves stale within a grace period. */
 export class CachedSecretSource implements SecretSource {
-  private readonly cache = new Map<string, { value: SecretValue; fetchedAt: number }>();
+  private readonly cache = new Map<string, { value: SecretValue; fetchedAt: number; retryAt?: number }>();
 
   constructor(
     private readonly fetch: (name: string) => Promise<{ value: unknown; version: string }>,
@@ -54,13 +56,18 @@ export class CachedSecretSource implements SecretSource {
   async get(name: string, opts: { forceRefresh?: boolean } = {}): Promise<SecretValue> {
     const now = this.clock.now();
     const cached = this.cache.get(name);
-    if (cached && !opts.forceRefresh && now - cached.fetchedAt < this.options.ttlMs) return cached.value;
+    // Within the TTL, or while a failed re-read waits to be tried again, the cached value serves.
+    if (cached && !opts.forceRefresh && (now - cached.fetchedAt < this.options.ttlMs || now < (cached.retryAt ?? 0))) return cached.value;
     let raw: { value: unknown; version: string };
     try {
       raw = await this.fetch(name);
     } catch (e) {
       if (e instanceof BrokerError) throw e;
-      if (cached && now - cached.fetchedAt < this.options.ttlMs + this.options.graceMs) return cached.value;
+      if (cached && now - cached.fetchedAt < this.options.ttlMs + this.options.graceMs) {
+        // Serve the last good value, and do not hammer a failing store on every request.
+        cached.retryAt = now + RETRY_AFTER_FAILURE_MS;
+        return cached.value;
+      }
       throw new BrokerError('unavailable', 'credentials store unavailable', { retryAfterSeconds: 5 });
     }
     const value: SecretValue = { credentials: parseCredentials(name, raw.value), version: raw.version };

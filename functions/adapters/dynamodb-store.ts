@@ -200,10 +200,11 @@ export class DynamoTokenStore implements TokenStore, LedgerStore {
   async setBackoff(key: string, until: number): Promise<void> {
     await this.conditionalUpdate({
       Key: ledgerKey(key),
-      UpdateExpression: 'SET #bo = :until',
+      // Past the longest window (7 days) and the backoff: never earlier than what a debit set.
+      UpdateExpression: 'SET #bo = :until, #ttl = :ttl',
       ConditionExpression: 'attribute_not_exists(#bo) OR #bo < :until',
-      ExpressionAttributeNames: { '#bo': 'bo' },
-      ExpressionAttributeValues: { ':until': n(until) },
+      ExpressionAttributeNames: { '#bo': 'bo', '#ttl': 'ttl' },
+      ExpressionAttributeValues: { ':until': n(until), ':ttl': n(epochSeconds(until) + 8 * DAY_S) },
     });
   }
 }

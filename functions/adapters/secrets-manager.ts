@@ -8,10 +8,20 @@ import type { Clock } from '../core/ports.js';
 import { BrokerError } from '../core/errors.js';
 import { CachedSecretSource, type CachedSecretOptions } from './credentials.js';
 
+const CONFIGURATION_ERRORS = new Set(['ResourceNotFoundException', 'AccessDeniedException', 'DecryptionFailure', 'InvalidRequestException']);
+
 export function secretsManagerSource(client: SecretsManagerClient, clock: Clock, options?: CachedSecretOptions): CachedSecretSource {
   return new CachedSecretSource(
     async (name) => {
-      const out = await client.send(new GetSecretValueCommand({ SecretId: name }));
+      let out;
+      try {
+        out = await client.send(new GetSecretValueCommand({ SecretId: name }));
+      } catch (e) {
+        // A missing or unreadable secret is a configuration problem, not an outage: say which, never retry-loop.
+        const kind = (e as { name?: string }).name ?? '';
+        if (CONFIGURATION_ERRORS.has(kind)) throw new BrokerError('internal', `the credentials secret "${name}" cannot be read (${kind})`);
+        throw e;
+      }
       if (out.SecretString === undefined) throw new BrokerError('internal', `the credentials secret "${name}" has no string value`);
       return { value: out.SecretString, version: out.VersionId ?? '' };
     },

@@ -47,7 +47,10 @@ export interface BrokerOptions {
   upstreamTimeoutMs: number;
   /** Longest a request waits for another holder's refresh. */
   maxWaitMs: number;
-  /** Clock-skew margin added to every ledger window. */
+  /**
+   * Added to every ledger window: covers clock skew between containers (a couple of seconds at most) plus
+   * the time between a debit and the request reaching the upstream (at most the upstream timeout).
+   */
   ledgerMarginMs: number;
   pollInitialMs: number;
   pollMaxMs: number;
@@ -59,7 +62,7 @@ export const DEFAULT_OPTIONS: BrokerOptions = {
   leaseMs: 20_000,
   upstreamTimeoutMs: 6_000,
   maxWaitMs: 10_000,
-  ledgerMarginMs: 2_000,
+  ledgerMarginMs: 10_000,
   pollInitialMs: 20,
   pollMaxMs: 250,
 };

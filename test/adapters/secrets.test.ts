@@ -141,6 +141,11 @@ describe('secretsManagerSource', () => {
     await source.get(NAME);
     clock.advance(TTL);
     expect((await source.get(NAME)).version).toBe('ver-1'); // stale
+    // A failing store is not asked again on every request: the stale value serves for 30 s.
+    const asked = calls().length;
+    expect((await source.get(NAME)).version).toBe('ver-1');
+    expect(calls()).toHaveLength(asked);
+    clock.advance(30_000);
     expect((await source.get(NAME)).version).toBe('ver-2'); // fresh again
     const n = calls().length;
     clock.advance(TTL - 1);
@@ -182,10 +187,13 @@ describe('secretsManagerSource', () => {
     expect(err.message).toContain(NAME);
   });
 
-  it('a missing secret without a cache is unavailable, not a crash', async () => {
+  it('a missing secret is a configuration error naming the secret, not an outage to retry', async () => {
     sm.on(GetSecretValueCommand).rejects(new ResourceNotFoundException({ message: 'not found', $metadata: {} }));
     const { source } = setup();
-    expect((await brokerError(source.get(NAME))).code).toBe('unavailable');
+    const err = await brokerError(source.get(NAME));
+    expect(err.code).toBe('internal');
+    expect(err.message).toContain(NAME);
+    expect(err.message).toContain('ResourceNotFoundException');
   });
 });
 
