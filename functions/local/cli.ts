@@ -1,0 +1,68 @@
+/**
+ * `npm start`: the token broker offline. See functions/local/README.md and `npm start -- --help`.
+ * Prints `listening on http://HOST:PORT` once it serves; exits 1 with one line for any startup problem,
+ * and 0 after SIGINT/SIGTERM once the server, DynamoDB and the demo upstream are closed.
+ */
+import { ConfigError } from '../core/config.js';
+import { loadLocalConfig, StartupError } from './config.js';
+import { parseFlags, USAGE } from './flags.js';
+
+// The AWS SDK warns about Node 20 when a client is built; it says nothing to a local user.
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+
+/** One line: a multi-issue config error becomes `head issue; issue`. */
+function oneLine(message: string): string {
+  const [head, ...rest] = message.split('\n').map((l) => l.trim()).filter(Boolean);
+  return rest.length ? `${head} ${rest.join('; ')}` : (head ?? message);
+}
+
+function die(e: unknown): never {
+  if (e instanceof ConfigError || e instanceof StartupError) {
+    process.stderr.write(`error: ${oneLine(e.message)}\n`);
+  } else {
+    const err = e as Error;
+    process.stderr.write(`error: ${oneLine(`${err?.name ?? 'Error'}: ${err?.message ?? String(e)}`)}\n`);
+    if (process.env.DEBUG) process.stderr.write(`${err?.stack}\n`);
+  }
+  process.exit(1);
+}
+
+async function main(): Promise<void> {
+  const flags = parseFlags(process.argv.slice(2));
+  if (flags.help) {
+    process.stdout.write(`${USAGE}\n`);
+    return;
+  }
+  // Validate the config before loading the AWS SDK and friends: a mistake is reported at once.
+  const config = flags.config !== undefined ? { path: flags.config, content: loadLocalConfig(flags.config) } : undefined;
+  const { startLocalBroker } = await import('./server.js');
+  const broker = await startLocalBroker({
+    host: flags.host,
+    port: flags.port,
+    region: flags.region,
+    table: flags.table,
+    ...(flags.dynamodbEndpoint !== undefined ? { dynamodbEndpoint: flags.dynamodbEndpoint } : {}),
+    ...(config ? { config } : {}),
+  });
+
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    const force = setTimeout(() => {
+      process.stderr.write(`shutdown after ${signal} took too long; exiting\n`);
+      process.exit(0);
+    }, 5_000);
+    force.unref();
+    broker.close().then(
+      () => process.exit(0),
+      () => process.exit(0),
+    );
+  };
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => stop('SIGTERM'));
+
+  process.stdout.write(`${broker.banner.join('\n')}\nlistening on ${broker.url}\n`);
+}
+
+main().catch(die);
