@@ -1,0 +1,160 @@
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, relative } from 'node:path';
+import {
+  ConfigError,
+  parseConfig,
+  parseConfigText,
+  type BrokerConfig,
+  type Connection,
+} from '../functions/core/config';
+import { StageError } from './stages';
+
+/**
+ * The stage's connection config, as the CDK app sees it: load and validate `config/<stage>.json` with the
+ * broker's own schema (functions/core/config.ts), render the file the function bundle carries, and derive
+ * what the infrastructure needs from it (secrets to create or reference, caller accounts).
+ */
+
+/**
+ * Loads `<configDir>/<stage>.json` and validates it; StageError if missing, ConfigError if invalid.
+ * `source` is the file as shown in messages (relative to cwd).
+ */
+export function loadStageConfig(
+  stage: string,
+  configDir: string,
+  cwd = process.cwd(),
+): { config: BrokerConfig; source: string } {
+  const file = join(configDir, `${stage}.json`);
+  const source = relative(cwd, file) || file;
+  if (!existsSync(file)) {
+    throw new StageError(`stage "${stage}": connection config ${source} not found`);
+  }
+  return { config: parseConfig(parseConfigText(readFileSync(file, 'utf8'), source), source), source };
+}
+
+/**
+ * The document written as `config.json` into the function bundle: `{ "connections": { NAME: {...} } }`, the
+ * DESIGN.md schema with every default resolved. Parsing it again with `parseConfig` gives the same config.
+ */
+export function bundleConfigDocument(config: BrokerConfig): { connections: Record<string, Omit<Connection, 'name'>> } {
+  const connections: Record<string, Omit<Connection, 'name'>> = {};
+  for (const [name, c] of [...config.connections].sort(([a], [b]) => a.localeCompare(b))) {
+    const { name: _name, ...rest } = c;
+    connections[name] = rest;
+  }
+  return { connections };
+}
+
+/** `config.json` text: deterministic (sorted connections), so an unchanged config keeps the asset hash. */
+export function renderBundleConfig(config: BrokerConfig): string {
+  return `${JSON.stringify(bundleConfigDocument(config), null, 2)}\n`;
+}
+
+/** File name the handler resolves against LAMBDA_TASK_ROOT (env `BROKER_CONFIG_FILE`). */
+export const BUNDLE_CONFIG_FILE = 'config.json';
+
+/**
+ * Writes `config.json` text to a content-addressed file outside the repo and returns its path; the
+ * bundling hook copies it into the bundle. A file (not an env var, 4 KB max; not a shell literal) works for
+ * any number of connections.
+ */
+export function stageBundleConfig(config: BrokerConfig, dir = join(tmpdir(), 'token-broker-config')): string {
+  const text = renderBundleConfig(config);
+  const hash = createHash('sha256').update(text).digest('hex').slice(0, 16);
+  mkdirSync(dir, { recursive: true });
+  const file = join(dir, `config-${hash}.json`);
+  writeFileSync(file, text);
+  return file;
+}
+
+/**
+ * The `afterBundling` command that copies the staged config into the bundle output dir. It uses node
+ * (always present where esbuild runs) rather than `cp`, so it works in bash and cmd alike.
+ */
+export function copyConfigCommand(stagedFile: string, outputDir: string): string {
+  const dest = join(outputDir, BUNDLE_CONFIG_FILE);
+  for (const p of [stagedFile, dest]) {
+    if (/["$`\\\n]/.test(p)) throw new Error(`cannot quote path for the bundling shell: ${p}`);
+  }
+  return `node -e "require('node:fs').copyFileSync(process.argv[1], process.argv[2])" "${stagedFile}" "${dest}"`;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Secrets
+
+/** Secrets Manager secret names: letters, digits and /_+=.@- (no wildcards that would widen the grant). */
+const SECRET_NAME = /^[A-Za-z0-9/_+=.@-]{1,512}$/;
+/** A complete secret ARN, ending in the 6-character suffix Secrets Manager appends. */
+const SECRET_ARN = /^arn:(aws|aws-cn|aws-us-gov):secretsmanager:[a-z0-9-]+:\d{12}:secret:[A-Za-z0-9/_+=.@-]+-[A-Za-z0-9]{6}$/;
+
+export type SecretRef =
+  | { readonly kind: 'arn'; readonly arn: string; readonly connections: readonly string[] }
+  | {
+      readonly kind: 'name';
+      readonly name: string;
+      readonly connections: readonly string[];
+      /** The JSON the secret must hold; a placeholder with these keys tells ops what to fill in. */
+      readonly placeholder: Readonly<Record<string, string>>;
+    };
+
+/** One entry per distinct `secret` value, in name order; ConfigError for a malformed name or ARN. */
+export function secretRefs(config: BrokerConfig, source = 'config'): SecretRef[] {
+  const bySecret = new Map<string, Connection[]>();
+  for (const c of config.connections.values()) {
+    const list = bySecret.get(c.secret) ?? [];
+    list.push(c);
+    bySecret.set(c.secret, list);
+  }
+  const refs: SecretRef[] = [];
+  for (const [secret, conns] of [...bySecret].sort(([a], [b]) => a.localeCompare(b))) {
+    const names = conns.map((c) => c.name).sort();
+    if (secret.startsWith('arn:')) {
+      if (!SECRET_ARN.test(secret)) {
+        throw new ConfigError(
+          `invalid config (${source}):\n  connections.${names[0]}.secret: "${secret}" is not a complete Secrets Manager ARN ` +
+            '(arn:PARTITION:secretsmanager:REGION:ACCOUNT:secret:NAME-XXXXXX); give the full ARN or just the name',
+        );
+      }
+      refs.push({ kind: 'arn', arn: secret, connections: names });
+    } else {
+      if (!SECRET_NAME.test(secret)) {
+        throw new ConfigError(
+          `invalid config (${source}):\n  connections.${names[0]}.secret: "${secret}" is not a valid Secrets Manager name ` +
+            '(letters, digits and /_+=.@-)',
+        );
+      }
+      const placeholder: Record<string, string> = { client_id: 'REPLACE_ME', client_secret: 'REPLACE_ME' };
+      if (conns.some((c) => c.grantType === 'password')) {
+        placeholder.username = 'REPLACE_ME';
+        placeholder.password = 'REPLACE_ME';
+      }
+      refs.push({ kind: 'name', name: secret, connections: names, placeholder });
+    }
+  }
+  return refs;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Callers
+
+/**
+ * The 12-digit accounts of every connection's `callers`, sorted. The schema only admits role/user ARNs with
+ * a literal account, so this is total; the check guards against the schema loosening.
+ */
+export function callerAccounts(config: BrokerConfig, source = 'config'): string[] {
+  const accounts = new Set<string>();
+  for (const c of config.connections.values()) {
+    c.callers.forEach((pattern, i) => {
+      const account = pattern.split(':')[4] ?? '';
+      if (!/^\d{12}$/.test(account)) {
+        throw new ConfigError(
+          `invalid config (${source}):\n  connections.${c.name}.callers.${i}: account "${account}" must be a 12-digit account id`,
+        );
+      }
+      accounts.add(account);
+    });
+  }
+  return [...accounts].sort();
+}
