@@ -3,7 +3,7 @@
  * secret ops rotate in the console is picked up on the next re-read: on TTL, or at once after an upstream
  * `invalid_client`/`invalid_grant` (the core compares VersionIds and retries once if it changed).
  */
-import { GetSecretValueCommand, type SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
+import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import type { Clock } from '../core/ports.js';
 import { BrokerError } from '../core/errors.js';
 import { CachedSecretSource, type CachedSecretOptions } from './credentials.js';
@@ -28,4 +28,9 @@ export function secretsManagerSource(client: SecretsManagerClient, clock: Clock,
     clock,
     options,
   );
+}
+
+/** The Lambda's source: a Secrets Manager client from the environment's region and credentials. */
+export function awsSecretsSource(clock: Clock): CachedSecretSource {
+  return secretsManagerSource(new SecretsManagerClient({ maxAttempts: 3 }), clock);
 }

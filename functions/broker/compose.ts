@@ -3,16 +3,13 @@
  * core and HTTP layer serve local mode (functions/local), with local adapters instead.
  */
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
-import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import { readFileSync } from 'node:fs';
 import { isAbsolute, join } from 'node:path';
 import { DynamoTokenStore } from '../adapters/dynamodb-store.js';
-import { secretsManagerSource } from '../adapters/secrets-manager.js';
 import { kmsSealer } from '../adapters/sealer.js';
-import { HttpUpstream } from '../adapters/upstream-http.js';
 import { type BrokerOptions, TokenBroker } from '../core/broker.js';
 import { type BrokerConfig, ConfigError, parseConfig, parseConfigText } from '../core/config.js';
-import { systemClock } from '../core/ports.js';
+import { type SecretSource, systemClock, type Upstream } from '../core/ports.js';
 import { createHttpHandler, type HttpHandler } from './http.js';
 import { powertoolsLogger, powertoolsMetrics } from './observability.js';
 
@@ -31,6 +28,32 @@ export function loadConfigFile(path: string): BrokerConfig {
     throw new ConfigError(`cannot read config file ${path}`);
   }
   return parseConfig(parseConfigText(text, path), path);
+}
+
+/**
+ * Loads a module on first use. The upstream client (undici) and the Secrets Manager client are needed only
+ * by a container that refreshes a token, and the fleet refreshes once per token lifetime: most containers
+ * never load them, and none pays for them at cold start.
+ */
+function once<T>(load: () => Promise<T>): () => Promise<T> {
+  let loaded: Promise<T> | undefined;
+  return () => {
+    loaded ??= load().catch((e: unknown) => {
+      loaded = undefined;
+      throw e;
+    });
+    return loaded;
+  };
+}
+
+export function lazyUpstream(): Upstream {
+  const get = once(async () => new (await import('../adapters/upstream-http.js')).HttpUpstream());
+  return { requestToken: async (connection, credentials, signal) => (await get()).requestToken(connection, credentials, signal) };
+}
+
+export function lazySecrets(): SecretSource {
+  const get = once(async () => (await import('../adapters/secrets-manager.js')).awsSecretsSource(systemClock));
+  return { get: async (name, options) => (await get()).get(name, options) };
 }
 
 /** Optional numeric tuning from the environment (e.g. BROKER_MEMORY_MAX_AGE_MS). */
@@ -54,9 +77,9 @@ export function buildAwsHandler(env: NodeJS.ProcessEnv = process.env): HttpHandl
     config,
     store,
     ledger: store,
-    secrets: secretsManagerSource(new SecretsManagerClient({ maxAttempts: 3 }), systemClock),
+    secrets: lazySecrets(),
     sealer: kmsSealer(required(env, 'BROKER_SEAL_KEY_ARN')),
-    upstream: new HttpUpstream(),
+    upstream: lazyUpstream(),
     clock: systemClock,
     log: logger,
     options: tuning(env),
