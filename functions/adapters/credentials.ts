@@ -1,13 +1,14 @@
 /** Parsing and caching of client credentials, shared by the Secrets Manager and local-file sources. */
-import { z } from 'zod';
+import * as z from 'zod/mini';
 import { BrokerError } from '../core/errors.js';
 import type { Clock, ClientCredentials, SecretSource, SecretValue } from '../core/ports.js';
 
+const nonEmpty = () => z.string().check(z.minLength(1));
 const CredentialsSchema = z.object({
-  client_id: z.string().min(1),
-  client_secret: z.string().min(1),
-  username: z.string().min(1).optional(),
-  password: z.string().min(1).optional(),
+  client_id: nonEmpty(),
+  client_secret: nonEmpty(),
+  username: z.optional(nonEmpty()),
+  password: z.optional(nonEmpty()),
 });
 
 /**

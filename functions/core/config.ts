@@ -1,9 +1,16 @@
-import { z } from 'zod';
+import * as z from 'zod/mini';
+import { en } from 'zod/locales';
+
+// zod/mini ships no messages of its own: English ones, so errors say what is wrong.
+z.config(en());
 
 /**
  * Connection config: the schema of DESIGN.md "Connection config". One file per stage; local mode adds
  * `secrets` and `callers` beside `connections` (see functions/local/config.ts).
  * Invalid config fails loudly, naming the connection and the field.
+ *
+ * Written with `zod/mini` (the same zod 4 core, tree-shakable): about 20 KB in the Lambda bundle
+ * instead of 440 KB, which is cold-start time on every container.
  */
 
 export const CONNECTION_NAME = /^[a-z0-9-]{1,64}$/;
@@ -12,87 +19,88 @@ const RESERVED_PARAMS = ['grant_type', 'client_id', 'client_secret', 'username',
 
 const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]']);
 
-/** zod 4 runs every refinement even after .url() failed, so these must not throw on a non-URL. */
+/** zod 4 runs every refinement even after the URL check failed, so these must not throw on a non-URL. */
 const parseUrl = (u: string): URL | undefined => (URL.canParse(u) ? new URL(u) : undefined);
 
-const tokenUrl = z
-  .string()
-  .url()
-  .refine(
+const tokenUrl = z.url().check(
+  z.refine(
     (u) => {
       const url = parseUrl(u);
       return !url || url.protocol === 'https:' || (url.protocol === 'http:' && LOOPBACK_HOSTS.has(url.hostname));
     },
     { message: 'must be an https URL (http is allowed only for loopback hosts)' },
-  )
-  .refine((u) => !parseUrl(u)?.username && !parseUrl(u)?.password, {
+  ),
+  z.refine((u) => !parseUrl(u)?.username && !parseUrl(u)?.password, {
     message: 'must not carry credentials; put them in the secret',
-  });
+  }),
+);
 
 /** `*` matches within one ARN segment; anything else is literal. */
-const callerPattern = z
-  .string()
-  .regex(/^arn:(aws|aws-cn|aws-us-gov):iam::\d{12}:(role|user)\/[^:]+$/, {
+const callerPattern = z.string().check(
+  z.regex(/^arn:(aws|aws-cn|aws-us-gov):iam::\d{12}:(role|user)\/[^:]+$/, {
     message: 'must be an IAM role or user ARN pattern such as arn:aws:iam::111122223333:role/payments-*',
-  });
+  }),
+);
 
-export const ConnectionSchema = z
-  .object({
-    tokenUrl,
-    grantType: z.enum(['client_credentials', 'password']),
-    scope: z
-      .string()
-      .trim()
-      .min(1)
-      .max(1024)
-      .transform((s) => s.split(/\s+/).join(' '))
-      .optional(),
-    clientAuthentication: z.enum(['client_secret_post', 'client_secret_basic']).default('client_secret_post'),
-    secret: z.string().min(1).max(2048),
-    callers: z.array(callerPattern).min(1, { message: 'must list at least one caller (deny by default)' }),
-    rateLimit: z
-      .object({
-        max: z.number().int().min(1).max(1000),
-        windowSeconds: z.number().int().min(1).max(7 * 24 * 3600),
-        key: z.string().regex(/^[A-Za-z0-9_.-]{1,128}$/).optional(),
-      })
-      .strict()
-      .optional(),
-    refreshBeforeSeconds: z.number().int().min(0).max(3600).optional(),
-    defaultTtlSeconds: z.number().int().min(1).max(86400).default(300),
-    extraParams: z
-      .record(z.string(), z.string().max(2048))
-      .refine((p) => Object.keys(p).every((k) => !RESERVED_PARAMS.includes(k)), {
+const boundedInt = (min: number, max: number) => z.int().check(z.gte(min), z.lte(max));
+
+export const ConnectionSchema = z.strictObject({
+  tokenUrl,
+  grantType: z.enum(['client_credentials', 'password']),
+  scope: z.optional(
+    z.pipe(
+      z.string().check(z.trim(), z.minLength(1), z.maxLength(1024)),
+      z.transform((s: string) => s.split(/\s+/).join(' ')),
+    ),
+  ),
+  clientAuthentication: z._default(z.enum(['client_secret_post', 'client_secret_basic']), 'client_secret_post'),
+  secret: z.string().check(z.minLength(1), z.maxLength(2048)),
+  callers: z.array(callerPattern).check(z.minLength(1, { message: 'must list at least one caller (deny by default)' })),
+  rateLimit: z.optional(
+    z.strictObject({
+      max: boundedInt(1, 1000),
+      windowSeconds: boundedInt(1, 7 * 24 * 3600),
+      key: z.optional(z.string().check(z.regex(/^[A-Za-z0-9_.-]{1,128}$/))),
+    }),
+  ),
+  refreshBeforeSeconds: z.optional(boundedInt(0, 3600)),
+  defaultTtlSeconds: z._default(boundedInt(1, 86400), 300),
+  extraParams: z.optional(
+    z.record(z.string(), z.string().check(z.maxLength(2048))).check(
+      z.refine((p) => Object.keys(p).every((k) => !RESERVED_PARAMS.includes(k)), {
         message: `must not set ${RESERVED_PARAMS.join(', ')}`,
-      })
-      .optional(),
-  })
-  .strict();
+      }),
+    ),
+  ),
+});
 
 export const ConnectionsSchema = z
   .record(
-    z.string().regex(CONNECTION_NAME, { message: 'connection names are lowercase letters, digits and -, at most 64' }),
+    z.string().check(z.regex(CONNECTION_NAME, { message: 'connection names are lowercase letters, digits and -, at most 64' })),
     ConnectionSchema,
   )
-  .superRefine((connections, ctx) => {
-    const ledgers = new Map<string, { max: number; windowSeconds: number; by: string }>();
-    for (const [name, c] of Object.entries(connections)) {
-      if (!c.rateLimit) continue;
-      const key = c.rateLimit.key ?? name;
-      const seen = ledgers.get(key);
-      if (!seen) {
-        ledgers.set(key, { max: c.rateLimit.max, windowSeconds: c.rateLimit.windowSeconds, by: name });
-      } else if (seen.max !== c.rateLimit.max || seen.windowSeconds !== c.rateLimit.windowSeconds) {
-        ctx.addIssue({
-          code: 'custom',
-          path: [name, 'rateLimit'],
-          message: `shares ledger key "${key}" with "${seen.by}" but has a different max or windowSeconds`,
-        });
+  .check(
+    z.superRefine((connections, ctx) => {
+      const ledgers = new Map<string, { max: number; windowSeconds: number; by: string }>();
+      for (const [name, c] of Object.entries(connections)) {
+        if (!c.rateLimit) continue;
+        const key = c.rateLimit.key ?? name;
+        const seen = ledgers.get(key);
+        if (!seen) {
+          ledgers.set(key, { max: c.rateLimit.max, windowSeconds: c.rateLimit.windowSeconds, by: name });
+        } else if (seen.max !== c.rateLimit.max || seen.windowSeconds !== c.rateLimit.windowSeconds) {
+          ctx.issues.push({
+            code: 'custom',
+            input: c.rateLimit,
+            path: [name, 'rateLimit'],
+            message: `shares ledger key "${key}" with "${seen.by}" but has a different max or windowSeconds`,
+          });
+        }
       }
-    }
-  });
+    }),
+  );
 
-export const BrokerConfigSchema = z.object({ connections: ConnectionsSchema }).strict();
+export const BrokerConfigSchema = z.strictObject({ connections: ConnectionsSchema });
 
 export type ConnectionInput = z.input<typeof ConnectionSchema>;
 type ParsedConnection = z.output<typeof ConnectionSchema>;
@@ -113,7 +121,7 @@ export class ConfigError extends Error {
 }
 
 /** Formats zod issues as `connections.NAME.field: message` lines. */
-export function formatIssues(error: z.ZodError, source: string): string {
+export function formatIssues(error: { issues: readonly z.core.$ZodIssue[] }, source: string): string {
   const lines = error.issues.map((i) => {
     const path = i.path.map(String).join('.');
     // zod reports a bad record key as "Invalid key in record"; the reason is in the nested issues.
