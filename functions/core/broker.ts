@@ -132,7 +132,7 @@ export class TokenBroker {
       const now = clock.now();
       const mem = this.memory.get(connection.name);
       const running = this.inflight.get(connection.name);
-      if (mem && now - mem.readAt <= this.options.memoryMaxAgeMs) {
+      if (mem && now - mem.readAt < this.options.memoryMaxAgeMs) {
         const f = freshness(mem.token.expiresAt, now, policy);
         // In refresh-ahead, one request per container refreshes; the others keep the current token.
         if (f === 'fresh' || (f === 'refresh-ahead' && running)) {
@@ -176,9 +176,17 @@ export class TokenBroker {
     const f = freshness(token?.expiresAt, clock.now(), policy);
     if (token && f === 'fresh') return served(token, 'store');
     if (token && f === 'refresh-ahead') {
-      if (!canRefresh(deadline, clock.now(), this.refreshBudgetMs()) || leaseState(item, clock.now()) === 'held') return served(token, 'store');
+      const now = clock.now();
+      const backingOff = item?.backoff !== undefined && item.backoff.until > now;
+      if (backingOff || !canRefresh(deadline, now, this.refreshBudgetMs()) || leaseState(item, now) === 'held') return served(token, 'store');
       const acquired = await this.acquire(connection);
       if (!acquired) return served(token, 'store');
+      if (acquired.item.ver !== item?.ver) {
+        // Someone published between our read and our lease: serve theirs, do not spend another request.
+        await this.releaseQuietly(connection, acquired.lease);
+        const published = await this.open(connection, acquired.item);
+        return served(published && published.expiresAt > token.expiresAt ? published : token, 'store');
+      }
       try {
         const r = await this.refresh(connection, acquired.lease, acquired.item);
         return served(r.token, r.published ? 'refreshed' : 'store', { ...(r.ledgerRemaining !== undefined ? { ledgerRemaining: r.ledgerRemaining } : {}) });
@@ -303,7 +311,13 @@ export class TokenBroker {
     try {
       const attempt = async (secret: SecretValue) => {
         if (connection.rateLimit) {
-          ledgerRemaining = (await this.limiter.debit(connection.rateLimit, randomUUID())).remaining;
+          const debit = await this.limiter.debit(connection.rateLimit, randomUUID());
+          ledgerRemaining = debit.remaining;
+          // The window margin covers the time from debit to send; a container that stalled longer than
+          // half of it does not send (the slot stays spent: attempts are never refunded).
+          if (clock.now() - debit.at > this.options.ledgerMarginMs / 2) {
+            throw new UpstreamError({ kind: 'unavailable', detail: 'rate-limit debit too old to send' });
+          }
         }
         sentAt = clock.now();
         upstreamToken = await this.callUpstream(connection, secret, lease);

@@ -9,6 +9,8 @@ type Limit = NonNullable<Connection['rateLimit']>;
 export interface DebitResult {
   /** Slots left in the window after this debit. */
   remaining: number;
+  /** When the attempt was debited (the time the ledger recorded). */
+  at: number;
 }
 
 export class RateLimiter {
@@ -33,7 +35,7 @@ export class RateLimiter {
         throw rateLimited(message, retryAfterSeconds(decision.retryAfterMs));
       }
       const result = await this.store.write(limit.key, state.ver, decision.entries, attemptId, decision.expiresAt);
-      if (result === 'written') return { remaining: limit.max - Object.keys(decision.entries).length };
+      if (result === 'written') return { remaining: limit.max - Object.keys(decision.entries).length, at: now };
       await this.clock.sleep(5 + Math.floor(Math.random() * 20 * (attempt + 1)));
     }
     throw new BrokerError('unavailable', 'rate-limit ledger is contended; try again', { retryAfterSeconds: 1 });

@@ -85,6 +85,22 @@ describe('rate-limit ledger (invariant 2)', () => {
     expect(Object.keys((await store.read('b4')).entries)).toHaveLength(3);
   });
 
+  it('a container that stalls between the debit and the send does not send; the slot stays spent', async () => {
+    const clock = new FakeClock(Date.now());
+    const config = connections(world.idp, { stall: limited('stall') });
+    const { broker } = instance(world, { clock, config });
+    const ledger = (broker as unknown as { deps: { ledger: DynamoTokenStore } }).deps.ledger;
+    const write = ledger.write.bind(ledger);
+    ledger.write = async (...args) => {
+      const r = await write(...args);
+      clock.advance(6_000); // a stall longer than half the 10 s margin
+      return r;
+    };
+    await expect(get(broker, 'stall')).rejects.toMatchObject({ code: 'unavailable' });
+    expect(world.idp.count()).toBe(0);
+    expect(Object.keys((await store.read('stall')).entries)).toHaveLength(1);
+  });
+
   it('an upstream 429 Retry-After is shared by every connection on the ledger; garbage means the default (B9)', async () => {
     const clock = new FakeClock(Date.now());
     const config = connections(world.idp, { 'b9-a': limited('b9'), 'b9-b': limited('b9') });

@@ -91,6 +91,33 @@ describe('refresh ahead (A3)', () => {
   });
 });
 
+describe('refresh ahead race', () => {
+  it('a container that read before another published, and took the lease after, serves the new token without a second request', async () => {
+    const clock = new FakeClock(Date.now());
+    const config = connections(world.idp, { race: { refreshBeforeSeconds: 60, rateLimit: { max: 10, windowSeconds: 28800 } } });
+    await get(instance(world, { clock, config }).broker, 'race', 0);
+    clock.advance(250_000); // inside the refresh-ahead window
+    const a = instance(world, { clock, config });
+    const store = (a.broker as unknown as { deps: { store: DynamoTokenStore } }).deps.store;
+    let open!: () => void;
+    const gate = new Promise<void>((r) => (open = r));
+    const acquire = store.acquireLease.bind(store);
+    store.acquireLease = async (...args) => {
+      await gate; // A read the old item, then stalls before taking the lease
+      return acquire(...args);
+    };
+    const slow = get(a.broker, 'race', 0);
+    await waitFor(() => world.idp.count() === 1);
+    const b = await get(instance(world, { clock, config }).broker, 'race', 0);
+    expect(b.outcome).toBe('refreshed');
+    open();
+    const late = await slow;
+    expect(late.token.accessToken).toBe(b.token.accessToken);
+    expect(world.idp.count()).toBe(2);
+    expect(Object.keys((await storeOf(world).read('race')).entries)).toHaveLength(2);
+  });
+});
+
 describe('dead lease holders (A6, A7)', () => {
   it('a holder that died before calling the IdP is taken over once its lease expires (A6)', async () => {
     const clock = new FakeClock(Date.now());
