@@ -22,10 +22,10 @@ describe('RateLimiter', () => {
     const store = new MemoryLedgerStore();
     const clock = new ManualClock();
     const rl = new RateLimiter(store, clock, MARGIN);
-    expect(await rl.debit(limit, 'a1')).toEqual({ remaining: 2 });
+    expect(await rl.debit(limit, 'a1')).toEqual({ remaining: 2, at: clock.now() });
     clock.advance(1);
-    expect(await rl.debit(limit, 'a2')).toEqual({ remaining: 1 });
-    expect(await rl.debit(limit, 'a3')).toEqual({ remaining: 0 });
+    expect(await rl.debit(limit, 'a2')).toEqual({ remaining: 1, at: clock.now() });
+    expect(await rl.debit(limit, 'a3')).toEqual({ remaining: 0, at: clock.now() });
     expect(store.items.get('vertex')!.entries).toEqual({ a1: clock.now() - 1, a2: clock.now(), a3: clock.now() });
     expect(store.items.get('vertex')!.ver).toBe(3);
   });
@@ -49,7 +49,7 @@ describe('RateLimiter', () => {
     clock.set(first + windowMs(limit, MARGIN) - 1);
     await expect(rl.debit(limit, 'a-early')).rejects.toMatchObject({ code: 'rate_limited', extra: { retryAfterSeconds: 1 } });
     clock.set(first + windowMs(limit, MARGIN));
-    expect(await rl.debit(limit, 'a-later')).toEqual({ remaining: 2 });
+    expect(await rl.debit(limit, 'a-later')).toEqual({ remaining: 2, at: clock.now() });
     expect(store.items.get('vertex')!.entries).toEqual({ 'a-later': clock.now() });
   });
 
@@ -82,7 +82,7 @@ describe('RateLimiter', () => {
     store.beforeWrite = (key) => {
       if (raced++ < 2) store.commit(key, `other-${raced}`, clock.now()); // another container commits first, twice
     };
-    expect(await rl.debit(limit, 'mine')).toEqual({ remaining: 0 });
+    expect(await rl.debit(limit, 'mine')).toEqual({ remaining: 0, at: clock.now() });
     expect(store.writes.map((w) => w.result)).toEqual(['conflict', 'conflict', 'written']);
     expect(store.reads).toBe(3);
     expect(Object.keys(store.items.get('vertex')!.entries).sort()).toEqual(['mine', 'other-1', 'other-2']);
@@ -131,7 +131,7 @@ describe('RateLimiter', () => {
     const clock = new ManualClock();
     const rl = new RateLimiter(store, clock, MARGIN);
     for (let i = 0; i < limit.max; i++) await rl.debit(limit, `a${i}`);
-    expect(await rl.debit({ ...limit, key: 'other' }, 'b0')).toEqual({ remaining: 2 });
+    expect(await rl.debit({ ...limit, key: 'other' }, 'b0')).toEqual({ remaining: 2, at: clock.now() });
     await expect(rl.debit(limit, 'a-over')).rejects.toMatchObject({ code: 'rate_limited' });
   });
 });
