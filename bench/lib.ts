@@ -1,0 +1,212 @@
+/**
+ * Shared by the benchmark runner (bench/run.ts) and its worker processes (bench/worker.ts): the jobs a
+ * worker runs, how a worker composes a broker "container", API Gateway events, a load driver and
+ * latency statistics.
+ */
+import { performance } from 'node:perf_hooks';
+import { setImmediate as yieldTurn, setTimeout as sleep } from 'node:timers/promises';
+import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import type { APIGatewayProxyResult } from 'aws-lambda';
+import { CachedSecretSource } from '../functions/adapters/credentials.js';
+import { DynamoTokenStore } from '../functions/adapters/dynamodb-store.js';
+import { rawAesSealer } from '../functions/adapters/sealer.js';
+import { HttpUpstream } from '../functions/adapters/upstream-http.js';
+import { createHttpHandler, type ProxyEvent } from '../functions/broker/http.js';
+import { noMetrics, powertoolsLogger, powertoolsMetrics, type RequestLog } from '../functions/broker/observability.js';
+import { type BrokerOptions, TokenBroker } from '../functions/core/broker.js';
+import { type ConnectionInput, parseConfig } from '../functions/core/config.js';
+import { systemClock } from '../functions/core/ports.js';
+
+export const CALLER = 'arn:aws:sts::111122223333:assumed-role/payments-api/bench';
+export const ALLOWED = ['arn:aws:iam::111122223333:role/payments-*'];
+export const SECRET_NAME = 'bench/credentials';
+export const CREDENTIALS = { client_id: 'bench-client', client_secret: 'bench-secret' };
+
+/** What every worker needs to build its broker "container". */
+export interface Env {
+  endpoint: string;
+  table: string;
+  sealKeyHex: string;
+  connections: Record<string, ConnectionInput>;
+  options: Partial<BrokerOptions>;
+}
+
+export interface Load {
+  concurrency: number;
+  durationMs: number;
+  /** Pause of each loop between requests (0: just yield to the event loop). */
+  thinkMs: number;
+  minTtl: number;
+}
+
+/** broker: the handler; process-cache: an OAuth library's cache in each process; no-cache: upstream per call. */
+export type StormMode = 'broker' | 'process-cache' | 'no-cache';
+
+export type Job =
+  | { kind: 'storm'; env: Env; load: Load; mode: StormMode }
+  | { kind: 'ledger'; env: Env; load: Load }
+  | { kind: 'hot'; env: Env; rounds: number; perRound: number; refreshes: number };
+
+/** Calls made and their outcomes (`200`, `429`, `short` for a token below min_ttl, `error:Name`, ...). */
+export interface Tally {
+  calls: number;
+  outcomes: Record<string, number>;
+  /** Ledger debits written by this process (epoch ms, as recorded in the ledger). */
+  debits?: number[];
+}
+
+export interface LatencyStats {
+  n: number;
+  p50Ms: number;
+  p99Ms: number;
+}
+
+export interface HotResult {
+  latency: Record<string, LatencyStats>;
+  /** DynamoDB calls per timed run of each probe. */
+  dbCallsPerRun: Record<string, number>;
+}
+
+export type WorkerResult = Tally | HotResult;
+
+/** Messages from the runner to a worker, and back. */
+export type ToWorker = { type: 'job'; job: Job } | { type: 'go' };
+export type Done<R = WorkerResult> = { type: 'result'; result: R; maxStallMs: number; runMs: number };
+export type FromWorker = { type: 'ready' } | Done | { type: 'failed'; error: string };
+
+export function connectionDoc(tokenUrl: string, extra: Partial<ConnectionInput> = {}): ConnectionInput {
+  return { tokenUrl, grantType: 'client_credentials', secret: SECRET_NAME, callers: ALLOWED, ...extra } as ConnectionInput;
+}
+
+/** The settings of localDynamoClient (functions/local/dynamodb.ts), without pulling dynalite into the worker bundle. */
+export function dynamoClient(endpoint: string): DynamoDBClient {
+  return new DynamoDBClient({ endpoint, region: 'us-east-1', maxAttempts: 3, credentials: { accessKeyId: 'local', secretAccessKey: 'local' } });
+}
+
+const silentLog: RequestLog = { info: () => {}, warn: () => {}, error: () => {} };
+
+/**
+ * One broker container as compose.ts builds it for Lambda, with local adapters: its own DynamoDB client
+ * to the shared endpoint, a raw-AES sealer with the shared key, secrets from memory. `quiet` swaps
+ * Powertools logging and metrics (written to this process's stdout) for no-ops.
+ */
+export function container(env: Env, o: { options?: Partial<BrokerOptions>; quiet?: boolean } = {}) {
+  const config = parseConfig({ connections: env.connections });
+  const client = dynamoClient(env.endpoint);
+  const store = new DynamoTokenStore(client, env.table);
+  const sealer = rawAesSealer(Buffer.from(env.sealKeyHex, 'hex'));
+  const secrets = new CachedSecretSource(async () => ({ value: CREDENTIALS, version: '1' }), systemClock);
+  const logger = o.quiet ? silentLog : powertoolsLogger();
+  const broker = new TokenBroker({
+    config,
+    store,
+    ledger: store,
+    secrets,
+    sealer,
+    upstream: new HttpUpstream(),
+    clock: systemClock,
+    log: logger,
+    options: { ...env.options, ...o.options },
+  });
+  const handler = createHttpHandler({ broker, logger, metrics: o.quiet ? noMetrics : powertoolsMetrics() });
+  return { config, client, store, sealer, broker, handler };
+}
+
+/** A REST API (v1) proxy event as API Gateway sends it after verifying the caller's SigV4 signature. */
+export function apiEvent(method: 'GET' | 'POST', path: string, o: { query?: Record<string, string>; body?: string } = {}): ProxyEvent {
+  return {
+    httpMethod: method,
+    path,
+    resource: path,
+    headers: {},
+    multiValueHeaders: {},
+    queryStringParameters: o.query ?? null,
+    multiValueQueryStringParameters: o.query ? Object.fromEntries(Object.entries(o.query).map(([k, v]) => [k, [v]])) : null,
+    pathParameters: null,
+    stageVariables: null,
+    body: o.body ?? null,
+    isBase64Encoded: false,
+    requestContext: { identity: { userArn: CALLER } },
+  } as unknown as ProxyEvent;
+}
+
+export const getEvent = (connection: string, minTtl: number) => apiEvent('GET', `/tokens/${connection}`, { query: { min_ttl: String(minTtl) } });
+export const invalidateEvent = (connection: string, accessToken: string) =>
+  apiEvent('POST', `/tokens/${connection}/invalidate`, { body: JSON.stringify({ access_token: accessToken }) });
+
+/** The outcome of a GET /tokens response: `200`, `short` if the token has less than min_ttl left, else status and message. */
+export function tokenOutcome(res: APIGatewayProxyResult, minTtl: number): { outcome: string; accessToken?: string } {
+  if (res.statusCode !== 200) return { outcome: `${res.statusCode} ${(JSON.parse(res.body) as { message?: string }).message ?? ''}`.trim() };
+  const body = JSON.parse(res.body) as { access_token: string; expires_in: number; expires_at: string };
+  const short = body.expires_in < minTtl || Date.parse(body.expires_at) - Date.now() < minTtl * 1000;
+  return { outcome: short ? 'short' : '200', accessToken: body.access_token };
+}
+
+/** Runs `concurrency` loops of `action` until `durationMs` has passed; every call's outcome is tallied. */
+export async function drive(action: () => Promise<string>, load: Pick<Load, 'concurrency' | 'durationMs' | 'thinkMs'>): Promise<Tally> {
+  const tally: Tally = { calls: 0, outcomes: {} };
+  const end = Date.now() + load.durationMs;
+  const loop = async () => {
+    while (Date.now() < end) {
+      const outcome = await action().catch((e: unknown) => `error:${(e as Error)?.name ?? typeof e}`);
+      tally.calls++;
+      tally.outcomes[outcome] = (tally.outcomes[outcome] ?? 0) + 1;
+      await (load.thinkMs > 0 ? sleep(load.thinkMs) : yieldTurn());
+    }
+  };
+  await Promise.all(Array.from({ length: load.concurrency }, loop));
+  return tally;
+}
+
+export function mergeTallies(tallies: Tally[]): Tally {
+  const out: Tally = { calls: 0, outcomes: {}, debits: [] };
+  for (const t of tallies) {
+    out.calls += t.calls;
+    out.debits!.push(...(t.debits ?? []));
+    for (const [k, v] of Object.entries(t.outcomes)) out.outcomes[k] = (out.outcomes[k] ?? 0) + v;
+  }
+  return out;
+}
+
+/** A measured operation: `prepare` runs untimed before each timed `run`; `perRound` overrides the default count. */
+export interface Probe {
+  name: string;
+  run: () => Promise<unknown>;
+  prepare?: () => Promise<unknown>;
+  perRound?: number;
+}
+
+/**
+ * Times each probe one call at a time, interleaved in rounds so that drift (GC, a busy neighbour)
+ * spreads over all of them; the first round is warm-up and is discarded.
+ */
+export async function measure(probes: Probe[], rounds: number, perRound: number): Promise<Record<string, LatencyStats>> {
+  const samples = new Map<string, number[]>(probes.map((p) => [p.name, []]));
+  for (let round = 0; round <= rounds; round++) {
+    // Rotate the order each round, so that no probe always follows the same one.
+    for (const p of [...probes.slice(round % probes.length), ...probes.slice(0, round % probes.length)]) {
+      const out = samples.get(p.name)!;
+      for (let i = 0; i < (p.perRound ?? perRound); i++) {
+        await p.prepare?.();
+        const t0 = performance.now();
+        await p.run();
+        const ms = performance.now() - t0;
+        if (round > 0) out.push(ms);
+      }
+    }
+  }
+  return Object.fromEntries([...samples].map(([name, xs]) => [name, stats(xs)]));
+}
+
+export function percentile(sorted: number[], p: number): number {
+  return sorted.length ? sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]! : NaN;
+}
+
+export function stats(xs: number[]): LatencyStats {
+  const sorted = [...xs].sort((a, b) => a - b);
+  return { n: sorted.length, p50Ms: percentile(sorted, 50), p99Ms: percentile(sorted, 99) };
+}
+
+export function median(xs: number[]): number {
+  return percentile([...xs].sort((a, b) => a - b), 50);
+}

@@ -1,0 +1,205 @@
+/**
+ * One benchmark worker process: a Lambda container's worth of broker (or, for comparison, of a
+ * per-process token cache or of no cache). The runner forks it (bundled into bench/.work/worker.mjs),
+ * sends a job, waits for `ready` from every worker, then sends `go` to all at once.
+ */
+import { performance, monitorEventLoopDelay } from 'node:perf_hooks';
+import { setImmediate as yieldTurn } from 'node:timers/promises';
+import { GetItemCommand } from '@aws-sdk/client-dynamodb';
+import { HttpUpstream } from '../functions/adapters/upstream-http.js';
+import { principalFromArn } from '../functions/core/authz.js';
+import type { Connection } from '../functions/core/config.js';
+import { fingerprint } from '../functions/core/fingerprint.js';
+import { satisfies, tokenExpiry } from '../functions/core/freshness.js';
+import type { Token } from '../functions/core/ports.js';
+import {
+  CALLER,
+  CREDENTIALS,
+  type Env,
+  type FromWorker,
+  type HotResult,
+  type Job,
+  type Load,
+  type Probe,
+  type StormMode,
+  type ToWorker,
+  type WorkerResult,
+  container,
+  drive,
+  getEvent,
+  invalidateEvent,
+  measure,
+  tokenOutcome,
+} from './lib.js';
+
+const send = (m: FromWorker) => process.send!(m);
+
+/** What an OAuth library inside each service does: cache in process memory, one fetch in flight. */
+function processCache(connection: Connection, skewMs: number) {
+  const upstream = new HttpUpstream();
+  let token: Token | undefined;
+  let inflight: Promise<Token> | undefined;
+  const fetchToken = async (): Promise<Token> => {
+    const sentAt = Date.now();
+    const up = await upstream.requestToken(connection, CREDENTIALS, AbortSignal.timeout(6_000));
+    const expiresAt = tokenExpiry(sentAt, up, connection.defaultTtlSeconds);
+    return { accessToken: up.accessToken, tokenType: up.tokenType, expiresAt, issuedAt: sentAt, fp: fingerprint(up.accessToken) };
+  };
+  return {
+    fetchToken,
+    async get(minTtl: number): Promise<Token> {
+      if (token && satisfies(token.expiresAt, Date.now(), { minTtlMs: minTtl * 1000, skewMs })) return token;
+      inflight ??= fetchToken().finally(() => (inflight = undefined));
+      return (token = await inflight);
+    },
+  };
+}
+
+function storm(env: Env, load: Load, mode: StormMode) {
+  const c = container(env);
+  const cache = processCache(c.config.connections.get('main')!, c.broker.options.skewMs);
+  const fresh = (t: Token) => (t.expiresAt - Date.now() >= load.minTtl * 1000 ? '200' : 'short');
+  const actions: Record<StormMode, () => Promise<string>> = {
+    broker: async () => tokenOutcome(await c.handler(getEvent('main', load.minTtl)), load.minTtl).outcome,
+    'process-cache': async () => fresh(await cache.get(load.minTtl)),
+    'no-cache': async () => fresh(await cache.fetchToken()),
+  };
+  return () => drive(actions[mode], load);
+}
+
+/**
+ * Every call takes a token for one of the connections (which share one ledger key) and then reports it
+ * invalid, so the next call on that connection must refresh: each refresh debits the shared ledger.
+ */
+function ledger(env: Env, load: Load) {
+  const c = container(env);
+  // Record each debit as the ledger does, to tell the protocol (debits) from delivery (upstream receipts).
+  const debits: number[] = [];
+  const write = c.store.write.bind(c.store);
+  c.store.write = async (key, expectedVer, entries, attemptId, expiresAt) => {
+    const result = await write(key, expectedVer, entries, attemptId, expiresAt);
+    if (result === 'written') debits.push(entries[attemptId]!);
+    return result;
+  };
+  const names = Object.keys(env.connections);
+  let next = Math.floor(Math.random() * names.length);
+  return async () => ({
+    ...(await drive(async () => {
+      const name = names[next++ % names.length]!;
+      const { outcome, accessToken } = tokenOutcome(await c.handler(getEvent(name, load.minTtl)), load.minTtl);
+      if (accessToken) await c.handler(invalidateEvent(name, accessToken));
+      return outcome;
+    }, load)),
+    debits,
+  });
+}
+
+/** Waits (untimed) until Date.now() moves on: with memoryMaxAgeMs 0 the broker still answers from memory within the millisecond of its last read. */
+async function nextMillisecond(): Promise<void> {
+  const t = Date.now();
+  while (Date.now() === t) await yieldTurn();
+}
+
+/**
+ * The hot path, one call at a time. `memoryHit` and `storeHit` are the handler as deployed (Powertools
+ * logging and metrics to stdout); the other probes peel it layer by layer down to a bare GetItem.
+ */
+async function hot(env: Env, rounds: number, perRound: number, refreshes: number): Promise<() => Promise<HotResult>> {
+  const deployedMemory = container(env);
+  const deployedStore = container(env, { options: { memoryMaxAgeMs: 0 } });
+  const quietMemory = container(env, { quiet: true });
+  const quietStore = container(env, { options: { memoryMaxAgeMs: 0 }, quiet: true });
+  const refresher = container(env);
+  const bare = container(env).client; // a client with the store's settings
+  let dbCalls = 0;
+  for (const c of [deployedMemory.client, deployedStore.client, quietMemory.client, quietStore.client, refresher.client, bare]) {
+    c.middlewareStack.add(
+      (next) => (args) => {
+        dbCalls++;
+        return next(args);
+      },
+      { step: 'initialize' },
+    );
+  }
+  const minTtl = 60;
+  const principal = principalFromArn(CALLER);
+  const ok = async (p: Promise<{ statusCode: number }>) => {
+    const res = await p;
+    if (res.statusCode >= 300) throw new Error(`status ${res.statusCode}`);
+  };
+  // Publish the token once, and bring every container's memory up to date.
+  for (const c of [deployedMemory, deployedStore, quietMemory, quietStore]) await ok(c.handler(getEvent('main', minTtl)));
+  const sealed = (await quietStore.store.get('main'))!.sealed!;
+  let current = tokenOutcome(await refresher.handler(getEvent('refresh', minTtl)), minTtl).accessToken!;
+
+  const inMemory: Probe[] = [
+    { name: 'memoryHit', run: () => ok(deployedMemory.handler(getEvent('main', minTtl))) },
+    { name: 'memoryHitQuiet', run: () => ok(quietMemory.handler(getEvent('main', minTtl))) },
+    { name: 'sealerOpen', run: () => quietStore.sealer.open('main', sealed) },
+  ].map((p) => ({ ...p, perRound: perRound * 10 })); // microseconds each: take more samples
+  const fromStore: Probe[] = [
+    { name: 'storeHit', run: () => ok(deployedStore.handler(getEvent('main', minTtl))) },
+    { name: 'storeHitQuiet', run: () => ok(quietStore.handler(getEvent('main', minTtl))) },
+    { name: 'brokerGetToken', run: () => quietStore.broker.getToken({ connection: 'main', principal, minTtlSeconds: minTtl }) },
+    { name: 'storeGet', run: () => quietStore.store.get('main') },
+    { name: 'getItem', run: () => bare.send(new GetItemCommand({ TableName: env.table, Key: { pk: { S: 'tok#main' } }, ConsistentRead: true })) },
+  ].map((p) => ({ ...p, prepare: nextMillisecond }));
+  const refresh: Probe = {
+    name: 'refresh',
+    perRound: Math.ceil(refreshes / rounds),
+    prepare: () => ok(refresher.handler(invalidateEvent('refresh', current))),
+    run: async () => {
+      const r = tokenOutcome(await refresher.handler(getEvent('refresh', minTtl)), minTtl);
+      if (!r.accessToken) throw new Error(`refresh failed: ${r.outcome}`);
+      current = r.accessToken;
+    },
+  };
+  // Count the DynamoDB calls each probe's timed part makes (a store hit must make exactly one).
+  const calls: Record<string, { db: number; runs: number }> = {};
+  const counted = (p: Probe): Probe => ({
+    ...p,
+    run: async () => {
+      const before = dbCalls;
+      await p.run();
+      const c = (calls[p.name] ??= { db: 0, runs: 0 });
+      c.db += dbCalls - before;
+      c.runs++;
+    },
+  });
+  const probes = [...inMemory, ...fromStore, refresh].map(counted);
+  return async () => ({
+    latency: await measure(probes, rounds, perRound),
+    dbCallsPerRun: Object.fromEntries(Object.entries(calls).map(([k, v]) => [k, v.db / v.runs])),
+  });
+}
+
+/** Prepares a job and returns the function that runs it once the runner says go. */
+async function prepare(job: Job): Promise<() => Promise<WorkerResult>> {
+  switch (job.kind) {
+    case 'storm':
+      return storm(job.env, job.load, job.mode);
+    case 'ledger':
+      return ledger(job.env, job.load);
+    case 'hot':
+      return hot(job.env, job.rounds, job.perRound, job.refreshes);
+  }
+}
+
+const fail = (e: unknown) => send({ type: 'failed', error: String((e as Error)?.stack ?? e) });
+
+process.once('message', (first: ToWorker) => {
+  if (first.type !== 'job') return;
+  prepare(first.job).then((run) => {
+    process.once('message', () => {
+      // The longest the event loop was held up: a hint that the machine, not the code, was slow.
+      const stalls = monitorEventLoopDelay({ resolution: 10 });
+      stalls.enable();
+      const started = performance.now();
+      run().then((result) => {
+        stalls.disable();
+        send({ type: 'result', result, maxStallMs: stalls.max / 1e6, runMs: performance.now() - started });
+      }, fail);
+    });
+    send({ type: 'ready' });
+  }, fail);
+});
