@@ -104,9 +104,10 @@ export class DynamoTokenStore implements TokenStore, LedgerStore {
     const r = await this.conditionalUpdate({
       Key: tokenKey(connection),
       UpdateExpression:
-        'SET #owner = :me, #lu = :until, #fence = if_not_exists(#fence, :zero) + :one, #ver = if_not_exists(#ver, :zero), #ttl = if_not_exists(#ttl, :ttl)',
+        'SET #owner = :me, #lu = :until, #fence = if_not_exists(#fence, :zero) + :one, #ver = if_not_exists(#ver, :zero), #ttl = :ttl',
       ConditionExpression: 'attribute_not_exists(#owner) OR #lu <= :now',
       ExpressionAttributeNames: { '#owner': 'owner', '#lu': 'leaseUntil', '#fence': 'fence', '#ver': 'ver', '#ttl': 'ttl' },
+      // now + 2 days is never earlier than a live token's expiry + 1 day (tokens live at most 24 h).
       ExpressionAttributeValues: { ':me': s(owner), ':until': n(until), ':zero': n(0), ':one': n(1), ':now': n(now), ':ttl': n(epochSeconds(now) + 2 * DAY_S) },
       ReturnValues: 'ALL_NEW',
     });

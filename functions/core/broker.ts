@@ -188,10 +188,11 @@ export class TokenBroker {
         return served(published && published.expiresAt > token.expiresAt ? published : token, 'store');
       }
       try {
-        const r = await this.refresh(connection, acquired.lease, acquired.item);
+        const r = await this.refresh(connection, acquired.lease, acquired.item, deadline);
         return served(r.token, r.published ? 'refreshed' : 'store', { ...(r.ledgerRemaining !== undefined ? { ledgerRemaining: r.ledgerRemaining } : {}) });
       } catch (e) {
-        // The cached token still satisfies this caller: serve it, and say the refresh failed.
+        // If the cached token still satisfies this caller, serve it and say the refresh failed.
+        if (!satisfies(token.expiresAt, clock.now(), policy)) throw e;
         return served(token, 'store', { staleAfter: e instanceof BrokerError ? e.code : 'internal' });
       }
     }
@@ -234,7 +235,7 @@ export class TokenBroker {
         await this.releaseQuietly(connection, acquired.lease, acquired.item.backoff);
         throw errorForBackoff(acquired.item.backoff, clock.now());
       }
-      const r = await this.refresh(connection, acquired.lease, acquired.item);
+      const r = await this.refresh(connection, acquired.lease, acquired.item, deadline);
       const extra = r.ledgerRemaining !== undefined ? { ledgerRemaining: r.ledgerRemaining } : {};
       if (satisfies(r.token.expiresAt, clock.now(), policy)) return served(r.token, r.published ? 'refreshed' : 'waited', extra);
       if (lifetimeTooShort(r.token, policy)) throw tooShort(r.token);
@@ -295,41 +296,59 @@ export class TokenBroker {
       this.memory.set(name, { token, ver: item.ver, readAt: now });
       return token;
     } catch (e) {
-      this.log.warn('cached token did not open; treating it as a miss', { connection: name, fp: item.fp, error: errorName(e) });
       this.memory.delete(name);
+      // KMS throttled or unreachable: the sealed token may be fine; answer 503 and leave it for the fleet.
+      if (isTransient(e)) throw storeUnavailable(e, this.log);
+      // Tampered with, sealed for another connection or with another key: never serve it, and let a fresh
+      // token replace it (publishing over a token that expires later needs it invalidated).
+      this.log.warn('cached token did not open; treating it as a miss', { connection: name, fp: item.fp, error: errorName(e) });
       if (item.fp) await this.deps.store.invalidate(name, item.fp).catch(() => false);
       return undefined;
     }
   }
 
-  /** Holding the lease: debit the ledger, fetch a token upstream, publish it. Always frees the lease. */
-  private async refresh(connection: Connection, lease: Lease, item: TokenItem): Promise<{ token: Token; published: boolean; ledgerRemaining?: number }> {
+  /**
+   * Holding the lease: read the credentials, debit the ledger, fetch a token upstream, publish it. Always
+   * frees the lease; a failure leaves a backoff behind so the fleet does not retry at once.
+   */
+  private async refresh(
+    connection: Connection,
+    lease: Lease,
+    item: TokenItem,
+    deadline: number,
+  ): Promise<{ token: Token; published: boolean; ledgerRemaining?: number }> {
     const { clock, secrets, store, sealer } = this.deps;
     let ledgerRemaining: number | undefined;
     let upstreamToken: UpstreamToken;
     let sentAt: number;
     try {
       const attempt = async (secret: SecretValue) => {
+        // Finish inside the lease (nobody takes it over mid-request) and before the caller's deadline.
+        let sendBy = Math.min(lease.until - 1_000, deadline - RESPONSE_RESERVE_MS);
         if (connection.rateLimit) {
           const debit = await this.limiter.debit(connection.rateLimit, randomUUID());
           ledgerRemaining = debit.remaining;
-          // The window margin covers the time from debit to send; a container that stalled longer than
-          // half of it does not send (the slot stays spent: attempts are never refunded).
-          if (clock.now() - debit.at > this.options.ledgerMarginMs / 2) {
-            throw new UpstreamError({ kind: 'unavailable', detail: 'rate-limit debit too old to send' });
-          }
+          // The window margin covers clock skew plus the time from debit to arrival upstream: the request
+          // must be over before the margin (less the skew allowance) runs out, or it is not sent at all
+          // (the slot stays spent: attempts are never refunded).
+          sendBy = Math.min(sendBy, debit.at + this.options.ledgerMarginMs - CLOCK_SKEW_ALLOWANCE_MS);
         }
+        const budget = Math.min(this.options.upstreamTimeoutMs, sendBy - clock.now());
+        if (budget < Math.min(MIN_UPSTREAM_BUDGET_MS, this.options.upstreamTimeoutMs)) throw new UpstreamError({ kind: 'unavailable', detail: 'no time left to send the token request' });
         sentAt = clock.now();
-        upstreamToken = await this.callUpstream(connection, secret, lease);
+        upstreamToken = await this.deps.upstream.requestToken(connection, secret.credentials, AbortSignal.timeout(budget));
       };
       const secret = await secrets.get(connection.secret);
+      requireGrantFields(connection, secret);
       try {
         await attempt(secret);
       } catch (e) {
         if (!(e instanceof UpstreamError) || e.failure.kind !== 'oauth' || !CREDENTIAL_ERRORS.has(e.failure.error)) throw e;
         // Maybe ops rotated the secret: re-read it, and retry once only if it changed.
         const again = await secrets.get(connection.secret, { forceRefresh: true });
-        if (again.version === secret.version || lease.until - clock.now() < this.refreshBudgetMs()) throw e;
+        const timeLeft = Math.min(lease.until - 1_000, deadline - RESPONSE_RESERVE_MS) - clock.now();
+        if (again.version === secret.version || timeLeft < Math.min(MIN_UPSTREAM_BUDGET_MS, this.options.upstreamTimeoutMs)) throw e;
+        requireGrantFields(connection, again);
         await attempt(again);
       }
       const issuedAt = sentAt!;
@@ -344,51 +363,71 @@ export class TokenBroker {
         fp: fingerprint(up.accessToken),
       };
       const sealed = await sealer.seal(connection.name, token);
-      let result;
-      try {
-        result = await store.publish(connection.name, lease, { sealed, expiresAt, issuedAt, fp: token.fp });
-      } catch (e) {
-        throw storeUnavailable(e, this.log);
-      }
+      const result = await store.publish(connection.name, lease, { sealed, expiresAt, issuedAt, fp: token.fp });
+      const extra = ledgerRemaining !== undefined ? { ledgerRemaining } : {};
       if (result === 'published') {
         this.memory.set(connection.name, { token, ver: item.ver + 1, readAt: clock.now() });
-        return { token, published: true, ...(ledgerRemaining !== undefined ? { ledgerRemaining } : {}) };
+        return { token, published: true, ...extra };
       }
       // Superseded: a newer holder published, or the cached token outlives ours. Prefer the cached one.
       await this.releaseQuietly(connection, lease);
       const current = await this.open(connection, await this.read(connection));
       const best = current && current.expiresAt >= token.expiresAt ? current : token;
-      return { token: best, published: false, ...(ledgerRemaining !== undefined ? { ledgerRemaining } : {}) };
+      return { token: best, published: false, ...extra };
     } catch (e) {
+      const now = clock.now();
       if (e instanceof UpstreamError) {
-        const now = clock.now();
         const backoff = backoffFor(e.failure, connection, now);
-        await this.releaseQuietly(connection, lease, backoff);
+        // Shared ledger first, so no connection on the same key sends before the lease is free.
         if (e.failure.kind === 'rate_limited' && connection.rateLimit) {
           await this.limiter.holdUntil(connection.rateLimit, backoff.until).catch((err: unknown) =>
             this.log.warn('could not record upstream backoff in the ledger', { connection: connection.name, error: errorName(err) }),
           );
         }
+        await this.releaseQuietly(connection, lease, backoff);
         this.log.warn('upstream token request failed', { connection: connection.name, failure: e.failure.kind, status: statusOf(e), upstreamError: e.failure.kind === 'oauth' ? e.failure.error : undefined });
         throw errorForFailure(e.failure, backoff.until - now);
       }
-      await this.releaseQuietly(connection, lease);
-      throw e;
+      const err = storeUnavailable(e, this.log);
+      // A refused debit: let everyone else read the answer from the item instead of trying the ledger too.
+      const backoff =
+        err.code === 'rate_limited' && err.extra.retryAfterSeconds !== undefined
+          ? { until: now + err.extra.retryAfterSeconds * 1000, code: err.code, message: err.message }
+          : undefined;
+      await this.releaseQuietly(connection, lease, backoff);
+      throw err;
     }
   }
+}
 
-  private async callUpstream(connection: Connection, secret: SecretValue, lease: Lease): Promise<UpstreamToken> {
-    const { clock } = this.deps;
-    // Finish well inside the lease, so nobody takes it over while this request is still in flight.
-    const budget = Math.min(this.options.upstreamTimeoutMs, lease.until - clock.now() - 1_000);
-    if (budget <= 0) throw new UpstreamError({ kind: 'unavailable', detail: 'lease too short for an upstream request' });
-    return this.deps.upstream.requestToken(connection, secret.credentials, AbortSignal.timeout(budget));
+/** Time kept back from the caller's deadline to publish and answer. */
+const RESPONSE_RESERVE_MS = 500;
+/** Clock skew between containers that the ledger margin must absorb. */
+const CLOCK_SKEW_ALLOWANCE_MS = 2_000;
+/** Not worth sending a token request with less time than this. */
+const MIN_UPSTREAM_BUDGET_MS = 500;
+
+/** The password grant needs username and password in the secret: checked before any ledger slot is spent. */
+function requireGrantFields(connection: Connection, secret: SecretValue): void {
+  if (connection.grantType === 'password' && (!secret.credentials.username || !secret.credentials.password)) {
+    throw new BrokerError('internal', `the credentials secret "${connection.secret}" is missing or has invalid fields: username, password`);
   }
 }
 
 function tooShort(token: Token): BrokerError {
   const lifetime = Math.floor((token.expiresAt - token.issuedAt) / 1000);
   return invalidRequest(`min_ttl is longer than the tokens this upstream issues (${lifetime} s)`);
+}
+
+/**
+ * An AWS service or network failure (throttling, 5xx, timeouts), as opposed to a sealed token that does not
+ * open. The Encryption SDK folds keyring errors into its own message, so the message is checked too.
+ */
+export function isTransient(e: unknown): boolean {
+  const err = e as { $metadata?: unknown; $retryable?: unknown; name?: string; message?: string; code?: string };
+  if (err?.$metadata !== undefined || err?.$retryable !== undefined) return true;
+  const text = `${err?.name ?? ''} ${err?.code ?? ''} ${err?.message ?? ''}`;
+  return /Throttl|TooManyRequests|LimitExceeded|ServiceUnavailable|InternalFailure|KMSInternal|Timeout|ECONN|ENOTFOUND|EAI_AGAIN|ETIMEDOUT|EPIPE|socket hang up|NetworkingError/i.test(text);
 }
 
 function statusOf(e: UpstreamError): number | undefined {

@@ -85,7 +85,7 @@ describe('rate-limit ledger (invariant 2)', () => {
     expect(Object.keys((await store.read('b4')).entries)).toHaveLength(3);
   });
 
-  it('a container that stalls between the debit and the send does not send; the slot stays spent', async () => {
+  it('a container that stalls between the debit and the send past the margin does not send; the slot stays spent', async () => {
     const clock = new FakeClock(Date.now());
     const config = connections(world.idp, { stall: limited('stall') });
     const { broker } = instance(world, { clock, config });
@@ -93,7 +93,7 @@ describe('rate-limit ledger (invariant 2)', () => {
     const write = ledger.write.bind(ledger);
     ledger.write = async (...args) => {
       const r = await write(...args);
-      clock.advance(6_000); // a stall longer than half the 10 s margin
+      clock.advance(9_000); // a stall past the 10 s margin less the 2 s skew allowance
       return r;
     };
     await expect(get(broker, 'stall')).rejects.toMatchObject({ code: 'unavailable' });
@@ -207,6 +207,40 @@ describe('credentials and OAuth errors (invariant 6, C3, C4, D2)', () => {
     expect(JSON.stringify(served.token)).not.toContain('CANARY-RT');
     const again = await get(instance(world, { clock, config }).broker, 'c9');
     expect(again).toMatchObject({ outcome: 'store', token: { scope: 'read' } });
+  });
+
+  it('a password-grant secret without username/password fails closed before any ledger slot is spent', async () => {
+    const clock = new FakeClock(Date.now());
+    world.secrets.set('sec/pw', { client_id: 'pw-client', client_secret: 'CANARY-PW-SECRET' });
+    const config = connections(world.idp, { pw: { grantType: 'password', secret: 'sec/pw', ...limited('pw') } });
+    const err = await get(instance(world, { clock, config }).broker, 'pw').catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'internal' });
+    expect((err as Error).message).toMatch(/sec\/pw.*username, password/);
+    expect((err as Error).message).not.toContain('CANARY');
+    expect(world.idp.count()).toBe(0);
+    expect(Object.keys((await store.read('pw')).entries)).toHaveLength(0);
+    expect((await store.get('pw'))?.owner).toBeUndefined();
+  });
+
+  it('a refused debit leaves the answer in the item, so other containers do not queue on the ledger', async () => {
+    const clock = new FakeClock(Date.now());
+    const config = connections(world.idp, { full: limited('full', 1, 3600) });
+    const a = instance(world, { clock, config }).broker;
+    const t = await get(a, 'full');
+    await a.invalidate({ connection: 'full', principal, accessToken: t.token.accessToken });
+    await expect(get(a, 'full')).rejects.toMatchObject({ code: 'rate_limited' });
+    expect((await store.get('full'))?.backoff).toMatchObject({ code: 'rate_limited' });
+    const b = instance(world, { clock, config });
+    const ledger = (b.broker as unknown as { deps: { ledger: DynamoTokenStore } }).deps.ledger;
+    let ledgerReads = 0;
+    const read = ledger.read.bind(ledger);
+    ledger.read = async (key) => {
+      ledgerReads++;
+      return read(key);
+    };
+    await expect(get(b.broker, 'full')).rejects.toMatchObject({ code: 'rate_limited', extra: { retryAfterSeconds: expect.any(Number) } });
+    expect(ledgerReads).toBe(0);
+    expect(world.idp.count()).toBe(1);
   });
 
   it('a missing expires_in falls back to the JWT exp, else the default TTL (A4)', async () => {

@@ -118,6 +118,31 @@ describe('refresh ahead race', () => {
   });
 });
 
+describe('refresh ahead failures', () => {
+  it('a failed refresh-ahead serves the cached token only if it still satisfies the caller afterwards', async () => {
+    const clock = new FakeClock(Date.now());
+    const config = connections(world.idp, { failing: { refreshBeforeSeconds: 60 } });
+    await get(instance(world, { clock, config }).broker, 'failing', 0);
+    clock.advance(300_000 - 5_500); // 5.5 s left: still served with min_ttl 0 (5 s skew), inside the window
+    world.idp.respond = () => {
+      clock.advance(1_000); // the failing refresh takes a second
+      return { status: 503 };
+    };
+    await expect(get(instance(world, { clock, config }).broker, 'failing', 0)).rejects.toMatchObject({ code: 'unavailable' });
+  });
+
+  it('a KMS outage while opening the cached token is a 503, not an invalidation that costs a refresh', async () => {
+    const config = connections(world.idp, { kms: {} });
+    await get(instance(world, { clock: realClock, config }).broker, 'kms');
+    const { broker } = instance(world, { clock: realClock, config });
+    const sealer = (broker as unknown as { deps: { sealer: { open: () => Promise<never> } } }).deps.sealer;
+    sealer.open = () => Promise.reject(Object.assign(new Error('Rate exceeded'), { name: 'ThrottlingException', $metadata: { httpStatusCode: 400 } }));
+    await expect(get(broker, 'kms')).rejects.toMatchObject({ code: 'unavailable' });
+    expect((await storeOf(world).get('kms'))?.invalidated).toBeUndefined();
+    expect(world.idp.count()).toBe(1);
+  });
+});
+
 describe('dead lease holders (A6, A7)', () => {
   it('a holder that died before calling the IdP is taken over once its lease expires (A6)', async () => {
     const clock = new FakeClock(Date.now());
