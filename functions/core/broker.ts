@@ -48,8 +48,9 @@ export interface BrokerOptions {
   /** Longest a request waits for another holder's refresh. */
   maxWaitMs: number;
   /**
-   * Added to every ledger window: covers clock skew between containers (a couple of seconds at most) plus
-   * the time between a debit and the request reaching the upstream (at most the upstream timeout).
+   * Added to every ledger window. Half covers the time from a debit to the request reaching the upstream
+   * (a request is not sent more than half the margin after its debit; connecting takes at most 3 s), the
+   * other half clock skew between containers.
    */
   ledgerMarginMs: number;
   pollInitialMs: number;
@@ -323,17 +324,18 @@ export class TokenBroker {
     let sentAt: number;
     try {
       const attempt = async (secret: SecretValue) => {
-        // Finish inside the lease (nobody takes it over mid-request) and before the caller's deadline.
-        let sendBy = Math.min(lease.until - 1_000, deadline - RESPONSE_RESERVE_MS);
         if (connection.rateLimit) {
           const debit = await this.limiter.debit(connection.rateLimit, randomUUID());
           ledgerRemaining = debit.remaining;
-          // The window margin covers clock skew plus the time from debit to arrival upstream: the request
-          // must be over before the margin (less the skew allowance) runs out, or it is not sent at all
-          // (the slot stays spent: attempts are never refunded).
-          sendBy = Math.min(sendBy, debit.at + this.options.ledgerMarginMs - CLOCK_SKEW_ALLOWANCE_MS);
+          // The window margin covers the time from debit to arrival upstream (half of it: a stall here plus
+          // the connect timeout) and clock skew between containers (the other half). A container that
+          // stalled longer does not send (the slot stays spent: attempts are never refunded).
+          if (clock.now() - debit.at > this.options.ledgerMarginMs / 2) {
+            throw new UpstreamError({ kind: 'unavailable', detail: 'rate-limit debit too old to send' });
+          }
         }
-        const budget = Math.min(this.options.upstreamTimeoutMs, sendBy - clock.now());
+        // Finish inside the lease (nobody takes it over mid-request) and before the caller's deadline.
+        const budget = Math.min(this.options.upstreamTimeoutMs, lease.until - 1_000 - clock.now(), deadline - RESPONSE_RESERVE_MS - clock.now());
         if (budget < Math.min(MIN_UPSTREAM_BUDGET_MS, this.options.upstreamTimeoutMs)) throw new UpstreamError({ kind: 'unavailable', detail: 'no time left to send the token request' });
         sentAt = clock.now();
         upstreamToken = await this.deps.upstream.requestToken(connection, secret.credentials, AbortSignal.timeout(budget));
@@ -402,8 +404,6 @@ export class TokenBroker {
 
 /** Time kept back from the caller's deadline to publish and answer. */
 const RESPONSE_RESERVE_MS = 500;
-/** Clock skew between containers that the ledger margin must absorb. */
-const CLOCK_SKEW_ALLOWANCE_MS = 2_000;
 /** Not worth sending a token request with less time than this. */
 const MIN_UPSTREAM_BUDGET_MS = 500;
 
