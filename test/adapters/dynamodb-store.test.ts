@@ -13,7 +13,7 @@ import { BrokerError } from '../../functions/core/errors.js';
 import type { Backoff, Lease, SealedToken } from '../../functions/core/ports.js';
 import { RateLimiter } from '../../functions/core/rate-limiter.js';
 import { type EmbeddedDynamo, ensureTable, localDynamoClient, startDynalite } from '../../functions/local/dynamodb.js';
-import { ManualClock } from '../unit/fakes.js';
+import { FakeClock } from '../support/clock.js';
 
 const TABLE = 'token-broker-test';
 const T0 = Date.UTC(2026, 10, 23, 12, 0, 0);
@@ -339,7 +339,7 @@ describe('DynamoTokenStore against dynalite', () => {
 
     it('B3: concurrent debits never exceed max, and refused ones write nothing', async () => {
       const k = name();
-      const clock = new ManualClock(T0);
+      const clock = new FakeClock(T0);
       const limiter = new RateLimiter(store, clock, 2_000, 50);
       const limit = { max: 10, windowSeconds: 28_800, key: k };
       for (let i = 0; i < 8; i++) await limiter.debit(limit, `pre-${i}`);

@@ -4,7 +4,8 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { CachedSecretSource, parseCredentials } from '../../functions/adapters/credentials.js';
 import { secretsManagerSource } from '../../functions/adapters/secrets-manager.js';
 import { BrokerError } from '../../functions/core/errors.js';
-import { CANARY, ManualClock } from '../unit/fakes.js';
+import { CANARY } from '../unit/fakes.js';
+import { brokerError, FakeClock } from '../support/clock.js';
 
 const NAME = 'token-broker/dev/vitesse';
 const TTL = 5 * 60_000;
@@ -19,20 +20,10 @@ function throttling(): Error {
 }
 
 function setup() {
-  const clock = new ManualClock();
+  const clock = new FakeClock();
   const client = new SecretsManagerClient({ region: 'us-east-1', credentials: { accessKeyId: 'x', secretAccessKey: 'y' } });
   const source = secretsManagerSource(client, clock, { ttlMs: TTL, graceMs: GRACE });
   return { clock, source };
-}
-
-async function brokerError(p: Promise<unknown>): Promise<BrokerError> {
-  try {
-    await p;
-  } catch (e) {
-    expect(e).toBeInstanceOf(BrokerError);
-    return e as BrokerError;
-  }
-  throw new Error('expected a BrokerError');
 }
 
 function assertNoSecretMaterial(e: Error) {
@@ -214,7 +205,7 @@ describe('parseCredentials', () => {
 
 describe('CachedSecretSource over a raw fetch', () => {
   it('passes BrokerErrors from the fetch through instead of serving stale', async () => {
-    const clock = new ManualClock();
+    const clock = new FakeClock();
     let n = 0;
     const source = new CachedSecretSource(
       async () => {

@@ -7,7 +7,8 @@ import { type Connection, parseConfig } from '../../functions/core/config.js';
 import { BrokerError } from '../../functions/core/errors.js';
 import type { ClientCredentials } from '../../functions/core/ports.js';
 import { UpstreamError } from '../../functions/core/upstream-errors.js';
-import { CANARY, ManualClock } from '../unit/fakes.js';
+import { CANARY } from '../unit/fakes.js';
+import { FakeClock } from '../support/clock.js';
 
 const ORIGIN = 'https://idp.example';
 const CALLERS = ['arn:aws:iam::111122223333:role/app'];
@@ -207,7 +208,7 @@ describe('responses', () => {
   });
 
   it('429 with a Retry-After HTTP-date, relative to the injected clock', async () => {
-    const clock = new ManualClock();
+    const clock = new FakeClock();
     reply(429, JSON.stringify({ error: 'slow_down' }), { 'retry-after': new Date(clock.now() + 90_000).toUTCString() });
     const e = await failure(new HttpUpstream({ dispatcher: agent, clock }).requestToken(connection(), creds, signal()));
     expect(e.failure).toEqual({ kind: 'rate_limited', status: 429, retryAfterSeconds: 90 });

@@ -1,3 +1,4 @@
+import { BrokerError } from '../../functions/core/errors.js';
 import type { Clock } from '../../functions/core/ports.js';
 
 /**
@@ -5,6 +6,8 @@ import type { Clock } from '../../functions/core/ports.js';
  * in-flight DynamoDB and HTTP calls make progress). `offset` lets one broker instance run ahead.
  */
 export class FakeClock implements Clock {
+  /** Every sleep asked for, in order (to assert on backoff delays without waiting). */
+  readonly sleeps: number[] = [];
   constructor(public t = Date.UTC(2026, 10, 25, 12, 0, 0)) {}
   now(): number {
     return this.t;
@@ -12,7 +15,11 @@ export class FakeClock implements Clock {
   advance(ms: number): void {
     this.t += ms;
   }
+  set(t: number): void {
+    this.t = t;
+  }
   async sleep(ms: number): Promise<void> {
+    this.sleeps.push(ms);
     await new Promise((r) => setImmediate(r));
     this.t += Math.max(0, ms);
   }
@@ -27,3 +34,14 @@ export const realClock: Clock = {
   now: () => Date.now(),
   sleep: (ms) => new Promise((r) => setTimeout(r, ms)),
 };
+
+/** The BrokerError a promise rejects with; fails the test if it resolves or rejects with anything else. */
+export async function brokerError(p: Promise<unknown>): Promise<BrokerError> {
+  try {
+    await p;
+  } catch (e) {
+    if (e instanceof BrokerError) return e;
+    throw new Error(`expected a BrokerError, got ${String(e)}`);
+  }
+  throw new Error('expected a rejection with a BrokerError');
+}

@@ -1,28 +1,8 @@
 /**
- * Test doubles shared by test/unit and test/adapters: a manual clock and an in-memory LedgerStore that
+ * Test doubles shared by test/unit and test/adapters: an in-memory LedgerStore that
  * behaves like the DynamoDB one (optimistic concurrency on `ver`).
  */
-import type { Clock, LedgerState, LedgerStore, LedgerWriteResult } from '../../functions/core/ports.js';
-
-/** A clock that only moves when told to. sleep(ms) advances it and resolves at once (no real waiting). */
-export class ManualClock implements Clock {
-  readonly sleeps: number[] = [];
-  constructor(private t = Date.UTC(2026, 10, 23, 12, 0, 0)) {}
-  now(): number {
-    return this.t;
-  }
-  advance(ms: number): void {
-    this.t += ms;
-  }
-  set(t: number): void {
-    this.t = t;
-  }
-  async sleep(ms: number): Promise<void> {
-    this.sleeps.push(ms);
-    this.t += ms;
-    await Promise.resolve();
-  }
-}
+import type { LedgerState, LedgerStore, LedgerWriteResult } from '../../functions/core/ports.js';
 
 interface LedgerRecord {
   entries: Record<string, number>;

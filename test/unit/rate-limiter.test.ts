@@ -1,26 +1,17 @@
 import { describe, expect, it } from 'vitest';
 import { windowMs } from '../../functions/core/ledger.js';
-import { BrokerError } from '../../functions/core/errors.js';
 import { RateLimiter } from '../../functions/core/rate-limiter.js';
-import { ManualClock, MemoryLedgerStore } from './fakes.js';
+import { MemoryLedgerStore } from './fakes.js';
+import { brokerError, FakeClock } from '../support/clock.js';
 
 const MARGIN = 2_000;
 const limit = { max: 3, windowSeconds: 60, key: 'vertex' };
 
-async function rejection(p: Promise<unknown>): Promise<BrokerError> {
-  try {
-    await p;
-  } catch (e) {
-    expect(e).toBeInstanceOf(BrokerError);
-    return e as BrokerError;
-  }
-  throw new Error('expected a rejection');
-}
 
 describe('RateLimiter', () => {
   it('debits one entry per attempt and reports the slots left', async () => {
     const store = new MemoryLedgerStore();
-    const clock = new ManualClock();
+    const clock = new FakeClock();
     const rl = new RateLimiter(store, clock, MARGIN);
     expect(await rl.debit(limit, 'a1')).toEqual({ remaining: 2, at: clock.now() });
     clock.advance(1);
@@ -32,13 +23,13 @@ describe('RateLimiter', () => {
 
   it('refuses a debit over the limit with rate_limited and Retry-After, and never writes (B1)', async () => {
     const store = new MemoryLedgerStore();
-    const clock = new ManualClock();
+    const clock = new FakeClock();
     const rl = new RateLimiter(store, clock, MARGIN);
     const first = clock.now();
     for (let i = 0; i < limit.max; i++) await rl.debit(limit, `a${i}`);
     clock.advance(10_000);
     const writesBefore = store.writes.length;
-    const err = await rejection(rl.debit(limit, 'a-over'));
+    const err = await brokerError(rl.debit(limit, 'a-over'));
     expect(err.code).toBe('rate_limited');
     expect(err.status).toBe(429);
     expect(err.extra.retryAfterSeconds).toBe(Math.ceil((first + windowMs(limit, MARGIN) - clock.now()) / 1000));
@@ -55,10 +46,10 @@ describe('RateLimiter', () => {
 
   it('refuses during an upstream backoff with its own message, and never writes (B9)', async () => {
     const store = new MemoryLedgerStore();
-    const clock = new ManualClock();
+    const clock = new FakeClock();
     const rl = new RateLimiter(store, clock, MARGIN);
     await rl.holdUntil(limit, clock.now() + 120_000);
-    const err = await rejection(rl.debit(limit, 'a1'));
+    const err = await brokerError(rl.debit(limit, 'a1'));
     expect(err.code).toBe('rate_limited');
     expect(err.extra.retryAfterSeconds).toBe(120);
     expect(err.message).toMatch(/upstream asked/);
@@ -67,7 +58,7 @@ describe('RateLimiter', () => {
 
   it('holdUntil never lowers a recorded backoff', async () => {
     const store = new MemoryLedgerStore();
-    const clock = new ManualClock();
+    const clock = new FakeClock();
     const rl = new RateLimiter(store, clock, MARGIN);
     await rl.holdUntil(limit, clock.now() + 120_000);
     await rl.holdUntil(limit, clock.now() + 5_000);
@@ -76,7 +67,7 @@ describe('RateLimiter', () => {
 
   it('retries after a lost race, re-reading the ledger', async () => {
     const store = new MemoryLedgerStore();
-    const clock = new ManualClock();
+    const clock = new FakeClock();
     const rl = new RateLimiter(store, clock, MARGIN);
     let raced = 0;
     store.beforeWrite = (key) => {
@@ -91,7 +82,7 @@ describe('RateLimiter', () => {
 
   it('after a lost race that filled the ledger, refuses without writing (B3)', async () => {
     const store = new MemoryLedgerStore();
-    const clock = new ManualClock();
+    const clock = new FakeClock();
     const rl = new RateLimiter(store, clock, MARGIN);
     store.commit('vertex', 'x1', clock.now());
     store.commit('vertex', 'x2', clock.now());
@@ -102,7 +93,7 @@ describe('RateLimiter', () => {
         store.commit(key, 'x3', clock.now()); // the last slot goes to someone else
       }
     };
-    const err = await rejection(rl.debit(limit, 'mine'));
+    const err = await brokerError(rl.debit(limit, 'mine'));
     expect(err.code).toBe('rate_limited');
     expect(store.writes.map((w) => w.result)).toEqual(['conflict']);
     expect(Object.keys(store.items.get('vertex')!.entries)).toHaveLength(3);
@@ -111,7 +102,7 @@ describe('RateLimiter', () => {
 
   it('gives up with unavailable after maxTries conflicts', async () => {
     const store = new MemoryLedgerStore();
-    const clock = new ManualClock();
+    const clock = new FakeClock();
     const rl = new RateLimiter(store, clock, MARGIN, 4);
     let n = 0;
     store.beforeWrite = (key) => {
@@ -119,7 +110,7 @@ describe('RateLimiter', () => {
       store.items.set(key, { entries: {}, ver: (store.items.get(key)?.ver ?? 0) + 1 });
       n++;
     };
-    const err = await rejection(rl.debit(limit, 'mine'));
+    const err = await brokerError(rl.debit(limit, 'mine'));
     expect(err.code).toBe('unavailable');
     expect(err.extra.retryAfterSeconds).toBe(1);
     expect(n).toBe(4);
@@ -128,7 +119,7 @@ describe('RateLimiter', () => {
 
   it('keeps ledgers of different keys apart', async () => {
     const store = new MemoryLedgerStore();
-    const clock = new ManualClock();
+    const clock = new FakeClock();
     const rl = new RateLimiter(store, clock, MARGIN);
     for (let i = 0; i < limit.max; i++) await rl.debit(limit, `a${i}`);
     expect(await rl.debit({ ...limit, key: 'other' }, 'b0')).toEqual({ remaining: 2, at: clock.now() });
