@@ -1,6 +1,6 @@
 /** Parsing and caching of client credentials, shared by the Secrets Manager and local-file sources. */
 import * as z from 'zod/mini';
-import { BrokerError } from '../core/errors.js';
+import { BrokerError, misconfiguredCredentials } from '../core/errors.js';
 import type { Clock, ClientCredentials, SecretSource, SecretValue } from '../core/ports.js';
 
 const nonEmpty = () => z.string().check(z.minLength(1));
@@ -20,20 +20,18 @@ export function parseCredentials(name: string, value: unknown): ClientCredential
     try {
       doc = JSON.parse(value);
     } catch {
-      throw misconfigured(name, 'is not JSON');
+      throw misconfiguredCredentials(name, 'is not JSON');
     }
   }
   const r = CredentialsSchema.safeParse(doc);
   if (!r.success) {
     const fields = [...new Set(r.error.issues.map((i) => i.path.join('.') || '(root)'))].join(', ');
-    throw misconfigured(name, `is missing or has invalid fields: ${fields}`);
+    throw misconfiguredCredentials(name, `is missing or has invalid fields: ${fields}`);
   }
   return r.data;
 }
 
-function misconfigured(name: string, what: string): BrokerError {
-  return new BrokerError('internal', `the credentials secret "${name}" ${what}`);
-}
+
 
 export interface CachedSecretOptions {
   /** Re-read after this long. */

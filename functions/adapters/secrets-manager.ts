@@ -5,7 +5,7 @@
  */
 import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import type { Clock } from '../core/ports.js';
-import { BrokerError } from '../core/errors.js';
+import { misconfiguredCredentials } from '../core/errors.js';
 import { CachedSecretSource, type CachedSecretOptions } from './credentials.js';
 
 const CONFIGURATION_ERRORS = new Set(['ResourceNotFoundException', 'AccessDeniedException', 'DecryptionFailure', 'InvalidRequestException']);
@@ -19,10 +19,10 @@ export function secretsManagerSource(client: SecretsManagerClient, clock: Clock,
       } catch (e) {
         // A missing or unreadable secret is a configuration problem, not an outage: say which, never retry-loop.
         const kind = (e as { name?: string }).name ?? '';
-        if (CONFIGURATION_ERRORS.has(kind)) throw new BrokerError('internal', `the credentials secret "${name}" cannot be read (${kind})`);
+        if (CONFIGURATION_ERRORS.has(kind)) throw misconfiguredCredentials(name, `cannot be read (${kind})`);
         throw e;
       }
-      if (out.SecretString === undefined) throw new BrokerError('internal', `the credentials secret "${name}" has no string value`);
+      if (out.SecretString === undefined) throw misconfiguredCredentials(name, 'has no string value');
       return { value: out.SecretString, version: out.VersionId ?? '' };
     },
     clock,

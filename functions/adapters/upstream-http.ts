@@ -5,8 +5,7 @@
  * cap on the response size. Answers become UpstreamTokens or typed UpstreamErrors; bodies are never logged.
  */
 import { Agent, type Dispatcher, request } from 'undici';
-import type { Connection } from '../core/config.js';
-import { BrokerError } from '../core/errors.js';
+import { type Connection, requireGrantFields } from '../core/config.js';
 import { parseRetryAfter } from '../core/ledger.js';
 import { type Clock, type ClientCredentials, systemClock, type Upstream, type UpstreamToken } from '../core/ports.js';
 import { parseOAuthError, parseTokenResponse } from '../core/token-response.js';
@@ -35,11 +34,9 @@ export function tokenRequest(connection: Connection, credentials: ClientCredenti
   const form = new URLSearchParams();
   form.set('grant_type', connection.grantType);
   if (connection.grantType === 'password') {
-    if (!credentials.username || !credentials.password) {
-      throw new BrokerError('internal', `the credentials secret "${connection.secret}" is missing or has invalid fields: username, password`);
-    }
-    form.set('username', credentials.username);
-    form.set('password', credentials.password);
+    requireGrantFields(connection, credentials);
+    form.set('username', credentials.username!);
+    form.set('password', credentials.password!);
   }
   if (connection.scope) form.set('scope', connection.scope);
   for (const [k, v] of Object.entries(connection.extraParams ?? {})) form.set(k, v);

@@ -187,6 +187,7 @@ export function createHttpHandler(deps: HttpDeps): HttpHandler {
       if (!(e instanceof BrokerError)) deps.logger.error('unhandled error', { errorName: (e as Error)?.name, ...fields });
       Object.assign(fields, { outcome: err.code === 'rate_limited' ? 'rate_limited' : 'error', error: err.code });
       if (err.extra.upstreamError) fields.upstreamError = err.extra.upstreamError;
+      if (err.extra.detail) fields.detail = err.extra.detail;
       const metric = ERROR_METRIC[err.code] ?? 'ClientError';
       deps.metrics.count(metric);
       response = errorResponse(err);

@@ -10,7 +10,7 @@
 import { randomUUID } from 'node:crypto';
 import { type Principal, isAllowed } from './authz.js';
 import { backoffFor, errorForBackoff, errorForFailure } from './backoff.js';
-import type { BrokerConfig, Connection } from './config.js';
+import { type BrokerConfig, type Connection, requireGrantFields } from './config.js';
 import { BrokerError, forbidden, invalidRequest, notFound, unavailable } from './errors.js';
 import { fingerprint } from './fingerprint.js';
 import { type FreshnessPolicy, freshness, lifetimeTooShort, satisfies, tokenExpiry } from './freshness.js';
@@ -341,7 +341,8 @@ export class TokenBroker {
         upstreamToken = await this.deps.upstream.requestToken(connection, secret.credentials, AbortSignal.timeout(budget));
       };
       const secret = await secrets.get(connection.secret);
-      requireGrantFields(connection, secret);
+      // Checked before any ledger slot is spent.
+      requireGrantFields(connection, secret.credentials);
       try {
         await attempt(secret);
       } catch (e) {
@@ -350,7 +351,7 @@ export class TokenBroker {
         const again = await secrets.get(connection.secret, { forceRefresh: true });
         const timeLeft = Math.min(lease.until - 1_000, deadline - RESPONSE_RESERVE_MS) - clock.now();
         if (again.version === secret.version || timeLeft < Math.min(MIN_UPSTREAM_BUDGET_MS, this.options.upstreamTimeoutMs)) throw e;
-        requireGrantFields(connection, again);
+        requireGrantFields(connection, again.credentials);
         await attempt(again);
       }
       const issuedAt = sentAt!;
@@ -406,13 +407,6 @@ export class TokenBroker {
 const RESPONSE_RESERVE_MS = 500;
 /** Not worth sending a token request with less time than this. */
 const MIN_UPSTREAM_BUDGET_MS = 500;
-
-/** The password grant needs username and password in the secret: checked before any ledger slot is spent. */
-function requireGrantFields(connection: Connection, secret: SecretValue): void {
-  if (connection.grantType === 'password' && (!secret.credentials.username || !secret.credentials.password)) {
-    throw new BrokerError('internal', `the credentials secret "${connection.secret}" is missing or has invalid fields: username, password`);
-  }
-}
 
 function tooShort(token: Token): BrokerError {
   const lifetime = Math.floor((token.expiresAt - token.issuedAt) / 1000);

@@ -1,5 +1,6 @@
 import * as z from 'zod/mini';
 import { en } from 'zod/locales';
+import { misconfiguredCredentials } from './errors.js';
 
 // zod/mini ships no messages of its own: English ones, so errors say what is wrong.
 z.config(en());
@@ -161,5 +162,12 @@ export function parseConfigText(text: string, source = 'config'): unknown {
     return JSON.parse(text) as unknown;
   } catch (e) {
     throw new ConfigError(`invalid config (${source}): not valid JSON: ${(e as Error).message}`);
+  }
+}
+
+/** Throws if the secret lacks what the connection's grant needs (the password grant: username and password). */
+export function requireGrantFields(connection: Connection, credentials: { username?: string; password?: string }): void {
+  if (connection.grantType === 'password' && (!credentials.username || !credentials.password)) {
+    throw misconfiguredCredentials(connection.secret, 'is missing or has invalid fields: username, password');
   }
 }

@@ -27,7 +27,13 @@ export class BrokerError extends Error {
   constructor(
     readonly code: ErrorCode,
     message: string,
-    readonly extra: { retryAfterSeconds?: number; upstreamError?: string; status?: number } = {},
+    readonly extra: {
+      retryAfterSeconds?: number;
+      upstreamError?: string;
+      status?: number;
+      /** For the broker's own log only, never the response: e.g. which secret is misconfigured. */
+      detail?: string;
+    } = {},
   ) {
     super(message);
   }
@@ -44,3 +50,12 @@ export const unavailable = (message: string, retryAfterSeconds: number) =>
   new BrokerError('unavailable', message, { retryAfterSeconds });
 export const rateLimited = (message: string, retryAfterSeconds: number) =>
   new BrokerError('rate_limited', message, { retryAfterSeconds });
+
+/**
+ * A connection's credentials secret is unusable (missing, unreadable, malformed). The caller learns only
+ * that; the log line names the secret and the fields (never a value).
+ */
+export const misconfiguredCredentials = (secretName: string, what: string) =>
+  new BrokerError('internal', "the connection's credentials are misconfigured; the broker's logs say how", {
+    detail: `the credentials secret "${secretName}" ${what}`,
+  });

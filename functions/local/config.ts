@@ -50,7 +50,8 @@ export const LocalConfigSchema = z
       try {
         valid.set(name, parseCredentials(name, value));
       } catch (e) {
-        ctx.addIssue({ code: 'custom', path: ['secrets', name], message: (e as Error).message });
+        // The operator starting the broker may see which secret and fields (never a value).
+        ctx.addIssue({ code: 'custom', path: ['secrets', name], message: e instanceof BrokerError ? (e.extra.detail ?? e.message) : (e as Error).message });
       }
     }
     for (const [name, c] of Object.entries(doc.connections)) {

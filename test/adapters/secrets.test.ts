@@ -26,8 +26,8 @@ function setup() {
   return { clock, source };
 }
 
-function assertNoSecretMaterial(e: Error) {
-  const text = `${e.message} ${JSON.stringify(e)}`;
+function assertNoSecretMaterial(e: BrokerError) {
+  const text = `${e.message} ${e.extra.detail ?? ''} ${JSON.stringify(e)}`;
   for (const canary of [CANARY.clientSecret, CANARY.clientId, CANARY.password, 'CANARY']) expect(text).not.toContain(canary);
 }
 
@@ -151,13 +151,14 @@ describe('secretsManagerSource', () => {
     ['empty client_secret', JSON.stringify({ client_id: CANARY.clientId, client_secret: '' }), /client_secret/],
     ['client_secret not a string', JSON.stringify({ client_id: CANARY.clientId, client_secret: 12345 }), /client_secret/],
     ['not an object', JSON.stringify(CANARY.clientSecret), /\(root\)/],
-  ])('D4: %s fails closed, naming the secret and fields, never a value', async (_label, secretString, fields) => {
+  ])('D4: %s fails closed; the log detail names the secret and fields, the caller sees neither, nobody a value', async (_label, secretString, fields) => {
     sm.on(GetSecretValueCommand).resolves({ SecretString: secretString, VersionId: 'ver-1' });
     const { source } = setup();
     const err = await brokerError(source.get(NAME));
     expect(err.code).toBe('internal');
-    expect(err.message).toContain(NAME);
-    expect(err.message).toMatch(fields);
+    expect(err.extra.detail).toContain(NAME);
+    expect(err.extra.detail).toMatch(fields);
+    expect(err.message).not.toContain(NAME);
     assertNoSecretMaterial(err);
   });
 
@@ -175,7 +176,7 @@ describe('secretsManagerSource', () => {
     const { source } = setup();
     const err = await brokerError(source.get(NAME));
     expect(err.code).toBe('internal');
-    expect(err.message).toContain(NAME);
+    expect(err.extra.detail).toContain(NAME);
   });
 
   it('a missing secret is a configuration error naming the secret, not an outage to retry', async () => {
@@ -183,8 +184,9 @@ describe('secretsManagerSource', () => {
     const { source } = setup();
     const err = await brokerError(source.get(NAME));
     expect(err.code).toBe('internal');
-    expect(err.message).toContain(NAME);
-    expect(err.message).toContain('ResourceNotFoundException');
+    expect(err.extra.detail).toContain(NAME);
+    expect(err.extra.detail).toContain('ResourceNotFoundException');
+    expect(err.message).not.toContain(NAME);
   });
 });
 

@@ -119,9 +119,10 @@ describe('token request shape', () => {
     const p = up.requestToken(connection({ grantType: 'password' }), { ...creds, password: CANARY.password }, signal());
     await expect(p).rejects.toBeInstanceOf(BrokerError);
     const err = (await p.catch((e: unknown) => e)) as BrokerError;
-    expect(err.message).toContain('token-broker/dev/vitesse');
-    expect(err.message).toContain('username');
-    expect(err.message).not.toContain(CANARY.password);
+    expect(err.extra.detail).toContain('token-broker/dev/vitesse');
+    expect(err.extra.detail).toContain('username');
+    expect(err.message).not.toContain('token-broker/dev/vitesse');
+    expect(`${err.message} ${err.extra.detail}`).not.toContain(CANARY.password);
     expect(err.message).not.toContain(CANARY.clientSecret);
     expect(captured).toHaveLength(0);
   });

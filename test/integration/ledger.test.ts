@@ -5,6 +5,7 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { DynamoTokenStore } from '../../functions/adapters/dynamodb-store.js';
 import { principalFromArn } from '../../functions/core/authz.js';
+import type { BrokerError } from '../../functions/core/errors.js';
 import type { TokenBroker } from '../../functions/core/broker.js';
 import { localDynamoClient } from '../../functions/local/dynamodb.js';
 import { FakeClock, realClock } from '../support/clock.js';
@@ -215,7 +216,8 @@ describe('credentials and OAuth errors (invariant 6, C3, C4, D2)', () => {
     const config = connections(world.idp, { pw: { grantType: 'password', secret: 'sec/pw', ...limited('pw') } });
     const err = await get(instance(world, { clock, config }).broker, 'pw').catch((e: unknown) => e);
     expect(err).toMatchObject({ code: 'internal' });
-    expect((err as Error).message).toMatch(/sec\/pw.*username, password/);
+    expect((err as BrokerError).extra.detail).toMatch(/sec\/pw.*username, password/);
+    expect((err as Error).message).not.toContain('sec/pw');
     expect((err as Error).message).not.toContain('CANARY');
     expect(world.idp.count()).toBe(0);
     expect(Object.keys((await store.read('pw')).entries)).toHaveLength(0);
