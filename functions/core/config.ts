@@ -161,7 +161,10 @@ export function parseConfigText(text: string, source = 'config'): unknown {
   try {
     return JSON.parse(text) as unknown;
   } catch (e) {
-    throw new ConfigError(`invalid config (${source}): not valid JSON: ${(e as Error).message}`);
+    // Not the parser's message: Node quotes the text around the error, which may be a secret.
+    const at = /position (\d+)/.exec((e as Error).message)?.[1];
+    const where = at === undefined ? '' : ` at ${lineAndColumn(text, Number(at))}`;
+    throw new ConfigError(`invalid config (${source}): not valid JSON${where}`);
   }
 }
 
@@ -170,4 +173,9 @@ export function requireGrantFields(connection: Connection, credentials: { userna
   if (connection.grantType === 'password' && (!credentials.username || !credentials.password)) {
     throw misconfiguredCredentials(connection.secret, 'is missing or has invalid fields: username, password');
   }
+}
+
+function lineAndColumn(text: string, position: number): string {
+  const before = text.slice(0, position).split('\n');
+  return `line ${before.length}, column ${before[before.length - 1]!.length + 1}`;
 }

@@ -51,12 +51,15 @@ async function main(): Promise<void> {
     stopping = true;
     const force = setTimeout(() => {
       process.stderr.write(`shutdown after ${signal} took too long; exiting\n`);
-      process.exit(0);
+      process.exit(1);
     }, 5_000);
     force.unref();
     broker.close().then(
       () => process.exit(0),
-      () => process.exit(0),
+      (e: unknown) => {
+        process.stderr.write(`shutdown after ${signal} failed: ${(e as Error)?.name ?? 'error'}\n`);
+        process.exit(1);
+      },
     );
   };
   process.on('SIGINT', () => stop('SIGINT'));

@@ -74,9 +74,9 @@ describe('demo mode', () => {
     const { secret } = curlLine();
     const before = logRecords(demo.stdout).filter((r) => r.message === 'request').length;
     const r = await call(demo.url, { path: '/tokens/demo', sign: { accessKeyId: 'AKIDLOCALDEMO', secretAccessKey: secret } });
-    await new Promise((resolve) => setTimeout(resolve, 100)); // let the log line arrive
-    const requests = logRecords(demo.stdout).filter((rec) => rec.message === 'request');
-    expect(requests).toHaveLength(before + 1);
+    const requestLines = () => logRecords(demo.stdout).filter((rec) => rec.message === 'request');
+    await expect.poll(() => requestLines().length).toBe(before + 1); // the log line arrives on stdout
+    const requests = requestLines();
     expect(requests.at(-1)).toMatchObject({ connection: 'demo', status: 200, caller: 'arn:aws:iam::111122223333:role/demo-caller' });
     const token = String(r.json?.access_token);
     expect(demo.stdout.some((l) => l.includes(token))).toBe(false);

@@ -183,6 +183,21 @@ describe('verifySigV4 against aws4', () => {
     expect(verifySigV4(req, opts()).accessKeyId).toBe(AKID);
   });
 
+  it('refuses a credential scope dated another day than the request, and an unsigned Date header', () => {
+    const req = aws4Signed({ path: '/tokens/demo' });
+    const auth = String(req.headers.Authorization).replace(/\/\d{8}\/us-east-1\//, '/20261122/us-east-1/');
+    expect(auth).toContain('/20261122/');
+    expect(refusal({ ...req, headers: { ...req.headers, Authorization: auth } })).toBe('Date in Credential scope does not match YYYYMMDD from the request date');
+    const headers = { Host: HOST, Date: new Date(T0).toUTCString() };
+    const signed = aws4.sign(
+      { host: HOST, path: '/tokens/demo', headers, service: 'execute-api', region: 'us-east-1', doNotModifyHeaders: true },
+      { accessKeyId: AKID, secretAccessKey: SECRET },
+    );
+    const dateless = String(signed.headers!.Authorization).replace('SignedHeaders=date;host', 'SignedHeaders=host');
+    const unsignedDate = { method: 'GET', target: signed.path!, headers: { ...(signed.headers as Record<string, string>), Authorization: dateless }, body: Buffer.alloc(0) };
+    expect(refusal(unsignedDate)).toBe("'date' must be a signed header");
+  });
+
   it('requires host, the date and a session token to be signed', () => {
     const req = aws4Signed({ path: '/tokens/demo', sessionToken: 'session-token' });
     expect(verifySigV4(req, opts())).toEqual({ accessKeyId: AKID, sessionToken: 'session-token' });

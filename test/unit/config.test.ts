@@ -217,3 +217,19 @@ describe('parseConfigText', () => {
     expect(() => parseConfigText('{"connections":', 'stage.json')).toThrow(/stage\.json/);
   });
 });
+
+describe('parseConfigText', () => {
+  it('reports invalid JSON without quoting the file (it may hold secrets)', () => {
+    const text = `{"secrets": {"s": {"client_secret": 'CANARY-IN-QUOTES', "x": 1}}}`;
+    let message = '';
+    try {
+      parseConfigText(text, 'local.json');
+    } catch (e) {
+      expect(e).toBeInstanceOf(ConfigError);
+      message = (e as Error).message;
+    }
+    expect(message).toMatch(/^invalid config \(local\.json\): not valid JSON/);
+    expect(message).not.toContain('CANARY');
+    expect(message).not.toContain('client_secret');
+  });
+});
