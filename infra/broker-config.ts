@@ -158,3 +158,24 @@ export function callerAccounts(config: BrokerConfig, source = 'config'): string[
   }
   return [...accounts].sort();
 }
+
+/**
+ * `aws:PrincipalArn` patterns (IAM ArnLike) for a connection's `callers`, for the API resource policy. An
+ * assumed-role caller's aws:PrincipalArn is its role ARN with the role's path, while the broker matches
+ * roles by account and name (path ignored, as DESIGN.md says): each role pattern is allowed with any path.
+ * IAM's `*` also crosses `/`, so this is at least as permissive as the broker's own check, never more
+ * than the accounts and names configured; the broker's check stays the precise one.
+ */
+export function principalArnPatterns(callers: readonly string[]): string[] {
+  const out = new Set<string>();
+  for (const pattern of callers) {
+    const m = /^(arn:[^:]+:iam::\d{12}:role\/)(?:.*\/)?([^/]+)$/.exec(pattern);
+    if (m) {
+      out.add(`${m[1]}${m[2]}`);
+      out.add(`${m[1]}*/${m[2]}`);
+    } else {
+      out.add(pattern);
+    }
+  }
+  return [...out];
+}

@@ -29,14 +29,17 @@ import {
   BUNDLE_CONFIG_FILE,
   callerAccounts,
   copyConfigCommand,
+  principalArnPatterns,
   secretRefs,
   stageBundleConfig,
   type SecretRef,
 } from './broker-config';
 import type { StageSettings } from './stages';
+import { SEAL_PURPOSE } from '../functions/adapters/sealer';
+import { BROKER_ENV } from '../functions/broker/env';
 
-/** Encryption context key/value the broker puts on every sealed token; the seal key policy requires it. */
-export const SEAL_PURPOSE = 'token-broker-cache';
+/** The encryption-context purpose the broker puts on every sealed token; the seal key policy requires it. */
+export { SEAL_PURPOSE };
 /** Namespace and `service` dimension of the broker's EMF metrics (Powertools). */
 export const METRICS_NAMESPACE = 'TokenBroker';
 export const SERVICE_NAME = 'token-broker';
@@ -257,9 +260,9 @@ export class TokenBrokerStack extends Stack {
       logGroup: fnLogs,
       description: `token-broker ${stage.name}: broker`,
       environment: {
-        BROKER_TABLE: this.table.tableName,
-        BROKER_SEAL_KEY_ARN: this.sealKey.keyArn,
-        BROKER_CONFIG_FILE: BUNDLE_CONFIG_FILE,
+        [BROKER_ENV.table]: this.table.tableName,
+        [BROKER_ENV.sealKeyArn]: this.sealKey.keyArn,
+        [BROKER_ENV.configFile]: BUNDLE_CONFIG_FILE,
         POWERTOOLS_SERVICE_NAME: SERVICE_NAME,
         POWERTOOLS_METRICS_NAMESPACE: METRICS_NAMESPACE,
         POWERTOOLS_LOG_LEVEL: stage.logLevel,
@@ -278,7 +281,6 @@ export class TokenBrokerStack extends Stack {
         handler: 'handler',
         projectRoot: props.projectRoot,
         depsLockFilePath: join(props.projectRoot, 'package-lock.json'),
-        awsSdkConnectionReuse: false,
         bundling: {
           format: OutputFormat.ESM,
           target: 'node22',
@@ -305,14 +307,18 @@ export class TokenBrokerStack extends Stack {
     const stageName = stage.name;
     const routes = ['GET/tokens/*', 'POST/tokens/*/invalidate'].map((r) => `execute-api:/${stageName}/${r}`);
     const denyAll = 'execute-api:/*';
-    // Allow the callers' accounts on the two routes; deny everyone else explicitly, so neither a broader
-    // identity policy in this account nor a future allow statement can open the API.
+    // Open the two routes only to principals that some connection's `callers` names (by account and
+    // aws:PrincipalArn), and deny every other account explicitly, so neither a broader identity policy nor a
+    // future allow statement can open the API. One statement for all connections keeps the policy within API
+    // Gateway's 8 KB limit at 100 connections; which connection a caller may use is the broker's own, precise
+    // check on every request (and the per-connection managed policies below).
     const statements: iam.PolicyStatement[] = [
       new iam.PolicyStatement({
-        sid: 'AllowCallerAccounts',
+        sid: 'AllowConfiguredCallers',
         principals: accounts.map((a) => new iam.AccountPrincipal(a)),
         actions: ['execute-api:Invoke'],
         resources: routes,
+        conditions: { ArnLike: { 'aws:PrincipalArn': principalArnPatterns([...config.connections.values()].flatMap((c) => c.callers)) } },
       }),
       new iam.PolicyStatement({
         sid: 'DenyOtherAccounts',

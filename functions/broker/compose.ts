@@ -10,6 +10,7 @@ import { kmsSealer } from '../adapters/sealer.js';
 import { type BrokerOptions, TokenBroker } from '../core/broker.js';
 import { type BrokerConfig, ConfigError, parseConfig, parseConfigText } from '../core/config.js';
 import { type SecretSource, systemClock, type Upstream } from '../core/ports.js';
+import { BROKER_ENV } from './env.js';
 import { createHttpHandler, type HttpHandler } from './http.js';
 import { powertoolsLogger, powertoolsMetrics } from './observability.js';
 
@@ -59,26 +60,26 @@ export function lazySecrets(): SecretSource {
 /** Optional numeric tuning from the environment (e.g. BROKER_MEMORY_MAX_AGE_MS). */
 function tuning(env: NodeJS.ProcessEnv): Partial<BrokerOptions> {
   const out: Partial<BrokerOptions> = {};
-  const memory = env.BROKER_MEMORY_MAX_AGE_MS;
+  const memory = env[BROKER_ENV.memoryMaxAgeMs];
   if (memory !== undefined) {
     const v = Number(memory);
-    if (!Number.isInteger(v) || v < 0 || v > 5000) throw new ConfigError('BROKER_MEMORY_MAX_AGE_MS must be an integer from 0 to 5000');
+    if (!Number.isInteger(v) || v < 0 || v > 5000) throw new ConfigError(`${BROKER_ENV.memoryMaxAgeMs} must be an integer from 0 to 5000`);
     out.memoryMaxAgeMs = v;
   }
   return out;
 }
 
 export function buildAwsHandler(env: NodeJS.ProcessEnv = process.env): HttpHandler {
-  const file = env.BROKER_CONFIG_FILE ?? 'config.json';
+  const file = env[BROKER_ENV.configFile] ?? 'config.json';
   const config = loadConfigFile(isAbsolute(file) ? file : join(env.LAMBDA_TASK_ROOT ?? process.cwd(), file));
   const logger = powertoolsLogger();
-  const store = new DynamoTokenStore(new DynamoDBClient({ maxAttempts: 3 }), required(env, 'BROKER_TABLE'));
+  const store = new DynamoTokenStore(new DynamoDBClient({ maxAttempts: 3 }), required(env, BROKER_ENV.table));
   const broker = new TokenBroker({
     config,
     store,
     ledger: store,
     secrets: lazySecrets(),
-    sealer: kmsSealer(required(env, 'BROKER_SEAL_KEY_ARN')),
+    sealer: kmsSealer(required(env, BROKER_ENV.sealKeyArn)),
     upstream: lazyUpstream(),
     clock: systemClock,
     log: logger,

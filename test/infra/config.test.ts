@@ -12,6 +12,7 @@ import {
   renderBundleConfig,
   secretRefs,
   stageBundleConfig,
+  principalArnPatterns,
 } from '../../infra/broker-config';
 import { PROJECT_ROOT } from '../../infra/build';
 import { getStage, StageError, STAGES, validateStage } from '../../infra/stages';
@@ -170,7 +171,7 @@ describe('stage options in the stack', () => {
     const api = only(resources(template, 'AWS::ApiGateway::RestApi'))[1].Properties;
     expect(api.EndpointConfiguration).toEqual({ Types: ['PRIVATE'], VpcEndpointIds: ['vpce-0123456789abcdef0'] });
     const s = bySid(api.Policy.Statement as Statement[]);
-    expect(Object.keys(s).sort()).toEqual(['AllowCallerAccounts', 'DenyOtherAccounts', 'DenyOutsideOrganisation', 'DenyOutsideVpcEndpoints']);
+    expect(Object.keys(s).sort()).toEqual(['AllowConfiguredCallers', 'DenyOtherAccounts', 'DenyOutsideOrganisation', 'DenyOutsideVpcEndpoints']);
     expect(s.DenyOutsideOrganisation).toMatchObject({
       Effect: 'Deny',
       Principal: { AWS: '*' },
@@ -190,7 +191,7 @@ describe('stage options in the stack', () => {
     const api = only(resources(template, 'AWS::ApiGateway::RestApi'))[1].Properties;
     expect(api.EndpointConfiguration).toEqual({ Types: ['REGIONAL'] });
     const s = bySid(api.Policy.Statement as Statement[]);
-    expect(Object.keys(s).sort()).toEqual(['AllowCallerAccounts', 'DenyOtherAccounts', 'DenyOutsideOrganisation']);
+    expect(Object.keys(s).sort()).toEqual(['AllowConfiguredCallers', 'DenyOtherAccounts', 'DenyOutsideOrganisation']);
   });
 
   it('an invalid config fails the synth with the file named as given', () => {
@@ -289,4 +290,20 @@ describe('the CDK app entry (infra/app.ts)', () => {
     expect(r.status).toBe(1);
     expect(r.stderr.trim()).toMatch(/^token-broker: handler entry .* must be inside the repository/);
   }, 30_000);
+});
+
+describe('resource-policy principal patterns', () => {
+  it('allow a role with any path (the broker matches roles by account and name), users as given, no duplicates', () => {
+    expect(
+      principalArnPatterns([
+        'arn:aws:iam::111122223333:role/service-role/App',
+        'arn:aws:iam::111122223333:role/App',
+        'arn:aws:iam::111122223333:user/ops/alice',
+      ]),
+    ).toEqual([
+      'arn:aws:iam::111122223333:role/App',
+      'arn:aws:iam::111122223333:role/*/App',
+      'arn:aws:iam::111122223333:user/ops/alice',
+    ]);
+  });
 });

@@ -48,16 +48,29 @@ describe('API', () => {
     }
   });
 
-  it('resource policy: allows the caller accounts on the two routes and denies every other account', () => {
+  it('resource policy: allows only the configured callers (any role path) on the two routes and denies every other account', () => {
     const policy = only(resources(dev.template, 'AWS::ApiGateway::RestApi'))[1].Properties.Policy;
     const s = bySid(policy.Statement as Statement[]);
-    expect(Object.keys(s).sort()).toEqual(['AllowCallerAccounts', 'DenyOtherAccounts']);
-    expect(s.AllowCallerAccounts).toMatchObject({
+    expect(Object.keys(s).sort()).toEqual(['AllowConfiguredCallers', 'DenyOtherAccounts']);
+    expect(s.AllowConfiguredCallers).toMatchObject({
       Effect: 'Allow',
       Action: 'execute-api:Invoke',
       Resource: ['execute-api:/dev/GET/tokens/*', 'execute-api:/dev/POST/tokens/*/invalidate'],
     });
-    expect(JSON.stringify(s.AllowCallerAccounts!.Principal)).toContain(':iam::111122223333:root');
+    expect(JSON.stringify(s.AllowConfiguredCallers!.Principal)).toContain(':iam::111122223333:root');
+    // Not every principal of the account: only the configured role patterns, with any role path.
+    expect(s.AllowConfiguredCallers!.Condition).toEqual({
+      ArnLike: {
+        'aws:PrincipalArn': [
+          'arn:aws:iam::111122223333:role/payments-*',
+          'arn:aws:iam::111122223333:role/*/payments-*',
+          'arn:aws:iam::111122223333:role/tax-*',
+          'arn:aws:iam::111122223333:role/*/tax-*',
+          'arn:aws:iam::111122223333:role/tax-adjustments-*',
+          'arn:aws:iam::111122223333:role/*/tax-adjustments-*',
+        ],
+      },
+    });
     expect(s.DenyOtherAccounts).toEqual({
       Sid: 'DenyOtherAccounts',
       Effect: 'Deny',
@@ -72,7 +85,7 @@ describe('API', () => {
     expect(ps.DenyOtherAccounts!.Condition).toEqual({
       StringNotEquals: { 'aws:PrincipalAccount': ['444455556666', '777788889999'] },
     });
-    const principals = JSON.stringify(ps.AllowCallerAccounts!.Principal);
+    const principals = JSON.stringify(ps.AllowConfiguredCallers!.Principal);
     expect(principals).toContain(':iam::444455556666:root');
     expect(principals).toContain(':iam::777788889999:root');
     expect(principals).not.toContain('111122223333');
