@@ -27,51 +27,57 @@ export interface DemoUpstream {
   close(): Promise<void>;
 }
 
-/** oidc-provider's storage interface, in memory (its own in-memory adapter warns on every start). */
-class MemoryAdapter {
-  private static readonly store = new Map<string, { payload: Record<string, unknown>; expiresAt?: number }>();
+type Stored = Map<string, { payload: Record<string, unknown>; expiresAt?: number }>;
 
-  constructor(private readonly model: string) {}
+/**
+ * oidc-provider's storage interface, in memory (its own in-memory adapter warns on every start). Each
+ * provider gets its own store (memoryAdapter below), dropped with it.
+ */
+class MemoryAdapter {
+  constructor(
+    private readonly model: string,
+    private readonly store: Stored,
+  ) {}
 
   private key(id: string): string {
     return `${this.model}:${id}`;
   }
 
   async upsert(id: string, payload: Record<string, unknown>, expiresIn?: number): Promise<void> {
-    MemoryAdapter.store.set(this.key(id), { payload, ...(expiresIn ? { expiresAt: Date.now() + expiresIn * 1000 } : {}) });
+    this.store.set(this.key(id), { payload, ...(expiresIn ? { expiresAt: Date.now() + expiresIn * 1000 } : {}) });
   }
 
   async find(id: string): Promise<Record<string, unknown> | undefined> {
-    const entry = MemoryAdapter.store.get(this.key(id));
+    const entry = this.store.get(this.key(id));
     if (!entry) return undefined;
     if (entry.expiresAt !== undefined && entry.expiresAt <= Date.now()) {
-      MemoryAdapter.store.delete(this.key(id));
+      this.store.delete(this.key(id));
       return undefined;
     }
     return entry.payload;
   }
 
   async findByUid(uid: string): Promise<Record<string, unknown> | undefined> {
-    for (const [k, v] of MemoryAdapter.store) if (k.startsWith(`${this.model}:`) && v.payload.uid === uid) return v.payload;
+    for (const [k, v] of this.store) if (k.startsWith(`${this.model}:`) && v.payload.uid === uid) return v.payload;
     return undefined;
   }
 
   async findByUserCode(userCode: string): Promise<Record<string, unknown> | undefined> {
-    for (const [k, v] of MemoryAdapter.store) if (k.startsWith(`${this.model}:`) && v.payload.userCode === userCode) return v.payload;
+    for (const [k, v] of this.store) if (k.startsWith(`${this.model}:`) && v.payload.userCode === userCode) return v.payload;
     return undefined;
   }
 
   async consume(id: string): Promise<void> {
-    const entry = MemoryAdapter.store.get(this.key(id));
+    const entry = this.store.get(this.key(id));
     if (entry) entry.payload.consumed = Math.floor(Date.now() / 1000);
   }
 
   async destroy(id: string): Promise<void> {
-    MemoryAdapter.store.delete(this.key(id));
+    this.store.delete(this.key(id));
   }
 
   async revokeByGrantId(grantId: string): Promise<void> {
-    for (const [k, v] of MemoryAdapter.store) if (v.payload.grantId === grantId) MemoryAdapter.store.delete(k);
+    for (const [k, v] of this.store) if (v.payload.grantId === grantId) this.store.delete(k);
   }
 }
 
@@ -109,7 +115,7 @@ export async function startDemoUpstream(options: DemoUpstreamOptions = {}): Prom
 
   const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
   const provider = new Provider(issuer, {
-    adapter: MemoryAdapter,
+    adapter: memoryAdapter(),
     clients: [
       {
         client_id: clientId,
@@ -149,5 +155,15 @@ export async function startDemoUpstream(options: DemoUpstreamOptions = {}): Prom
         server.close(() => resolve());
         server.closeAllConnections();
       }),
+  };
+}
+
+/** An adapter class bound to one store, as oidc-provider wants a constructor taking the model name. */
+function memoryAdapter(): new (model: string) => MemoryAdapter {
+  const store: Stored = new Map();
+  return class extends MemoryAdapter {
+    constructor(model: string) {
+      super(model, store);
+    }
   };
 }
