@@ -90,3 +90,9 @@ export const LOG_FIELDS = {
 /** The `message` of the per-request log line, and of an operator action's audit line. */
 export const REQUEST_LOG_MESSAGE = 'request';
 export const OPS_LOG_MESSAGE = 'ops';
+
+/**
+ * The event a scheduled rule sends the broker function (every minute) so that it publishes the budget
+ * gauges of every rate-limited connection and the circuit state of every connection, traffic or not.
+ */
+export const BUDGET_GAUGE_EVENT = { tokenBroker: 'publish-budget' } as const;
