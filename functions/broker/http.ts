@@ -7,7 +7,7 @@
 import type { APIGatewayProxyEvent, APIGatewayProxyEventV2, APIGatewayProxyResult, Context } from 'aws-lambda';
 import { performance } from 'node:perf_hooks';
 import { principalArn, principalFromArn } from '../core/authz.js';
-import type { TokenBroker } from '../core/broker.js';
+import type { InvalidationAnswer, TokenBroker } from '../core/broker.js';
 import { CONNECTION_NAME } from '../core/config.js';
 import { BrokerError, invalidRequest, notFound } from '../core/errors.js';
 import { expiresInSeconds } from '../core/freshness.js';
@@ -117,6 +117,13 @@ export function parseInvalidateBody(body: string | null | undefined, base64: boo
   return token;
 }
 
+/** The 200 body of POST /invalidate: `{"invalidated": true}` or `{"invalidated": false, "reason": ..., "retry_after"?: N}`. */
+export function invalidationBody(answer: InvalidationAnswer): Record<string, unknown> {
+  if (answer.invalidated) return { invalidated: true };
+  if (answer.reason === 'deferred') return { invalidated: false, reason: 'deferred', retry_after: answer.retryAfterSeconds };
+  return { invalidated: false, reason: answer.reason };
+}
+
 export function errorResponse(e: BrokerError): APIGatewayProxyResult {
   const headers: Record<string, string> = { ...BASE_HEADERS };
   if (e.extra.retryAfterSeconds !== undefined) headers['Retry-After'] = String(e.extra.retryAfterSeconds);
@@ -177,10 +184,11 @@ export function createHttpHandler(deps: HttpDeps): HttpHandler {
         };
       } else {
         const accessToken = parseInvalidateBody(req.body, req.base64 ?? false);
-        const changed = await deps.broker.invalidate({ connection: r.connection, principal, accessToken });
-        Object.assign(fields, { outcome: changed ? 'invalidated' : 'not_current' });
+        const answer = await deps.broker.invalidate({ connection: r.connection, principal, accessToken });
+        const outcome = answer.invalidated ? 'invalidated' : answer.reason;
+        Object.assign(fields, { outcome, invalidation: outcome, tokenFp: answer.fp });
         deps.metrics.count('Invalidations');
-        response = { statusCode: 204, headers: { 'Cache-Control': 'no-store' }, body: '' };
+        response = { statusCode: 200, headers: { ...BASE_HEADERS }, body: JSON.stringify(invalidationBody(answer)) };
       }
     } catch (e) {
       const err = e instanceof BrokerError ? e : new BrokerError('internal', 'internal error');

@@ -32,6 +32,13 @@ export interface Served {
   staleAfter?: string;
 }
 
+/** What the broker did with a reported token (DESIGN "HTTP API", POST /invalidate). `fp` is for the log line. */
+export type InvalidationAnswer = { fp: string } & (
+  | { invalidated: true }
+  | { invalidated: false; reason: 'not_current' }
+  | { invalidated: false; reason: 'deferred'; retryAfterSeconds: number }
+);
+
 export interface BrokerLog {
   warn(message: string, fields?: Record<string, unknown>): void;
 }
@@ -160,11 +167,11 @@ export class TokenBroker {
   }
 
   /** Tells the broker a caller's upstream rejected `accessToken`: stop serving it if it is the current one. */
-  async invalidate(req: { connection: string; principal: Principal | undefined; accessToken: string }): Promise<boolean> {
+  async invalidate(req: { connection: string; principal: Principal | undefined; accessToken: string }): Promise<InvalidationAnswer> {
     const connection = this.authorize(req.connection, req.principal);
     const fp = fingerprint(req.accessToken);
     if (this.memory.get(connection.name)?.token.fp === fp) this.memory.delete(connection.name);
-    return this.deps.store.invalidate(connection.name, fp);
+    return (await this.deps.store.invalidate(connection.name, fp)) ? { invalidated: true, fp } : { invalidated: false, reason: 'not_current', fp };
   }
 
   /** Reads the store and, if needed, refreshes or waits for the holder who does. */

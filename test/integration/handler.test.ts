@@ -156,14 +156,17 @@ describe('GET /tokens/{connection}', () => {
 });
 
 describe('POST /tokens/{connection}/invalidate', () => {
-  it('204 for the current token, which then stops being served; 204 and no change for an old one', async () => {
+  it('200 {invalidated: true} for the current token, which then stops being served; not_current and no change for an old one', async () => {
     const t1 = json((await handler(event('GET', '/tokens/payments'))).body).access_token as string;
     const res = await handler(event('POST', '/tokens/payments/invalidate', { body: JSON.stringify({ access_token: t1 }) }));
-    expect(res.statusCode).toBe(204);
-    expect(res.body).toBe('');
+    expect(res.statusCode).toBe(200);
+    expect(res.headers).toMatchObject({ 'Content-Type': 'application/json', 'Cache-Control': 'no-store' });
+    expect(json(res.body)).toEqual({ invalidated: true });
     const t2 = json((await handler(event('GET', '/tokens/payments'))).body).access_token as string;
     expect(t2).not.toBe(t1);
-    expect((await handler(event('POST', '/tokens/payments/invalidate', { body: JSON.stringify({ access_token: t1 }) }))).statusCode).toBe(204);
+    const again = await handler(event('POST', '/tokens/payments/invalidate', { body: JSON.stringify({ access_token: t1 }) }));
+    expect(again.statusCode).toBe(200);
+    expect(json(again.body)).toEqual({ invalidated: false, reason: 'not_current' });
     expect(json((await handler(event('GET', '/tokens/payments'))).body).access_token).toBe(t2);
   });
 
