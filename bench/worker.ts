@@ -10,7 +10,7 @@ import { HttpUpstream } from '../functions/adapters/upstream-http.js';
 import { principalFromArn } from '../functions/core/authz.js';
 import type { Connection } from '../functions/core/config.js';
 import { fingerprint } from '../functions/core/fingerprint.js';
-import { satisfies, tokenExpiry } from '../functions/core/freshness.js';
+import { serves, tokenExpiry } from '../functions/core/freshness.js';
 import type { Token } from '../functions/core/ports.js';
 import {
   CALLER,
@@ -48,7 +48,7 @@ function processCache(connection: Connection, skewMs: number) {
   return {
     fetchToken,
     async get(minTtl: number): Promise<Token> {
-      if (token && satisfies(token.expiresAt, Date.now(), { minTtlMs: minTtl * 1000, skewMs })) return token;
+      if (token && serves(token, Date.now(), minTtl * 1000, skewMs)) return token;
       inflight ??= fetchToken().finally(() => (inflight = undefined));
       return (token = await inflight);
     },

@@ -7,6 +7,7 @@ import {
   parseConfig,
   parseConfigText,
   type BrokerConfig,
+  configDocument,
   type Connection,
 } from '../functions/core/config';
 import { StageError } from './stages';
@@ -38,13 +39,8 @@ export function loadStageConfig(
  * The document written as `config.json` into the function bundle: `{ "connections": { NAME: {...} } }`, the
  * DESIGN.md schema with every default resolved. Parsing it again with `parseConfig` gives the same config.
  */
-export function bundleConfigDocument(config: BrokerConfig): { connections: Record<string, Omit<Connection, 'name'>> } {
-  const connections: Record<string, Omit<Connection, 'name'>> = {};
-  for (const [name, c] of [...config.connections].sort(([a], [b]) => a.localeCompare(b))) {
-    const { name: _name, ...rest } = c;
-    connections[name] = rest;
-  }
-  return { connections };
+export function bundleConfigDocument(config: BrokerConfig): ReturnType<typeof configDocument> {
+  return configDocument(config);
 }
 
 /** `config.json` text: deterministic (sorted connections), so an unchanged config keeps the asset hash. */

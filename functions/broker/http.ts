@@ -9,8 +9,9 @@ import { performance } from 'node:perf_hooks';
 import { principalArn, principalFromArn } from '../core/authz.js';
 import type { InvalidationAnswer, TokenBroker } from '../core/broker.js';
 import { CONNECTION_NAME } from '../core/config.js';
-import { BrokerError, invalidRequest, notFound } from '../core/errors.js';
+import { BrokerError, type ErrorCode, invalidRequest, notFound, type RefreshReason, type Refusal } from '../core/errors.js';
 import { expiresInSeconds } from '../core/freshness.js';
+import { METRICS, type MetricName } from '../core/telemetry.js';
 import type { MetricSink, RequestLog } from './observability.js';
 
 export type ProxyEvent = APIGatewayProxyEvent | APIGatewayProxyEventV2;
@@ -22,14 +23,34 @@ export const MAX_BODY_BYTES = 8 * 1024;
 /** Time kept back from the Lambda's remaining time to write the response. */
 const RESPONSE_MARGIN_MS = 500;
 
-const OUTCOME_METRIC = { memory: 'MemoryHit', store: 'StoreHit', refreshed: 'Refreshed', waited: 'Waited' } as const;
-const ERROR_METRIC: Record<string, string> = {
-  rate_limited: 'RateLimited',
-  upstream_error: 'UpstreamError',
-  unavailable: 'Unavailable',
-  internal: 'InternalError',
-  forbidden: 'Forbidden',
+const OUTCOME_METRIC = { memory: METRICS.memoryHit, store: METRICS.storeHit, refreshed: METRICS.refreshed, waited: METRICS.waited } as const;
+const ERROR_METRIC: Partial<Record<ErrorCode, MetricName>> = {
+  rate_limited: METRICS.rateLimited,
+  upstream_error: METRICS.upstreamError,
+  unavailable: METRICS.unavailable,
+  internal: METRICS.internalError,
+  forbidden: METRICS.forbidden,
 };
+/** Upstream token requests, by reason (DESIGN "Budget guard"). */
+const REASON_METRIC: Record<RefreshReason, MetricName> = {
+  expired: METRICS.refreshExpired,
+  ahead: METRICS.refreshAhead,
+  min_ttl: METRICS.refreshMinTtl,
+  rotation: METRICS.refreshRotation,
+};
+/** Refusals, by cause: why a caller got 429 (or 502 for the open circuit, 503 while a fetched token waits). */
+const REFUSAL_METRIC: Partial<Record<Refusal, MetricName>> = {
+  ledger_exhausted: METRICS.refusedLedgerExhausted,
+  reserve: METRICS.refusedReserve,
+  spacing: METRICS.refusedSpacing,
+  upstream_429: METRICS.refusedUpstream429,
+  circuit_open: METRICS.circuitRefusals,
+};
+const INVALIDATION_METRIC = {
+  invalidated: METRICS.invalidated,
+  not_current: METRICS.invalidationNotCurrent,
+  deferred: METRICS.invalidationDeferred,
+} as const;
 
 const BASE_HEADERS = {
   'Content-Type': 'application/json',
@@ -145,6 +166,13 @@ export function createHttpHandler(deps: HttpDeps): HttpHandler {
     const req = requestShape(event);
     const principal = principalFromArn(req.userArn);
     const fields: Record<string, unknown> = { method: req.method, caller: principal ? principalArn(principal) : undefined };
+    /** The upstream requests this request made: the log line names the last reason, metrics count each. */
+    const countSent = (sent: readonly RefreshReason[] | undefined) => {
+      if (!sent?.length) return;
+      fields.refreshReason = sent[sent.length - 1];
+      if (sent.length > 1) fields.refreshReasons = sent;
+      for (const reason of sent) deps.metrics.count(REASON_METRIC[reason]);
+    };
     let response: APIGatewayProxyResult;
     try {
       const r = route(req.method, req.path);
@@ -164,11 +192,13 @@ export function createHttpHandler(deps: HttpDeps): HttpHandler {
         const t = served.token;
         const expiresIn = expiresInSeconds(t.expiresAt, now());
         Object.assign(fields, { outcome: served.outcome, tokenFp: t.fp, expiresIn, minTtl: minTtlSeconds });
+        countSent(served.sent);
         deps.metrics.count(OUTCOME_METRIC[served.outcome]);
-        if (served.ledgerRemaining !== undefined) deps.metrics.gauge('LedgerRemaining', served.ledgerRemaining);
+        if (served.ledgerRemaining !== undefined) deps.metrics.gauge(METRICS.ledgerRemaining, served.ledgerRemaining);
+        if (served.ledgerRemaining !== undefined) fields.ledgerRemaining = served.ledgerRemaining;
         if (served.staleAfter) {
           fields.refreshError = served.staleAfter;
-          deps.metrics.count('StaleToken');
+          deps.metrics.count(METRICS.staleToken);
         }
         response = {
           statusCode: 200,
@@ -187,7 +217,7 @@ export function createHttpHandler(deps: HttpDeps): HttpHandler {
         const answer = await deps.broker.invalidate({ connection: r.connection, principal, accessToken });
         const outcome = answer.invalidated ? 'invalidated' : answer.reason;
         Object.assign(fields, { outcome, invalidation: outcome, tokenFp: answer.fp });
-        deps.metrics.count('Invalidations');
+        deps.metrics.count(INVALIDATION_METRIC[outcome]);
         response = { statusCode: 200, headers: { ...BASE_HEADERS }, body: JSON.stringify(invalidationBody(answer)) };
       }
     } catch (e) {
@@ -196,8 +226,13 @@ export function createHttpHandler(deps: HttpDeps): HttpHandler {
       Object.assign(fields, { outcome: err.code === 'rate_limited' ? 'rate_limited' : 'error', error: err.code });
       if (err.extra.upstreamError) fields.upstreamError = err.extra.upstreamError;
       if (err.extra.detail) fields.detail = err.extra.detail;
-      const metric = ERROR_METRIC[err.code] ?? 'ClientError';
-      deps.metrics.count(metric);
+      if (err.extra.refusal) {
+        fields.cause = err.extra.refusal;
+        const refused = REFUSAL_METRIC[err.extra.refusal];
+        if (refused) deps.metrics.count(refused);
+      }
+      countSent(err.extra.sent);
+      deps.metrics.count(ERROR_METRIC[err.code] ?? METRICS.clientError);
       response = errorResponse(err);
     }
     const latencyMs = Math.round((performance.now() - started) * 1000) / 1000;

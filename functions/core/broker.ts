@@ -1,6 +1,7 @@
 /**
  * The token broker: serves a still-valid token for a connection to an authorised caller, refreshing it
- * through a fleet-wide lease and a rate-limit ledger. All I/O goes through the ports (core/ports.ts).
+ * through a fleet-wide lease and a rate-limit ledger under the budget guard. All I/O goes through the
+ * ports (core/ports.ts); what to do next is decided by the pure functions of core/decide.ts.
  *
  * Read path, cheapest first:
  *  1. this container's memory (at most `memoryMaxAgeMs` old: the only staleness allowed);
@@ -9,14 +10,17 @@
  */
 import { randomUUID } from 'node:crypto';
 import { type Principal, isAllowed } from './authz.js';
-import { backoffFor, errorForBackoff, errorForFailure } from './backoff.js';
-import { type BrokerConfig, type Connection, requireGrantFields } from './config.js';
-import { BrokerError, forbidden, invalidRequest, notFound, unavailable } from './errors.js';
+import { backoffFor, backoffNote, errorForFailure } from './backoff.js';
+import { circuitError, openCircuit } from './circuit.js';
+import { type BrokerConfig, type Connection, requireUsableCredentials } from './config.js';
+import { DEMAND_REASONS, type Policy, type Step, aheadBlockedUntil, decide, decideInvalidation, tooShort } from './decide.js';
+import { BrokerError, type RefreshReason, forbidden, notFound, unavailable } from './errors.js';
 import { fingerprint } from './fingerprint.js';
-import { type FreshnessPolicy, freshness, lifetimeTooShort, satisfies, tokenExpiry } from './freshness.js';
-import { canRefresh, leaseState, nextPoll } from './lease.js';
-import { retryAfterSeconds } from './ledger.js';
-import type { Clock, Lease, SecretSource, Sealer, Token, TokenItem, TokenStore, Upstream, UpstreamToken, LedgerStore, SecretValue } from './ports.js';
+import { inAheadWindow, serves, tokenExpiry, tooShortFor } from './freshness.js';
+import { nextPoll } from './lease.js';
+import { ledgerMarginMs, retryAfterSeconds } from './ledger.js';
+import { DEFAULT_MARGIN_PARTS, HOLD_RATE_LIMITED_MS, HOLD_UNLIMITED_MS, LEASE_MS, MISCONFIGURED_RECHECK_MS, type MarginParts } from './limits.js';
+import type { Backoff, Clock, Lease, LedgerStore, ReleaseNote, SecretSource, SecretValue, Sealer, Token, TokenItem, TokenStore, Upstream } from './ports.js';
 import { RateLimiter } from './rate-limiter.js';
 import { CREDENTIAL_ERRORS, UpstreamError } from './upstream-errors.js';
 
@@ -26,9 +30,11 @@ export interface Served {
   token: Token;
   outcome: Outcome;
   connection: Connection;
+  /** Upstream token requests this request sent, by reason. */
+  sent?: RefreshReason[];
   /** Ledger slots left after this request's debit, when it debited. */
   ledgerRemaining?: number;
-  /** Set when a refresh-ahead failed and the still-valid cached token was served instead. */
+  /** Set when a refresh failed and the still-valid cached token was served instead: the refresh's error code. */
   staleAfter?: string;
 }
 
@@ -46,7 +52,7 @@ export interface BrokerLog {
 export interface BrokerOptions {
   /** How long this container may answer from memory without reading the store (at most 5 s). */
   memoryMaxAgeMs: number;
-  /** Served only with at least min_ttl plus this left. */
+  /** A cached token is served only with at least min_ttl plus this left (or a quarter of its lifetime, if less). */
   skewMs: number;
   /** Lease duration: a dead holder is taken over after this. */
   leaseMs: number;
@@ -54,12 +60,8 @@ export interface BrokerOptions {
   upstreamTimeoutMs: number;
   /** Longest a request waits for another holder's refresh. */
   maxWaitMs: number;
-  /**
-   * Added to every ledger window. Half covers the time from a debit to the request reaching the upstream
-   * (a request is not sent more than half the margin after its debit; connecting takes at most 3 s), the
-   * other half clock skew between containers.
-   */
-  ledgerMarginMs: number;
+  /** What the ledger's window margin covers; the margin is their sum (core/ledger.ts `ledgerMarginMs`). */
+  margin: MarginParts;
   pollInitialMs: number;
   pollMaxMs: number;
 }
@@ -67,10 +69,10 @@ export interface BrokerOptions {
 export const DEFAULT_OPTIONS: BrokerOptions = {
   memoryMaxAgeMs: 5_000,
   skewMs: 5_000,
-  leaseMs: 20_000,
+  leaseMs: LEASE_MS,
   upstreamTimeoutMs: 6_000,
   maxWaitMs: 10_000,
-  ledgerMarginMs: 10_000,
+  margin: DEFAULT_MARGIN_PARTS,
   pollInitialMs: 20,
   pollMaxMs: 250,
 };
@@ -97,23 +99,55 @@ export interface TokenRequest {
 
 interface MemoryEntry {
   token: Token;
+  /** The item version it was read at (-1: fetched here and not stored yet). */
   ver: number;
   readAt: number;
+  /** Refresh-ahead cannot start before this (backoff, demand backoff, open circuit): serve from memory. */
+  aheadBlockedUntil: number;
+}
+
+/** A token this container fetched that the store would not take (DynamoDB or KMS fault). */
+interface Pending {
+  token: Token;
+  reason: RefreshReason;
+  retryAt: number;
+}
+
+/** What one refresh needs to know about the request that triggers it. */
+interface RefreshContext {
+  connection: Connection;
+  lease: Lease;
+  /** The item as it stood when the lease was taken. */
+  item: TokenItem;
+  /** Its token, opened (undefined if none or invalidated). */
+  current: Token | undefined;
+  minTtlMs: number;
+  deadline: number;
+  /** Upstream requests sent so far, by reason. */
+  sent: RefreshReason[];
 }
 
 const silent: BrokerLog = { warn: () => {} };
 
+/** Time kept back from the caller's deadline to publish and answer. */
+const RESPONSE_RESERVE_MS = 500;
+/** Not worth sending a token request with less time than this. */
+const MIN_UPSTREAM_BUDGET_MS = 500;
+/** A container retries storing a pending token at most this often. */
+const PENDING_RETRY_MS = 1_000;
+
 export class TokenBroker {
   readonly options: BrokerOptions;
   private readonly memory = new Map<string, MemoryEntry>();
-  private readonly inflight = new Map<string, Promise<unknown>>();
+  private readonly inflight = new Map<string, Promise<Served | undefined>>();
+  private readonly pending = new Map<string, Pending>();
   private readonly limiter: RateLimiter;
   private readonly log: BrokerLog;
 
   constructor(private readonly deps: BrokerDeps) {
     this.options = { ...DEFAULT_OPTIONS, ...deps.options };
     if (this.options.memoryMaxAgeMs > 5_000) throw new Error('memoryMaxAgeMs is at most 5000');
-    this.limiter = new RateLimiter(deps.ledger, deps.clock, this.options.ledgerMarginMs);
+    this.limiter = new RateLimiter(deps.ledger, deps.clock, ledgerMarginMs(this.options.margin));
     this.log = deps.log ?? silent;
   }
 
@@ -129,34 +163,38 @@ export class TokenBroker {
   async getToken(req: TokenRequest): Promise<Served> {
     const connection = this.authorize(req.connection, req.principal);
     const { clock } = this.deps;
+    const { skewMs, memoryMaxAgeMs } = this.options;
     const deadline = Math.min(req.deadline ?? Infinity, clock.now() + this.options.maxWaitMs);
-    const policy: FreshnessPolicy = {
-      minTtlMs: req.minTtlSeconds * 1000,
-      skewMs: this.options.skewMs,
-      refreshBeforeMs: connection.refreshBeforeSeconds * 1000,
-    };
+    const minTtlMs = req.minTtlSeconds * 1000;
     let waited = false;
     for (;;) {
       const now = clock.now();
       const mem = this.memory.get(connection.name);
       const running = this.inflight.get(connection.name);
-      if (mem && now - mem.readAt < this.options.memoryMaxAgeMs) {
-        const f = freshness(mem.token.expiresAt, now, policy);
-        // In refresh-ahead, one request per container refreshes; the others keep the current token.
-        if (f === 'fresh' || (f === 'refresh-ahead' && running)) {
+      if (mem && now - mem.readAt < memoryMaxAgeMs) {
+        // In the refresh-ahead window one request per container refreshes; the others keep the current token.
+        const ahead = inAheadWindow(mem.token, now, connection.refreshBeforeSeconds * 1000, skewMs);
+        if (serves(mem.token, now, minTtlMs, skewMs) && (!ahead || running || now < mem.aheadBlockedUntil)) {
           return { token: mem.token, outcome: waited ? 'waited' : 'memory', connection };
         }
-        if (f === 'stale' && lifetimeTooShort(mem.token, policy)) throw tooShort(mem.token);
+        if (tooShortFor(mem.token, minTtlMs)) throw tooShort(mem.token);
       }
       if (running) {
         // In-process single flight: wait for this container's own store read or refresh, then look again.
         waited = true;
-        await withDeadline(running, deadline, clock);
+        const r = await withDeadline(running, deadline, clock);
+        // A token fresh from the upstream serves whoever waited for it (no skew allowance).
+        if (r && (r.outcome === 'refreshed' || r.outcome === 'waited') && serves(r.token, clock.now(), minTtlMs, skewMs, true)) {
+          return { token: r.token, outcome: 'waited', connection };
+        }
         if (clock.now() >= deadline) throw unavailable('timed out waiting for a token refresh', 1);
         continue;
       }
-      const work = this.sync(connection, policy, deadline);
-      this.inflight.set(connection.name, work);
+      const work = this.sync(connection, minTtlMs, deadline);
+      this.inflight.set(
+        connection.name,
+        work.catch(() => undefined),
+      );
       try {
         const served = await work;
         return waited && served.outcome === 'store' ? { ...served, outcome: 'waited' } : served;
@@ -166,115 +204,413 @@ export class TokenBroker {
     }
   }
 
-  /** Tells the broker a caller's upstream rejected `accessToken`: stop serving it if it is the current one. */
+  /**
+   * A caller's upstream rejected `accessToken`. If it is the cached token, stop serving it, unless the budget
+   * guard will not spend a token request on it now (then it is deferred and stays in service).
+   */
   async invalidate(req: { connection: string; principal: Principal | undefined; accessToken: string }): Promise<InvalidationAnswer> {
     const connection = this.authorize(req.connection, req.principal);
     const fp = fingerprint(req.accessToken);
-    if (this.memory.get(connection.name)?.token.fp === fp) this.memory.delete(connection.name);
-    return (await this.deps.store.invalidate(connection.name, fp)) ? { invalidated: true, fp } : { invalidated: false, reason: 'not_current', fp };
+    const name = connection.name;
+    const now = this.deps.clock.now();
+    const forget = () => {
+      if (this.memory.get(name)?.token.fp === fp) this.memory.delete(name);
+    };
+    if (this.pending.get(name)?.token.fp === fp) {
+      // Only this container serves it, and the hold that keeps the fleet from fetching stays in place.
+      this.pending.delete(name);
+      forget();
+      return { invalidated: true, fp };
+    }
+    const item = await this.storeCall(() => this.deps.store.get(name));
+    let step = decideInvalidation(item, fp, now, { rateLimited: connection.rateLimit !== undefined, configHash: connection.configHash });
+    if (step.do === 'ask-ledger') {
+      const { refusal } = await this.storeCall(() => this.limiter.demandAllowed(connection.rateLimit!, name));
+      step = refusal ? { do: 'defer', until: now + (refusal.extra.retryAfterSeconds ?? 1) * 1000 } : { do: 'honour' };
+    }
+    if (step.do === 'defer') return { invalidated: false, reason: 'deferred', retryAfterSeconds: retryAfterSeconds(step.until - now), fp };
+    if (step.do === 'not_current') {
+      forget();
+      return { invalidated: false, reason: 'not_current', fp };
+    }
+    const minGapMs = step.minGapMs;
+    const r = await this.storeCall(() => this.deps.store.invalidate(name, fp, now, minGapMs));
+    if (r.kind === 'too_soon') return { invalidated: false, reason: 'deferred', retryAfterSeconds: retryAfterSeconds(r.until - now), fp };
+    forget();
+    return r.kind === 'invalidated' ? { invalidated: true, fp } : { invalidated: false, reason: 'not_current', fp };
   }
 
-  /** Reads the store and, if needed, refreshes or waits for the holder who does. */
-  private async sync(connection: Connection, policy: FreshnessPolicy, deadline: number): Promise<Served> {
-    const { clock } = this.deps;
-    let item = await this.read(connection);
-    let token = await this.open(connection, item);
-    const served = (t: Token, outcome: Outcome, extra: Partial<Served> = {}): Served => ({ token: t, outcome, connection, ...extra });
+  private policy(connection: Connection): Policy {
+    return {
+      skewMs: this.options.skewMs,
+      refreshBeforeMs: connection.refreshBeforeSeconds * 1000,
+      configHash: connection.configHash,
+      refreshBudgetMs: this.options.upstreamTimeoutMs + 1_000,
+    };
+  }
 
-    const f = freshness(token?.expiresAt, clock.now(), policy);
-    if (token && f === 'fresh') return served(token, 'store');
-    if (token && f === 'refresh-ahead') {
+  /** Reads the store and runs the decided steps: serve, wait for another holder, refresh, or refuse. */
+  private async sync(connection: Connection, minTtlMs: number, deadline: number): Promise<Served> {
+    const { clock } = this.deps;
+    const policy = this.policy(connection);
+    await this.storePending(connection);
+    let item: TokenItem | undefined;
+    try {
+      item = await this.read(connection);
+    } catch (e) {
+      const pending = this.pendingToken(connection);
+      if (pending && serves(pending, clock.now(), minTtlMs, this.options.skewMs)) return { token: pending, outcome: 'memory', connection };
+      throw e;
+    }
+    let token = this.withPending(connection, await this.open(connection, item));
+    const firstVer = item?.ver ?? 0;
+    let poll = 0;
+    for (;;) {
+      const fresh = (item?.ver ?? 0) > firstVer;
+      const step = decide({ now: clock.now(), item, token, fresh, minTtlMs, deadline, holdsLease: false }, policy);
+      if (step.do === 'serve') return { token: step.token, outcome: fresh ? 'waited' : 'store', connection };
+      if (step.do === 'refuse') throw step.error;
+      if (step.do === 'refresh') {
+        const served = await this.tryRefresh(connection, policy, step, minTtlMs, deadline, firstVer);
+        if (served) return served;
+      } else {
+        poll = nextPoll(poll, this.options.pollInitialMs, this.options.pollMaxMs);
+        await clock.sleep(Math.min(poll, deadline - clock.now()));
+      }
+      // Another holder has the lease, or we waited for one: look again.
+      item = await this.read(connection);
+      token = this.withPending(connection, await this.open(connection, item));
+    }
+  }
+
+  /**
+   * Takes the lease and refreshes, unless the item changed so that no refresh is needed any more. Undefined
+   * when another holder has the lease. A refresh-ahead that fails for any reason serves its still-valid token.
+   */
+  private async tryRefresh(
+    connection: Connection,
+    policy: Policy,
+    step: Extract<Step, { do: 'refresh' }>,
+    minTtlMs: number,
+    deadline: number,
+    firstVer: number,
+  ): Promise<Served | undefined> {
+    const { clock } = this.deps;
+    // What to serve if this refresh-ahead fails: the still-valid token, as long as it is still the cached one.
+    let fallback = step.fallback;
+    try {
       const now = clock.now();
-      const backingOff = item?.backoff !== undefined && item.backoff.until > now;
-      if (backingOff || !canRefresh(deadline, now, this.refreshBudgetMs()) || leaseState(item, now) === 'held') return served(token, 'store');
-      const acquired = await this.acquire(connection);
-      if (!acquired) return served(token, 'store');
-      if (acquired.item.ver !== item?.ver) {
-        // Someone published between our read and our lease: serve theirs, do not spend another request.
-        await this.releaseQuietly(connection, acquired.lease);
-        const published = await this.open(connection, acquired.item);
-        return served(published && published.expiresAt > token.expiresAt ? published : token, 'store');
+      const acquired = await this.storeCall(() => this.deps.store.acquireLease(connection.name, randomUUID(), now, now + this.options.leaseMs));
+      if (!acquired) return undefined;
+      const { lease, item } = acquired;
+      let current: Token | undefined;
+      try {
+        current = this.withPending(connection, await this.open(connection, item));
+      } catch (e) {
+        await this.releaseQuietly(connection, lease);
+        throw e;
+      }
+      // Someone may have published, invalidated, backed off or opened the circuit between our read and our lease.
+      const again = decide({ now: clock.now(), item, token: current, fresh: item.ver > firstVer, minTtlMs, deadline, holdsLease: true }, policy);
+      fallback = again.do === 'refresh' ? again.fallback : undefined;
+      if (again.do !== 'refresh') {
+        await this.releaseQuietly(connection, lease);
+        if (again.do === 'serve') return { token: again.token, outcome: 'waited', connection };
+        if (again.do === 'refuse') throw again.error;
+        return undefined;
+      }
+      return await this.refresh({ connection, lease, item, current, minTtlMs, deadline, sent: [] }, again);
+    } catch (e) {
+      if (!fallback || !serves(fallback, clock.now(), minTtlMs, this.options.skewMs)) throw e;
+      const err = e instanceof BrokerError ? e : undefined;
+      // The guard declining a refresh-ahead is not a failure; anything else is, and the stale serve says so.
+      const declined = err?.extra.refusal === 'reserve' || err?.extra.refusal === 'spacing';
+      return {
+        token: fallback,
+        outcome: 'store',
+        connection,
+        ...(err?.extra.sent?.length ? { sent: err.extra.sent } : {}),
+        ...(declined ? {} : { staleAfter: err?.code ?? 'internal' }),
+      };
+    }
+  }
+
+  /**
+   * Holding the lease: read the credentials, debit the ledger, fetch a token upstream, keep it. Always frees
+   * the lease; a failure leaves a backoff, a demand backoff or the circuit behind so the fleet does not retry
+   * at once.
+   */
+  private async refresh(ctx: RefreshContext, step: Extract<Step, { do: 'refresh' }>): Promise<Served> {
+    const { connection, lease, item } = ctx;
+    let secret: SecretValue | undefined;
+    let fetched: Fetched;
+    try {
+      // A probe, a circuit's secret check and a misconfigured secret read the secret afresh.
+      const force = step.circuit !== 'closed' || item.backoff?.code === 'internal';
+      secret = await this.deps.secrets.get(connection.secret, force ? { forceRefresh: true } : undefined);
+      requireUsableCredentials(connection, secret.credentials);
+      let reason = step.reason;
+      if (step.circuit === 'check') {
+        const circuit = item.circuit!;
+        if (fingerprint(secret.version) === circuit.secretVersion) {
+          await this.releaseQuietly(connection, lease, { circuit: { ...circuit, checkedAt: this.deps.clock.now() } });
+          throw new Released(circuitError(circuit));
+        }
+        reason = 'rotation';
       }
       try {
-        const r = await this.refresh(connection, acquired.lease, acquired.item, deadline);
-        return served(r.token, r.published ? 'refreshed' : 'store', { ...(r.ledgerRemaining !== undefined ? { ledgerRemaining: r.ledgerRemaining } : {}) });
+        fetched = await this.send(ctx, secret, reason);
       } catch (e) {
-        // If the cached token still satisfies this caller, serve it and say the refresh failed.
-        if (!satisfies(token.expiresAt, clock.now(), policy)) throw e;
-        return served(token, 'store', { staleAfter: e instanceof BrokerError ? e.code : 'internal' });
+        if (!(e instanceof UpstreamError) || e.failure.kind !== 'oauth' || !CREDENTIAL_ERRORS.has(e.failure.error)) throw e;
+        // Maybe ops rotated the secret: re-read it, and retry once only if it changed.
+        const again = await this.deps.secrets.get(connection.secret, { forceRefresh: true }).catch(() => secret!);
+        const timeLeft = Math.min(lease.until - 1_000, ctx.deadline - RESPONSE_RESERVE_MS) - this.deps.clock.now();
+        if (again.version === secret.version || timeLeft < Math.min(MIN_UPSTREAM_BUDGET_MS, this.options.upstreamTimeoutMs)) throw e;
+        secret = again;
+        requireUsableCredentials(connection, secret.credentials);
+        fetched = await this.send(ctx, secret, 'rotation');
       }
+    } catch (e) {
+      throw withSent(await this.failed(ctx, e, secret), ctx.sent);
     }
-    if (token && lifetimeTooShort(token, policy)) throw tooShort(token);
+    return this.keep(ctx, fetched);
+  }
 
-    let poll = 0;
-    const seenVer = item?.ver ?? 0;
-    for (;;) {
-      const now = clock.now();
-      if (now >= deadline) {
-        throw unavailable('timed out waiting for another request to refresh the token', retryAfterSeconds((item?.leaseUntil ?? now + 1000) - now));
+  /** Debits the ledger and sends one upstream token request; the reason is recorded in `ctx.sent`. */
+  private async send(ctx: RefreshContext, secret: SecretValue, reason: RefreshReason): Promise<Fetched> {
+    const { connection, lease, deadline } = ctx;
+    const { clock } = this.deps;
+    const limit = connection.rateLimit;
+    const attemptId = randomUUID();
+    const debit = limit ? await this.limiter.debit(limit, attemptId, { demand: DEMAND_REASONS.has(reason), connection: connection.name }) : undefined;
+    const now = clock.now();
+    // Finish inside the lease (nobody takes it over mid-request) and before the caller's deadline.
+    const budget = Math.min(this.options.upstreamTimeoutMs, lease.until - 1_000 - now, deadline - RESPONSE_RESERVE_MS - now);
+    // The ledger's margin covers a request reaching the upstream up to sendCutoff + connect after its debit.
+    const stalled = debit !== undefined && now - debit.at > this.options.margin.sendCutoffMs;
+    if (stalled || budget < Math.min(MIN_UPSTREAM_BUDGET_MS, this.options.upstreamTimeoutMs)) {
+      // Nothing was sent, so nothing was spent: give the slot back.
+      if (limit) {
+        await this.limiter.refund(limit, attemptId).catch((e: unknown) => this.log.warn('could not refund an unsent debit', { connection: connection.name, error: errorName(e) }));
       }
-      const lease = leaseState(item, now);
-      if (lease === 'held') {
-        poll = nextPoll(poll, this.options.pollInitialMs, this.options.pollMaxMs);
-        await clock.sleep(Math.min(poll, deadline - now));
-        item = await this.read(connection);
-        token = await this.open(connection, item);
-        if (token && satisfies(token.expiresAt, clock.now(), policy)) {
-          return served(token, (item?.ver ?? 0) > seenVer ? 'waited' : 'store');
-        }
-        continue;
+      throw new NotSent(stalled ? 'the rate-limit ledger answered too slowly to send the token request' : 'not enough time left to send the token request');
+    }
+    ctx.sent.push(reason);
+    const sentAt = clock.now();
+    const up = await this.deps.upstream.requestToken(connection, secret.credentials, AbortSignal.timeout(budget));
+    const token: Token = {
+      accessToken: up.accessToken,
+      tokenType: up.tokenType,
+      ...((up.scope ?? connection.scope) ? { scope: up.scope ?? connection.scope } : {}),
+      expiresAt: tokenExpiry(sentAt, up, connection.defaultTtlSeconds),
+      issuedAt: sentAt,
+      fp: fingerprint(up.accessToken),
+    };
+    return { token, reason, ...(debit ? { debit } : {}) };
+  }
+
+  /**
+   * A token the upstream issued: publish it, unless it expires no later than the cached one (then keep the
+   * cached one and hold off further requests). If the store or KMS will not take it, serve it from this
+   * container and publish it later: it is never thrown away.
+   */
+  private async keep(ctx: RefreshContext, fetched: Fetched): Promise<Served> {
+    const { connection, lease, current, minTtlMs } = ctx;
+    const { clock, sealer, store } = this.deps;
+    const { token, reason, debit } = fetched;
+    const extra = { sent: ctx.sent, ...(debit ? { ledgerRemaining: debit.remaining } : {}) };
+    const holdUntil = clock.now() + holdMs(connection);
+    if (current && token.expiresAt <= current.expiresAt) {
+      // Some upstreams answer with the token they already gave until it dies: no use asking again soon.
+      const hold = backoffNote(unavailable('the upstream answered with a token that expires no later than the cached one; try again later', 1), holdUntil);
+      await this.releaseQuietly(connection, lease, DEMAND_REASONS.has(reason) ? { demandBackoff: hold } : { backoff: hold });
+      this.log.warn('upstream answered with a token that expires no later than the cached one', { connection: connection.name, reason, fp: token.fp });
+      if (serves(current, clock.now(), minTtlMs, this.options.skewMs)) return { token: current, outcome: 'store', connection, ...extra };
+      throw withSent(errorForHold(hold, clock.now()), ctx.sent);
+    }
+    const satisfies = serves(token, clock.now(), minTtlMs, this.options.skewMs, true);
+    const demandBackoff = this.demandBackoffAfter(connection, debit?.at, satisfies || tooShortFor(token, minTtlMs) ? undefined : holdUntil);
+    let published: boolean;
+    try {
+      const sealed = await sealer.seal(connection.name, token);
+      const result = await store.publish(connection.name, lease, {
+        sealed,
+        expiresAt: token.expiresAt,
+        issuedAt: token.issuedAt,
+        fp: token.fp,
+        reason,
+        ...(demandBackoff ? { demandBackoff } : {}),
+      });
+      published = result === 'published';
+    } catch (e) {
+      await this.holdPending(connection, lease, token, reason, holdUntil, e);
+      return this.answer(token, 'refreshed', ctx, extra);
+    }
+    if (published) {
+      this.memory.set(connection.name, { token, ver: ctx.item.ver + 1, readAt: clock.now(), aheadBlockedUntil: demandBackoff?.until ?? 0 });
+      return this.answer(token, 'refreshed', ctx, extra);
+    }
+    // Superseded: a holder who took the lease over published meanwhile. Prefer the token that lives longer.
+    await this.releaseQuietly(connection, lease);
+    const newer = await this.open(connection, await this.read(connection)).catch(() => undefined);
+    const best = newer && newer.expiresAt >= token.expiresAt ? newer : token;
+    return this.answer(best, 'waited', ctx, extra);
+  }
+
+  /** The refreshed token for the request that fetched or awaited it, if it satisfies its min_ttl. */
+  private answer(token: Token, outcome: Outcome, ctx: RefreshContext, extra: Pick<Served, 'sent' | 'ledgerRemaining'>): Served {
+    if (serves(token, this.deps.clock.now(), ctx.minTtlMs, this.options.skewMs, true)) return { token, outcome, connection: ctx.connection, ...extra };
+    if (tooShortFor(token, ctx.minTtlMs)) throw withSent(tooShort(token), ctx.sent);
+    throw withSent(unavailable('the refreshed token does not satisfy min_ttl', 1), ctx.sent);
+  }
+
+  /**
+   * After a publish: demand refreshes wait for the guard's spacing (a hint; the ledger decides for sure),
+   * and for the hold when the new token could not satisfy the request that fetched it.
+   */
+  private demandBackoffAfter(connection: Connection, debitAt: number | undefined, holdUntil: number | undefined): Backoff | undefined {
+    const limit = connection.rateLimit;
+    const spacingUntil = limit && debitAt !== undefined && limit.minSpacingMs > 0 ? debitAt + limit.minSpacingMs : undefined;
+    if (holdUntil !== undefined && (spacingUntil === undefined || holdUntil >= spacingUntil)) {
+      return backoffNote(unavailable("the upstream's newest token could not satisfy the requested min_ttl; try again later", 1), holdUntil);
+    }
+    if (spacingUntil === undefined || !limit) return undefined;
+    return backoffNote(
+      new BrokerError('rate_limited', `token requests on demand are spaced at least ${Math.ceil(limit.minSpacingMs / 1000)} s apart (spacing; budget ${limit.max} per ${limit.windowSeconds} s)`, { refusal: 'spacing' }),
+      spacingUntil,
+    );
+  }
+
+  /**
+   * The store or KMS would not take a fetched token: serve it from this container, publish it when the store
+   * takes writes again, and keep the fleet from fetching another meanwhile (a backoff in the item; if even
+   * that write fails, a hold in the ledger for rate-limited connections; the lease covers the rest).
+   */
+  private async holdPending(connection: Connection, lease: Lease, token: Token, reason: RefreshReason, until: number, cause: unknown): Promise<void> {
+    const { clock } = this.deps;
+    const now = clock.now();
+    this.pending.set(connection.name, { token, reason, retryAt: now + PENDING_RETRY_MS });
+    this.memory.set(connection.name, { token, ver: -1, readAt: now, aheadBlockedUntil: until });
+    this.log.warn('fetched token could not be stored; this container serves it and stores it later', { connection: connection.name, fp: token.fp, error: errorName(cause) });
+    const hold = backoffNote(unavailable('a token fetched for this connection is waiting to be stored; try again later', 1), until);
+    try {
+      await this.deps.store.release(connection.name, lease, { backoff: hold });
+    } catch {
+      if (connection.rateLimit) {
+        await this.limiter.holdConnection(connection.rateLimit, connection.name, until).catch((e: unknown) =>
+          this.log.warn('could not record the hold anywhere; the lease covers the next 20 s', { connection: connection.name, error: errorName(e) }),
+        );
       }
-      if (item?.backoff && item.backoff.until > now) throw errorForBackoff(item.backoff, now);
-      if (!canRefresh(deadline, now, this.refreshBudgetMs())) {
-        throw unavailable('not enough time left to refresh the token', 1);
-      }
-      const acquired = await this.acquire(connection);
-      if (!acquired) {
-        item = await this.read(connection);
-        continue;
-      }
-      // Someone may have published between our read and our lease.
-      const current = await this.open(connection, acquired.item);
-      if (current && satisfies(current.expiresAt, clock.now(), policy)) {
-        await this.releaseQuietly(connection, acquired.lease);
-        return served(current, 'waited');
-      }
-      if (acquired.item.backoff && acquired.item.backoff.until > clock.now()) {
-        await this.releaseQuietly(connection, acquired.lease, acquired.item.backoff);
-        throw errorForBackoff(acquired.item.backoff, clock.now());
-      }
-      const r = await this.refresh(connection, acquired.lease, acquired.item, deadline);
-      const extra = r.ledgerRemaining !== undefined ? { ledgerRemaining: r.ledgerRemaining } : {};
-      if (satisfies(r.token.expiresAt, clock.now(), policy)) return served(r.token, r.published ? 'refreshed' : 'waited', extra);
-      if (lifetimeTooShort(r.token, policy)) throw tooShort(r.token);
-      throw unavailable('the refreshed token does not satisfy min_ttl', 1);
     }
   }
 
-  private refreshBudgetMs(): number {
-    return this.options.upstreamTimeoutMs + 1_000;
+  /** Tries (at most once a second) to publish this container's pending token for the connection. */
+  private async storePending(connection: Connection): Promise<void> {
+    const p = this.pending.get(connection.name);
+    const { clock, store } = this.deps;
+    const now = clock.now();
+    if (!p) return;
+    if (p.token.expiresAt <= now) {
+      this.pending.delete(connection.name);
+      return;
+    }
+    if (now < p.retryAt) return;
+    p.retryAt = now + PENDING_RETRY_MS;
+    let lease: Lease | undefined;
+    try {
+      const acquired = await store.acquireLease(connection.name, randomUUID(), now, now + this.options.leaseMs);
+      if (!acquired) return;
+      lease = acquired.lease;
+      const current = await this.open(connection, acquired.item);
+      if (current && current.expiresAt >= p.token.expiresAt) {
+        this.pending.delete(connection.name);
+        return;
+      }
+      const sealed = await this.deps.sealer.seal(connection.name, p.token);
+      const t = p.token;
+      const result = await store.publish(connection.name, lease, { sealed, expiresAt: t.expiresAt, issuedAt: t.issuedAt, fp: t.fp, reason: p.reason });
+      if (result === 'published') {
+        lease = undefined;
+        this.pending.delete(connection.name);
+        this.memory.set(connection.name, { token: t, ver: acquired.item.ver + 1, readAt: clock.now(), aheadBlockedUntil: 0 });
+      }
+    } catch {
+      // Still failing: it stays pending and served here.
+    } finally {
+      if (lease) await this.releaseQuietly(connection, lease);
+    }
+  }
+
+  private pendingToken(connection: Connection): Token | undefined {
+    const p = this.pending.get(connection.name);
+    return p && p.token.expiresAt > this.deps.clock.now() ? p.token : undefined;
+  }
+
+  /** The better of the stored token and this container's pending one; a pending token the store outlives is dropped. */
+  private withPending(connection: Connection, stored: Token | undefined): Token | undefined {
+    const pending = this.pendingToken(connection);
+    if (!pending) return stored;
+    if (stored && stored.expiresAt >= pending.expiresAt) {
+      this.pending.delete(connection.name);
+      return stored;
+    }
+    return pending;
+  }
+
+  /**
+   * Turns a failure while holding the lease into the caller's error, freeing the lease with what the fleet
+   * must know: an open circuit, a backoff, or a demand backoff.
+   */
+  private async failed(ctx: RefreshContext, e: unknown, secret: SecretValue | undefined): Promise<BrokerError> {
+    const { connection, lease, item } = ctx;
+    const now = this.deps.clock.now();
+    if (e instanceof Released) return e.error;
+    if (e instanceof UpstreamError) {
+      const f = e.failure;
+      if (f.kind === 'oauth') {
+        // A credential or configuration error that survived the secret re-read: the circuit opens.
+        const circuit = openCircuit(item.circuit, { upstreamError: f.error, secretVersion: fingerprint(secret?.version ?? ''), configHash: connection.configHash }, now);
+        await this.releaseQuietly(connection, lease, { circuit });
+        this.log.warn('upstream refused the credentials; circuit open', { connection: connection.name, upstreamError: f.error, status: f.status, probeAt: new Date(circuit.probeAt).toISOString() });
+        return errorForFailure(f, 0);
+      }
+      const backoff = backoffFor(f, connection, now, item.backoff);
+      // Shared ledger first, so no connection on the same key sends before the lease is free.
+      if (f.kind === 'rate_limited' && connection.rateLimit) {
+        await this.limiter.holdUntil(connection.rateLimit, backoff.until).catch((err: unknown) =>
+          this.log.warn('could not record upstream backoff in the ledger', { connection: connection.name, error: errorName(err) }),
+        );
+      }
+      await this.releaseQuietly(connection, lease, { backoff });
+      this.log.warn('upstream token request failed', { connection: connection.name, failure: f.kind, status: 'status' in f ? f.status : undefined });
+      return errorForFailure(f, backoff.until - now);
+    }
+    const err = e instanceof BrokerError ? e : this.storeError(e);
+    await this.releaseQuietly(connection, lease, releaseNoteFor(err, e, now));
+    return err;
   }
 
   private async read(connection: Connection): Promise<TokenItem | undefined> {
+    return this.storeCall(() => this.deps.store.get(connection.name));
+  }
+
+  /** Runs a store call; a DynamoDB fault becomes 503 `unavailable` (with its cause), never a 500. */
+  private async storeCall<T>(call: () => Promise<T>): Promise<T> {
     try {
-      return await this.deps.store.get(connection.name);
+      return await call();
     } catch (e) {
-      throw storeUnavailable(e, this.log);
+      throw e instanceof BrokerError ? e : this.storeError(e);
     }
   }
 
-  private async acquire(connection: Connection): Promise<{ lease: Lease; item: TokenItem } | undefined> {
-    const now = this.deps.clock.now();
-    try {
-      return await this.deps.store.acquireLease(connection.name, `${randomUUID()}`, now, now + this.options.leaseMs);
-    } catch (e) {
-      throw storeUnavailable(e, this.log);
-    }
+  private storeError(e: unknown): BrokerError {
+    this.log.warn('token store unavailable', { error: errorName(e) });
+    return unavailable('token store unavailable', 1, e);
   }
 
-  private async releaseQuietly(connection: Connection, lease: Lease, backoff?: TokenItem['backoff']): Promise<void> {
+  private async releaseQuietly(connection: Connection, lease: Lease, note?: ReleaseNote): Promise<void> {
     try {
-      await this.deps.store.release(connection.name, lease, backoff);
+      await this.deps.store.release(connection.name, lease, note);
     } catch (e) {
       // The lease then expires on its own; nothing is lost.
       this.log.warn('lease release failed', { connection: connection.name, error: errorName(e) });
@@ -290,134 +626,85 @@ export class TokenBroker {
     const now = this.deps.clock.now();
     const name = connection.name;
     if (!item?.sealed || item.invalidated || item.expiresAt === undefined) {
-      this.memory.delete(name);
+      if (this.memory.get(name)?.ver !== -1) this.memory.delete(name);
       return undefined;
     }
+    const aheadBlocked = aheadBlockedUntil(item, now, connection.configHash);
     const mem = this.memory.get(name);
     if (mem && mem.ver === item.ver && mem.token.fp === item.fp) {
-      this.memory.set(name, { ...mem, readAt: now });
+      this.memory.set(name, { ...mem, readAt: now, aheadBlockedUntil: aheadBlocked });
       return mem.token;
     }
     try {
       const token = await this.deps.sealer.open(name, item.sealed);
       if (token.expiresAt !== item.expiresAt || token.fp !== item.fp) throw new Error('sealed token does not match its item');
-      this.memory.set(name, { token, ver: item.ver, readAt: now });
+      this.memory.set(name, { token, ver: item.ver, readAt: now, aheadBlockedUntil: aheadBlocked });
       return token;
     } catch (e) {
       this.memory.delete(name);
       // KMS throttled or unreachable: the sealed token may be fine; answer 503 and leave it for the fleet.
-      if (isTransient(e)) throw storeUnavailable(e, this.log);
+      if (isTransient(e)) throw this.storeError(e);
       // Tampered with, sealed for another connection or with another key: never serve it, and let a fresh
       // token replace it (publishing over a token that expires later needs it invalidated).
       this.log.warn('cached token did not open; treating it as a miss', { connection: name, fp: item.fp, error: errorName(e) });
-      if (item.fp) await this.deps.store.invalidate(name, item.fp).catch(() => false);
+      if (item.fp) await this.deps.store.invalidate(name, item.fp, now).catch(() => undefined);
       return undefined;
-    }
-  }
-
-  /**
-   * Holding the lease: read the credentials, debit the ledger, fetch a token upstream, publish it. Always
-   * frees the lease; a failure leaves a backoff behind so the fleet does not retry at once.
-   */
-  private async refresh(
-    connection: Connection,
-    lease: Lease,
-    item: TokenItem,
-    deadline: number,
-  ): Promise<{ token: Token; published: boolean; ledgerRemaining?: number }> {
-    const { clock, secrets, store, sealer } = this.deps;
-    let ledgerRemaining: number | undefined;
-    let upstreamToken: UpstreamToken;
-    let sentAt: number;
-    try {
-      const attempt = async (secret: SecretValue) => {
-        if (connection.rateLimit) {
-          const debit = await this.limiter.debit(connection.rateLimit, randomUUID());
-          ledgerRemaining = debit.remaining;
-          // The window margin covers the time from debit to arrival upstream (half of it: a stall here plus
-          // the connect timeout) and clock skew between containers (the other half). A container that
-          // stalled longer does not send (the slot stays spent: attempts are never refunded).
-          if (clock.now() - debit.at > this.options.ledgerMarginMs / 2) {
-            throw new UpstreamError({ kind: 'unavailable', detail: 'rate-limit debit too old to send' });
-          }
-        }
-        // Finish inside the lease (nobody takes it over mid-request) and before the caller's deadline.
-        const budget = Math.min(this.options.upstreamTimeoutMs, lease.until - 1_000 - clock.now(), deadline - RESPONSE_RESERVE_MS - clock.now());
-        if (budget < Math.min(MIN_UPSTREAM_BUDGET_MS, this.options.upstreamTimeoutMs)) throw new UpstreamError({ kind: 'unavailable', detail: 'no time left to send the token request' });
-        sentAt = clock.now();
-        upstreamToken = await this.deps.upstream.requestToken(connection, secret.credentials, AbortSignal.timeout(budget));
-      };
-      const secret = await secrets.get(connection.secret);
-      // Checked before any ledger slot is spent.
-      requireGrantFields(connection, secret.credentials);
-      try {
-        await attempt(secret);
-      } catch (e) {
-        if (!(e instanceof UpstreamError) || e.failure.kind !== 'oauth' || !CREDENTIAL_ERRORS.has(e.failure.error)) throw e;
-        // Maybe ops rotated the secret: re-read it, and retry once only if it changed.
-        const again = await secrets.get(connection.secret, { forceRefresh: true });
-        const timeLeft = Math.min(lease.until - 1_000, deadline - RESPONSE_RESERVE_MS) - clock.now();
-        if (again.version === secret.version || timeLeft < Math.min(MIN_UPSTREAM_BUDGET_MS, this.options.upstreamTimeoutMs)) throw e;
-        requireGrantFields(connection, again.credentials);
-        await attempt(again);
-      }
-      const issuedAt = sentAt!;
-      const up = upstreamToken!;
-      const expiresAt = tokenExpiry(issuedAt, up, connection.defaultTtlSeconds);
-      const token: Token = {
-        accessToken: up.accessToken,
-        tokenType: up.tokenType,
-        ...(up.scope ?? connection.scope ? { scope: up.scope ?? connection.scope } : {}),
-        expiresAt,
-        issuedAt,
-        fp: fingerprint(up.accessToken),
-      };
-      const sealed = await sealer.seal(connection.name, token);
-      const result = await store.publish(connection.name, lease, { sealed, expiresAt, issuedAt, fp: token.fp });
-      const extra = ledgerRemaining !== undefined ? { ledgerRemaining } : {};
-      if (result === 'published') {
-        this.memory.set(connection.name, { token, ver: item.ver + 1, readAt: clock.now() });
-        return { token, published: true, ...extra };
-      }
-      // Superseded: a newer holder published, or the cached token outlives ours. Prefer the cached one.
-      await this.releaseQuietly(connection, lease);
-      const current = await this.open(connection, await this.read(connection));
-      const best = current && current.expiresAt >= token.expiresAt ? current : token;
-      return { token: best, published: false, ...extra };
-    } catch (e) {
-      const now = clock.now();
-      if (e instanceof UpstreamError) {
-        const backoff = backoffFor(e.failure, connection, now);
-        // Shared ledger first, so no connection on the same key sends before the lease is free.
-        if (e.failure.kind === 'rate_limited' && connection.rateLimit) {
-          await this.limiter.holdUntil(connection.rateLimit, backoff.until).catch((err: unknown) =>
-            this.log.warn('could not record upstream backoff in the ledger', { connection: connection.name, error: errorName(err) }),
-          );
-        }
-        await this.releaseQuietly(connection, lease, backoff);
-        this.log.warn('upstream token request failed', { connection: connection.name, failure: e.failure.kind, status: statusOf(e), upstreamError: e.failure.kind === 'oauth' ? e.failure.error : undefined });
-        throw errorForFailure(e.failure, backoff.until - now);
-      }
-      const err = storeUnavailable(e, this.log);
-      // A refused debit: let everyone else read the answer from the item instead of trying the ledger too.
-      const backoff =
-        err.code === 'rate_limited' && err.extra.retryAfterSeconds !== undefined
-          ? { until: now + err.extra.retryAfterSeconds * 1000, code: err.code, message: err.message }
-          : undefined;
-      await this.releaseQuietly(connection, lease, backoff);
-      throw err;
     }
   }
 }
 
-/** Time kept back from the caller's deadline to publish and answer. */
-const RESPONSE_RESERVE_MS = 500;
-/** Not worth sending a token request with less time than this. */
-const MIN_UPSTREAM_BUDGET_MS = 500;
+interface Fetched {
+  token: Token;
+  reason: RefreshReason;
+  debit?: { remaining: number; at: number };
+}
 
-function tooShort(token: Token): BrokerError {
-  const lifetime = Math.floor((token.expiresAt - token.issuedAt) / 1000);
-  return invalidRequest(`min_ttl is longer than the tokens this upstream issues (${lifetime} s)`);
+/** A debited request that was not sent (too slow or too late): the slot was refunded; no backoff. */
+class NotSent extends BrokerError {
+  constructor(message: string) {
+    super('unavailable', `${message}; nothing was sent`, { retryAfterSeconds: 1 });
+  }
+}
+
+/** A failure after which the lease was already freed with its note. */
+class Released extends Error {
+  constructor(readonly error: BrokerError) {
+    super(error.message);
+  }
+}
+
+/** What a holder leaves in the item when it gives up for `err`. */
+function releaseNoteFor(err: BrokerError, original: unknown, now: number): ReleaseNote | undefined {
+  const until = now + (err.extra.retryAfterSeconds ?? 1) * 1000;
+  switch (err.extra.refusal) {
+    // The guard keeps the reserve or the spacing: only demand refreshes wait.
+    case 'reserve':
+    case 'spacing':
+      return { demandBackoff: backoffNote(err, until) };
+    // Nobody can send before then: let everyone read the answer from the item instead of the ledger.
+    // A fetched token waits to be stored (held), or nobody can send before then: let everyone read the
+    // answer from the item instead of the ledger.
+    case 'held':
+    case 'ledger_exhausted':
+    case 'upstream_429':
+      return { backoff: backoffNote(err, until) };
+  }
+  // A misconfigured secret (placeholder, missing fields): answered from the item until a holder re-reads it.
+  if (err.code === 'internal' && !(original instanceof NotSent)) return { backoff: backoffNote(err, now + MISCONFIGURED_RECHECK_MS) };
+  return undefined;
+}
+
+function holdMs(connection: Connection): number {
+  return connection.rateLimit ? HOLD_RATE_LIMITED_MS : HOLD_UNLIMITED_MS;
+}
+
+function errorForHold(hold: Backoff, now: number): BrokerError {
+  return new BrokerError(hold.code, hold.message, { retryAfterSeconds: retryAfterSeconds(hold.until - now) });
+}
+
+function withSent(err: BrokerError, sent: RefreshReason[]): BrokerError {
+  if (sent.length) (err.extra as { sent?: RefreshReason[] }).sent = [...sent];
+  return err;
 }
 
 /**
@@ -431,32 +718,20 @@ export function isTransient(e: unknown): boolean {
   return /Throttl|TooManyRequests|LimitExceeded|ServiceUnavailable|InternalFailure|KMSInternal|Timeout|ECONN|ENOTFOUND|EAI_AGAIN|ETIMEDOUT|EPIPE|socket hang up|NetworkingError/i.test(text);
 }
 
-function statusOf(e: UpstreamError): number | undefined {
-  return 'status' in e.failure ? e.failure.status : undefined;
-}
-
 function errorName(e: unknown): string {
   return e instanceof Error ? e.name : typeof e;
 }
 
-function storeUnavailable(e: unknown, log: BrokerLog): BrokerError {
-  if (e instanceof BrokerError) return e;
-  log.warn('token store unavailable', { error: errorName(e) });
-  return unavailable('token store unavailable', 1);
-}
-
-async function withDeadline(p: Promise<unknown>, deadline: number, clock: Clock): Promise<void> {
+async function withDeadline<T>(p: Promise<T>, deadline: number, clock: Clock): Promise<T | undefined> {
   const wait = deadline - clock.now();
-  if (wait <= 0) return;
+  if (wait <= 0) return undefined;
   let timer: NodeJS.Timeout | undefined;
-  await Promise.race([
-    p.then(
-      () => undefined,
-      () => undefined,
-    ),
-    new Promise<void>((resolve) => {
-      timer = setTimeout(resolve, wait);
+  const result = await Promise.race([
+    p,
+    new Promise<undefined>((resolve) => {
+      timer = setTimeout(() => resolve(undefined), wait);
     }),
   ]);
   clearTimeout(timer);
+  return result;
 }

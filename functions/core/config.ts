@@ -1,6 +1,7 @@
 import * as z from 'zod/mini';
 import { en } from 'zod/locales';
 import { misconfiguredCredentials } from './errors.js';
+import { fingerprint } from './fingerprint.js';
 
 // zod/mini ships no messages of its own: English ones, so errors say what is wrong.
 z.config(en());
@@ -58,11 +59,26 @@ export const ConnectionSchema = z.strictObject({
   secret: z.string().check(z.minLength(1), z.maxLength(2048)),
   callers: z.array(callerPattern).check(z.minLength(1, { message: 'must list at least one caller (deny by default)' })),
   rateLimit: z.optional(
-    z.strictObject({
-      max: boundedInt(1, 1000),
-      windowSeconds: boundedInt(1, 7 * 24 * 3600),
-      key: z.optional(z.string().check(z.regex(/^[A-Za-z0-9_.-]{1,128}$/))),
-    }),
+    z
+      .strictObject({
+        max: boundedInt(1, 1000),
+        windowSeconds: boundedInt(1, 7 * 24 * 3600),
+        key: z.optional(z.string().check(z.regex(/^[A-Za-z0-9_.-]{1,128}$/))),
+        /** Slots kept for `expired` and `rotation` refreshes (DESIGN "Budget guard"). Default ceil(max / 5), at most max - 1. */
+        reserve: z.optional(boundedInt(0, 999)),
+        /** Least time between the ledger's last request and a demand refresh. Default windowSeconds / max. */
+        minSpacingSeconds: z.optional(boundedInt(0, 7 * 24 * 3600)),
+      })
+      .check(
+        z.superRefine((r, ctx) => {
+          if (r.reserve !== undefined && r.reserve >= r.max) {
+            ctx.issues.push({ code: 'custom', input: r.reserve, path: ['reserve'], message: `must be less than max (${r.max})` });
+          }
+          if (r.minSpacingSeconds !== undefined && r.minSpacingSeconds > r.windowSeconds) {
+            ctx.issues.push({ code: 'custom', input: r.minSpacingSeconds, path: ['minSpacingSeconds'], message: `must be at most windowSeconds (${r.windowSeconds})` });
+          }
+        }),
+      ),
   ),
   refreshBeforeSeconds: z.optional(boundedInt(0, 3600)),
   defaultTtlSeconds: z._default(boundedInt(1, 86400), 300),
@@ -82,19 +98,22 @@ export const ConnectionsSchema = z
   )
   .check(
     z.superRefine((connections, ctx) => {
-      const ledgers = new Map<string, { max: number; windowSeconds: number; by: string }>();
+      // Connections on one ledger share one budget, so they must agree on it and on its guard.
+      const ledgers = new Map<string, { limit: string; by: string }>();
       for (const [name, c] of Object.entries(connections)) {
         if (!c.rateLimit) continue;
         const key = c.rateLimit.key ?? name;
+        const r = resolveRateLimit(name, c.rateLimit);
+        const limit = JSON.stringify([r.max, r.windowSeconds, r.reserve, r.minSpacingMs]);
         const seen = ledgers.get(key);
         if (!seen) {
-          ledgers.set(key, { max: c.rateLimit.max, windowSeconds: c.rateLimit.windowSeconds, by: name });
-        } else if (seen.max !== c.rateLimit.max || seen.windowSeconds !== c.rateLimit.windowSeconds) {
+          ledgers.set(key, { limit, by: name });
+        } else if (seen.limit !== limit) {
           ctx.issues.push({
             code: 'custom',
             input: c.rateLimit,
             path: [name, 'rateLimit'],
-            message: `shares ledger key "${key}" with "${seen.by}" but has a different max or windowSeconds`,
+            message: `shares ledger key "${key}" with "${seen.by}" but has a different max, windowSeconds, reserve or minSpacingSeconds`,
           });
         }
       }
@@ -106,11 +125,28 @@ export const BrokerConfigSchema = z.strictObject({ connections: ConnectionsSchem
 export type ConnectionInput = z.input<typeof ConnectionSchema>;
 type ParsedConnection = z.output<typeof ConnectionSchema>;
 
+/** A connection's rate limit with every default resolved. */
+export interface RateLimit {
+  max: number;
+  windowSeconds: number;
+  /** The ledger item's key: connections that share credentials share a ledger. */
+  key: string;
+  /** Slots a demand refresh (`ahead`, `min_ttl`) or an invalidation must leave for `expired` and `rotation`. */
+  reserve: number;
+  /** Least time from the ledger's last request to a demand refresh or an honoured invalidation. */
+  minSpacingMs: number;
+}
+
 /** A validated connection with every default resolved. */
 export interface Connection extends Omit<ParsedConnection, 'rateLimit' | 'refreshBeforeSeconds'> {
   name: string;
   refreshBeforeSeconds: number;
-  rateLimit?: { max: number; windowSeconds: number; key: string };
+  rateLimit?: RateLimit;
+  /**
+   * Fingerprint of the connection's settings: a credential circuit opened under one config is closed by
+   * a config change (DESIGN "Budget guard").
+   */
+  configHash: string;
 }
 
 export interface BrokerConfig {
@@ -132,15 +168,61 @@ export function formatIssues(error: { issues: readonly z.core.$ZodIssue[] }, sou
   return `invalid config (${source}):\n${lines.join('\n')}`;
 }
 
+type RateLimitInput = NonNullable<ParsedConnection['rateLimit']>;
+
+/** The budget guard's defaults: reserve ceil(max / 5) (at most max - 1), spacing windowSeconds / max. */
+export function resolveRateLimit(name: string, r: RateLimitInput): RateLimit {
+  return {
+    max: r.max,
+    windowSeconds: r.windowSeconds,
+    key: r.key ?? name,
+    reserve: r.reserve ?? Math.min(Math.ceil(r.max / 5), r.max - 1),
+    minSpacingMs: r.minSpacingSeconds !== undefined ? r.minSpacingSeconds * 1000 : Math.floor((r.windowSeconds * 1000) / r.max),
+  };
+}
+
 export function resolveConnection(name: string, c: ParsedConnection): Connection {
   const { rateLimit, refreshBeforeSeconds, ...rest } = c;
-  return {
+  const resolved = {
     ...rest,
-    name,
     // Rate-limited connections use each token for as much of its lifetime as callers allow.
     refreshBeforeSeconds: refreshBeforeSeconds ?? (rateLimit ? 0 : 60),
-    ...(rateLimit ? { rateLimit: { max: rateLimit.max, windowSeconds: rateLimit.windowSeconds, key: rateLimit.key ?? name } } : {}),
+    ...(rateLimit ? { rateLimit: resolveRateLimit(name, rateLimit) } : {}),
   };
+  // Of the resolved settings, so that a config written out with its defaults (the Lambda bundle) hashes alike.
+  return { ...resolved, name, configHash: fingerprint(stableJson(resolved)) };
+}
+
+/**
+ * The config document (DESIGN "Connection config" schema) of a validated config, every default written
+ * out: what the Lambda bundle carries. `parseConfig` of it gives the same connections, hashes included.
+ */
+export function configDocument(config: BrokerConfig): { connections: Record<string, ConnectionInput> } {
+  const connections: Record<string, ConnectionInput> = {};
+  for (const [name, c] of [...config.connections].sort(([a], [b]) => a.localeCompare(b))) {
+    const { name: _name, configHash: _hash, rateLimit, ...rest } = c;
+    connections[name] = { ...rest, ...(rateLimit ? { rateLimit: rateLimitDocument(rateLimit) } : {}) };
+  }
+  return { connections };
+}
+
+function rateLimitDocument(r: RateLimit): NonNullable<ConnectionInput['rateLimit']> {
+  const { minSpacingMs, ...rest } = r;
+  // A default spacing may be a fraction of a second (20 s / 3): it is written only when it was set.
+  const isDefault = minSpacingMs === resolveRateLimit(r.key, { max: r.max, windowSeconds: r.windowSeconds }).minSpacingMs;
+  return { ...rest, ...(isDefault ? {} : { minSpacingSeconds: minSpacingMs / 1000 }) };
+}
+
+/** JSON with object keys sorted, so equal settings give equal text. */
+function stableJson(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(stableJson).join(',')}]`;
+  if (v && typeof v === 'object') {
+    return `{${Object.keys(v)
+      .sort()
+      .map((k) => `${JSON.stringify(k)}:${stableJson((v as Record<string, unknown>)[k])}`)
+      .join(',')}}`;
+  }
+  return JSON.stringify(v) ?? 'null';
 }
 
 export function resolveConnections(parsed: z.output<typeof ConnectionsSchema>): BrokerConfig {
@@ -172,6 +254,25 @@ export function parseConfigText(text: string, source = 'config'): unknown {
 export function requireGrantFields(connection: Connection, credentials: { username?: string; password?: string }): void {
   if (connection.grantType === 'password' && (!credentials.username || !credentials.password)) {
     throw misconfiguredCredentials(connection.secret, 'is missing or has invalid fields: username, password');
+  }
+}
+
+/** What a secret holds until ops fill it in (the stack creates secrets with it; the examples use it). */
+export const PLACEHOLDER = 'REPLACE_ME';
+
+/**
+ * Throws unless the secret can be sent upstream: the grant's fields are there and none still holds the
+ * placeholder. Checked before any ledger slot is spent: a placeholder is never sent.
+ */
+export function requireUsableCredentials(
+  connection: Connection,
+  credentials: { client_id: string; client_secret: string; username?: string; password?: string },
+): void {
+  requireGrantFields(connection, credentials);
+  const used = connection.grantType === 'password' ? (['client_id', 'client_secret', 'username', 'password'] as const) : (['client_id', 'client_secret'] as const);
+  const placeholders = used.filter((f) => credentials[f]?.includes(PLACEHOLDER));
+  if (placeholders.length) {
+    throw misconfiguredCredentials(connection.secret, `still holds the placeholder ${PLACEHOLDER} in: ${placeholders.join(', ')}`);
   }
 }
 

@@ -22,20 +22,35 @@ export const STATUS: Record<ErrorCode, number> = {
   internal: 500,
 };
 
+/**
+ * Why a request was refused without a token: the 429 causes, the open credential circuit (502), and a
+ * connection held while a fetched token waits to be stored (503). Logged and counted.
+ */
+export type Refusal = 'ledger_exhausted' | 'reserve' | 'spacing' | 'upstream_429' | 'circuit_open' | 'held';
+
+/** Why an upstream token request was made (DESIGN "Budget guard"). */
+export type RefreshReason = 'expired' | 'ahead' | 'min_ttl' | 'rotation';
+
+export interface BrokerErrorExtra {
+  retryAfterSeconds?: number;
+  upstreamError?: string;
+  status?: number;
+  /** For the broker's own log only, never the response: e.g. which secret is misconfigured. */
+  detail?: string;
+  refusal?: Refusal;
+  /** Upstream token requests this request sent before failing, by reason (log line and metrics). */
+  sent?: RefreshReason[];
+}
+
 export class BrokerError extends Error {
   override readonly name = 'BrokerError';
   constructor(
     readonly code: ErrorCode,
     message: string,
-    readonly extra: {
-      retryAfterSeconds?: number;
-      upstreamError?: string;
-      status?: number;
-      /** For the broker's own log only, never the response: e.g. which secret is misconfigured. */
-      detail?: string;
-    } = {},
+    readonly extra: BrokerErrorExtra = {},
+    options?: { cause?: unknown },
   ) {
-    super(message);
+    super(message, options);
   }
   get status(): number {
     return this.extra.status ?? STATUS[this.code];
@@ -46,10 +61,10 @@ export const invalidRequest = (message: string) => new BrokerError('invalid_requ
 export const forbidden = (message = 'caller is not allowed to use this connection') =>
   new BrokerError('forbidden', message);
 export const notFound = (message: string) => new BrokerError('not_found', message);
-export const unavailable = (message: string, retryAfterSeconds: number) =>
-  new BrokerError('unavailable', message, { retryAfterSeconds });
-export const rateLimited = (message: string, retryAfterSeconds: number) =>
-  new BrokerError('rate_limited', message, { retryAfterSeconds });
+export const unavailable = (message: string, retryAfterSeconds: number, cause?: unknown) =>
+  new BrokerError('unavailable', message, { retryAfterSeconds }, cause === undefined ? undefined : { cause });
+export const rateLimited = (message: string, retryAfterSeconds: number, refusal: Refusal) =>
+  new BrokerError('rate_limited', message, { retryAfterSeconds, refusal });
 
 /**
  * A connection's credentials secret is unusable (missing, unreadable, malformed). The caller learns only

@@ -2,41 +2,52 @@ import type { Token, UpstreamToken } from './ports.js';
 import { MAX_TOKEN_LIFETIME_SECONDS, jwtExpiry } from './token-response.js';
 import { UpstreamError } from './upstream-errors.js';
 
-/** How fresh a cached token is for one request. */
-export type Freshness =
-  /** Serve it. */
-  | 'fresh'
-  /** Serve it, but it is inside the refresh-ahead window: whoever wins the lease refreshes. */
-  | 'refresh-ahead'
-  /** It cannot serve this request (expired, invalidated, or less than min_ttl + skew left). */
-  | 'stale';
+/**
+ * Whether a token can serve a request (invariant 3 and DESIGN "Limits"):
+ *  - a cached token needs min_ttl plus a skew allowance left: `skewMs`, or a quarter of the token's lifetime
+ *    if that is less (a 5 s allowance would make a 2 s token uncacheable);
+ *  - a token fresh from the upstream (fetched by this request, or published while it waited) needs only
+ *    min_ttl plus FRESH_MARGIN_MS, which covers the time to answer: `expires_in` is never less than min_ttl.
+ */
+export const FRESH_MARGIN_MS = 500;
 
-export interface FreshnessPolicy {
-  minTtlMs: number;
-  skewMs: number;
-  refreshBeforeMs: number;
-}
+type Lifetime = Pick<Token, 'expiresAt' | 'issuedAt'>;
 
 export function remainingMs(expiresAt: number, now: number): number {
   return expiresAt - now;
 }
 
-/** True if the token has at least min_ttl plus the skew allowance left. */
-export function satisfies(expiresAt: number, now: number, p: Pick<FreshnessPolicy, 'minTtlMs' | 'skewMs'>): boolean {
-  return remainingMs(expiresAt, now) >= p.minTtlMs + p.skewMs;
+export function lifetimeMs(token: Lifetime): number {
+  return token.expiresAt - token.issuedAt;
 }
 
-export function freshness(expiresAt: number | undefined, now: number, p: FreshnessPolicy): Freshness {
-  if (expiresAt === undefined || !satisfies(expiresAt, now, p)) return 'stale';
-  return remainingMs(expiresAt, now) < p.refreshBeforeMs + p.skewMs ? 'refresh-ahead' : 'fresh';
+/** The skew allowance for a cached token. */
+export function skewFor(token: Lifetime, skewMs: number): number {
+  return Math.max(0, Math.min(skewMs, Math.floor(lifetimeMs(token) / 4)));
+}
+
+/** True if the token can serve a request with this min_ttl (see above). */
+export function serves(token: Lifetime, now: number, minTtlMs: number, skewMs: number, fresh = false): boolean {
+  const allowance = fresh ? FRESH_MARGIN_MS : skewFor(token, skewMs);
+  return remainingMs(token.expiresAt, now) >= minTtlMs + allowance;
 }
 
 /**
- * True when even a brand-new token from this upstream could not satisfy the request: the upstream
- * issues tokens that live `lifetime`, shorter than min_ttl + skew. Refreshing would only burn ledger slots.
+ * Refresh-ahead starts when less than refreshBefore + skew is left, but never before half the token's
+ * lifetime: with 10 s tokens and the 60 s default, the fleet would otherwise refresh back to back.
  */
-export function lifetimeTooShort(token: Pick<Token, 'expiresAt' | 'issuedAt'>, p: Pick<FreshnessPolicy, 'minTtlMs' | 'skewMs'>): boolean {
-  return token.expiresAt - token.issuedAt < p.minTtlMs + p.skewMs;
+export function inAheadWindow(token: Lifetime, now: number, refreshBeforeMs: number, skewMs: number): boolean {
+  if (refreshBeforeMs <= 0) return false;
+  const threshold = Math.min(refreshBeforeMs + skewFor(token, skewMs), lifetimeMs(token) / 2);
+  return remainingMs(token.expiresAt, now) < threshold;
+}
+
+/**
+ * True when min_ttl itself exceeds the lifetime this upstream issues: refreshing could never satisfy it
+ * (a 400, not a refresh that burns ledger slots).
+ */
+export function tooShortFor(token: Lifetime, minTtlMs: number): boolean {
+  return minTtlMs > lifetimeMs(token);
 }
 
 /** The `expires_in` the broker reports: whole seconds left, rounded down. */

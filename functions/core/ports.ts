@@ -3,7 +3,7 @@
  * (functions/adapters) and tests fake. All times are epoch milliseconds from an injected Clock.
  */
 import type { Connection } from './config.js';
-import type { ErrorCode } from './errors.js';
+import type { ErrorCode, RefreshReason, Refusal } from './errors.js';
 
 export interface Clock {
   now(): number;
@@ -34,6 +34,30 @@ export interface Backoff {
   code: ErrorCode;
   message: string;
   upstreamError?: string;
+  refusal?: Refusal;
+  /** Consecutive transient upstream failures this backoff follows (rate-limited backoffs double with each). */
+  failures?: number;
+}
+
+/**
+ * A connection's credential circuit (DESIGN "Budget guard"): opened by a credential or configuration error
+ * that survived a secret re-read. No upstream request while it is open, until the secret's version or the
+ * connection's config changes, or the probe time comes.
+ */
+export interface Circuit {
+  /** The upstream's OAuth error code. */
+  upstreamError: string;
+  openedAt: number;
+  /** When one probe request may go upstream with an unchanged secret. */
+  probeAt: number;
+  /** Probes that failed so far (the probe interval doubles with each). */
+  probes: number;
+  /** Fingerprint of the secret version that failed. */
+  secretVersion: string;
+  /** `Connection.configHash` when it opened: a config change closes it. */
+  configHash: string;
+  /** Last time a holder re-read the secret to see whether it changed. */
+  checkedAt: number;
 }
 
 /** The cache/lease item of one connection, as stored (token sealed). */
@@ -49,7 +73,18 @@ export interface TokenItem {
   issuedAt?: number;
   fp?: string;
   invalidated?: boolean;
+  /** When the last honoured invalidation happened (connections without rateLimit honour one per 10 s). */
+  invalidatedAt?: number;
   backoff?: Backoff;
+  circuit?: Circuit;
+  /** Why the cached token was fetched. */
+  reason?: RefreshReason;
+  /**
+   * Refuses demand refreshes (`ahead`, `min_ttl`) and invalidations until `until`; `expired` refreshes go on.
+   * Left by the budget guard's spacing and reserve (a hint: the ledger decides for sure) and by a refresh
+   * whose token could not satisfy its request.
+   */
+  demandBackoff?: Backoff;
 }
 
 export interface Lease {
@@ -63,9 +98,20 @@ export interface SealedToken {
   expiresAt: number;
   issuedAt: number;
   fp: string;
+  reason: RefreshReason;
+  demandBackoff?: Backoff;
 }
 
 export type PublishResult = 'published' | 'superseded';
+
+/** What a lease holder leaves in the item when it frees the lease without publishing. */
+export interface ReleaseNote {
+  backoff?: Backoff;
+  circuit?: Circuit;
+  demandBackoff?: Backoff;
+}
+
+export type InvalidateResult = { kind: 'invalidated' } | { kind: 'not_current' } | { kind: 'too_soon'; until: number };
 
 export interface TokenStore {
   /** Strongly consistent read of the connection's item. */
@@ -78,13 +124,17 @@ export interface TokenStore {
   acquireLease(connection: string, owner: string, now: number, until: number): Promise<{ lease: Lease; item: TokenItem } | undefined>;
   /**
    * Stores the token and frees the lease, only while `lease` is still the current one (fencing) and
-   * the cached token is not one that expires later (unless that one was invalidated).
+   * the cached token is not one that expires later (unless that one was invalidated). Clears any backoff
+   * and circuit: the upstream just issued a token.
    */
   publish(connection: string, lease: Lease, token: SealedToken): Promise<PublishResult>;
-  /** Frees the lease (only if still ours), optionally recording a backoff. */
-  release(connection: string, lease: Lease, backoff?: Backoff): Promise<void>;
-  /** Marks the cached token invalid if its fingerprint is `fp`. True if this call changed the item. */
-  invalidate(connection: string, fp: string): Promise<boolean>;
+  /** Frees the lease (only if still ours), optionally leaving a backoff, a circuit or a demand hint. */
+  release(connection: string, lease: Lease, note?: ReleaseNote): Promise<void>;
+  /**
+   * Marks the cached token invalid if its fingerprint is `fp` and it is not already, and, when `minGapMs`
+   * is given, the last honoured invalidation was at least that long before `now`.
+   */
+  invalidate(connection: string, fp: string, now: number, minGapMs?: number): Promise<InvalidateResult>;
 }
 
 export interface LedgerState {
@@ -92,6 +142,11 @@ export interface LedgerState {
   entries: Record<string, number>;
   /** No upstream attempt before this time (an upstream 429's Retry-After). */
   backoffUntil?: number;
+  /**
+   * connection -> no upstream attempt for it before this time: it fetched a token that waits to be
+   * published (DESIGN "Budget guard": a store fault after a fetch costs at most one request per 5 minutes).
+   */
+  holds?: Record<string, number>;
   /** Optimistic-concurrency version; 0 when the item does not exist. */
   ver: number;
 }
@@ -102,8 +157,12 @@ export interface LedgerStore {
   read(key: string): Promise<LedgerState>;
   /** Writes `entries` if the item is still at `expectedVer`; reads back on a failed condition. */
   write(key: string, expectedVer: number, entries: Record<string, number>, attemptId: string, expiresAt: number): Promise<LedgerWriteResult>;
-  /** Raises backoffUntil to `until` (never lowers it). */
+  /** Raises backoffUntil to `until` (never lowers it). Bumps the version, so a debit decided before it retries. */
   setBackoff(key: string, until: number): Promise<void>;
+  /** Raises the connection's hold to `until` (never lowers it). Bumps the version like setBackoff. */
+  hold(key: string, connection: string, until: number): Promise<void>;
+  /** Removes a debit whose request was never sent (the slot was not spent upstream). */
+  refund(key: string, attemptId: string): Promise<void>;
 }
 
 export interface ClientCredentials {

@@ -1,16 +1,40 @@
 /** The ledger protocol: read, decide (core/ledger.ts), conditional write, retry on a lost race. */
-import type { Connection } from './config.js';
-import { BrokerError, rateLimited } from './errors.js';
-import { decideDebit, retryAfterSeconds } from './ledger.js';
-import type { Clock, LedgerStore } from './ports.js';
-
-type Limit = NonNullable<Connection['rateLimit']>;
+import type { RateLimit } from './config.js';
+import { BrokerError, type Refusal, rateLimited } from './errors.js';
+import { type LedgerRefusal, decideDebit, debitRefusal, retryAfterSeconds } from './ledger.js';
+import type { Clock, LedgerState, LedgerStore } from './ports.js';
 
 export interface DebitResult {
   /** Slots left in the window after this debit. */
   remaining: number;
   /** When the attempt was debited (the time the ledger recorded). */
   at: number;
+}
+
+const REFUSAL: Record<LedgerRefusal, Refusal> = {
+  held: 'held',
+  upstream_backoff: 'upstream_429',
+  exhausted: 'ledger_exhausted',
+  reserve: 'reserve',
+  spacing: 'spacing',
+};
+
+/** The caller-facing error for a refused debit: the message says which rule refused. */
+export function refusalError(reason: LedgerRefusal, retryAfterMs: number, limit: RateLimit): BrokerError {
+  const retryAfter = retryAfterSeconds(retryAfterMs);
+  const budget = `${limit.max} per ${limit.windowSeconds} s`;
+  switch (reason) {
+    case 'held':
+      return new BrokerError('unavailable', 'a token fetched for this connection is waiting to be stored; try again later', { retryAfterSeconds: retryAfter, refusal: REFUSAL[reason] });
+    case 'upstream_backoff':
+      return rateLimited('upstream asked the broker to wait before requesting another token (upstream 429)', retryAfter, REFUSAL[reason]);
+    case 'exhausted':
+      return rateLimited(`token request limit reached: ledger exhausted (${budget})`, retryAfter, REFUSAL[reason]);
+    case 'reserve':
+      return rateLimited(`the last ${limit.reserve} token requests of the budget (${budget}) are kept for expiring tokens (reserve)`, retryAfter, REFUSAL[reason]);
+    case 'spacing':
+      return rateLimited(`token requests on demand are spaced at least ${Math.ceil(limit.minSpacingMs / 1000)} s apart (spacing; budget ${budget})`, retryAfter, REFUSAL[reason]);
+  }
 }
 
 export class RateLimiter {
@@ -21,19 +45,16 @@ export class RateLimiter {
     private readonly maxTries = 10,
   ) {}
 
-  /** Debits one upstream attempt, or throws rate_limited. A refused debit never sends. */
-  async debit(limit: Limit, attemptId: string): Promise<DebitResult> {
+  /**
+   * Debits one upstream attempt, or throws the refusal (rate_limited, or unavailable while a fetched token
+   * waits to be stored). A refused debit never sends. `demand` applies the budget guard's reserve and spacing.
+   */
+  async debit(limit: RateLimit, attemptId: string, opts: { demand: boolean; connection: string }): Promise<DebitResult> {
     for (let attempt = 0; attempt < this.maxTries; attempt++) {
       const state = await this.store.read(limit.key);
       const now = this.clock.now();
-      const decision = decideDebit(state, now, limit, attemptId, this.marginMs);
-      if (!decision.allow) {
-        const message =
-          decision.reason === 'upstream_backoff'
-            ? 'upstream asked the broker to wait before requesting another token'
-            : `token request limit reached (${limit.max} per ${limit.windowSeconds} s)`;
-        throw rateLimited(message, retryAfterSeconds(decision.retryAfterMs));
-      }
+      const decision = decideDebit(state, now, limit, attemptId, this.marginMs, opts);
+      if (!decision.allow) throw refusalError(decision.reason, decision.retryAfterMs, limit);
       const result = await this.store.write(limit.key, state.ver, decision.entries, attemptId, decision.expiresAt);
       if (result === 'written') return { remaining: limit.max - Object.keys(decision.entries).length, at: now };
       await this.clock.sleep(5 + Math.floor(Math.random() * 20 * (attempt + 1)));
@@ -41,8 +62,25 @@ export class RateLimiter {
     throw new BrokerError('unavailable', 'rate-limit ledger is contended; try again', { retryAfterSeconds: 1 });
   }
 
+  /** The ledger as it stands, and whether a demand request (or an invalidation) could be made now. */
+  async demandAllowed(limit: RateLimit, connection: string): Promise<{ state: LedgerState; refusal?: BrokerError }> {
+    const state = await this.store.read(limit.key);
+    const refused = debitRefusal(state, this.clock.now(), limit, this.marginMs, { demand: true, connection });
+    return { state, ...(refused ? { refusal: refusalError(refused.reason, refused.retryAfterMs, limit) } : {}) };
+  }
+
+  /** Gives back a debited slot whose request was never sent. */
+  async refund(limit: RateLimit, attemptId: string): Promise<void> {
+    await this.store.refund(limit.key, attemptId);
+  }
+
   /** Records an upstream 429's Retry-After so that no container tries before then. */
-  async holdUntil(limit: Limit, until: number): Promise<void> {
+  async holdUntil(limit: RateLimit, until: number): Promise<void> {
     await this.store.setBackoff(limit.key, until);
+  }
+
+  /** No upstream request for `connection` before `until`: a token it fetched waits to be published. */
+  async holdConnection(limit: RateLimit, connection: string, until: number): Promise<void> {
+    await this.store.hold(limit.key, connection, until);
   }
 }

@@ -10,7 +10,7 @@ import { mockClient } from 'aws-sdk-client-mock';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { DynamoTokenStore, toTokenItem } from '../../functions/adapters/dynamodb-store.js';
 import { BrokerError } from '../../functions/core/errors.js';
-import type { Backoff, Lease, SealedToken } from '../../functions/core/ports.js';
+import type { Backoff, Circuit, Lease, SealedToken } from '../../functions/core/ports.js';
 import { RateLimiter } from '../../functions/core/rate-limiter.js';
 import { type EmbeddedDynamo, ensureTable, localDynamoClient, startDynalite } from '../../functions/local/dynamodb.js';
 import { FakeClock } from '../support/clock.js';
@@ -24,6 +24,7 @@ const sealedToken = (tag: string, expiresAt: number, issuedAt = T0): SealedToken
   expiresAt,
   issuedAt,
   fp: `fp-${tag}`,
+  reason: 'expired',
 });
 
 const N = (v: number): AttributeValue => ({ N: String(v) });
@@ -112,9 +113,11 @@ describe('DynamoTokenStore with a mocked client', () => {
     await expect(store.acquireLease('c', 'me', T0, T0 + LEASE_MS)).rejects.toBe(throttled);
     await expect(store.publish('c', lease, sealedToken('a', T0 + 1000))).rejects.toBe(throttled);
     await expect(store.release('c', lease)).rejects.toBe(throttled);
-    await expect(store.invalidate('c', 'fp')).rejects.toBe(throttled);
+    await expect(store.invalidate('c', 'fp', T0)).rejects.toBe(throttled);
     await expect(store.write('k', 0, {}, 'a', T0)).rejects.toBe(throttled);
     await expect(store.setBackoff('k', T0)).rejects.toBe(throttled);
+    await expect(store.hold('k', 'c', T0)).rejects.toBe(throttled);
+    await expect(store.refund('k', 'a')).rejects.toBe(throttled);
     await expect(store.get('c')).rejects.toBe(throttled);
     await expect(store.read('k')).rejects.toBe(throttled);
   });
@@ -224,33 +227,43 @@ describe('DynamoTokenStore against dynalite', () => {
       expect(await store.get(c)).toMatchObject({ owner: 'holder-b', fence: 2, leaseUntil: T0 + 2 * LEASE_MS });
     });
 
-    it('release frees the lease only for the current holder, and can record a backoff', async () => {
+    it('release frees the lease only for the current holder, and can leave a backoff, a demand backoff and a circuit', async () => {
       const c = name();
       const a = (await store.acquireLease(c, 'holder-a', T0, T0 + LEASE_MS))!;
       const b = (await store.acquireLease(c, 'holder-b', T0 + LEASE_MS, T0 + 2 * LEASE_MS))!;
       await store.release(c, a.lease); // stale: fence 1 is no longer current
       expect(await store.get(c)).toMatchObject({ owner: 'holder-b', fence: 2 });
-      const backoff: Backoff = { until: T0 + 30_000, code: 'upstream_error', message: 'upstream refused the token request: invalid_client', upstreamError: 'invalid_client' };
-      await store.release(c, b.lease, backoff);
+      const backoff: Backoff = { until: T0 + 30_000, code: 'unavailable', message: 'upstream token endpoint unavailable', failures: 2 };
+      const demandBackoff: Backoff = { until: T0 + 60_000, code: 'rate_limited', message: 'spacing', refusal: 'spacing' };
+      const circuit: Circuit = { upstreamError: 'invalid_grant', openedAt: T0, probeAt: T0 + 300_000, probes: 1, secretVersion: 'sv', configHash: 'ch', checkedAt: T0 + 5 };
+      await store.release(c, b.lease, { backoff, demandBackoff, circuit });
       const item = await store.get(c);
       expect(item?.owner).toBeUndefined();
       expect(item?.leaseUntil).toBeUndefined();
       expect(item?.backoff).toEqual(backoff);
+      expect(item?.demandBackoff).toEqual(demandBackoff);
+      expect(item?.circuit).toEqual(circuit);
       // Free again: the next acquire needs no waiting.
       expect((await store.acquireLease(c, 'holder-c', T0 + LEASE_MS + 1, T0 + 3 * LEASE_MS))?.lease.fence).toBe(3);
     });
   });
 
   describe('publish', () => {
-    it('stores the token, frees the lease, bumps ver and clears a backoff', async () => {
+    it('stores the token with its reason, frees the lease, bumps ver, clears a backoff and the circuit, sets the demand backoff', async () => {
       const c = name();
       const a = (await store.acquireLease(c, 'holder-a', T0, T0 + LEASE_MS))!;
-      await store.release(c, a.lease, { until: T0 + 1000, code: 'unavailable', message: 'x' });
+      const circuit: Circuit = { upstreamError: 'invalid_grant', openedAt: T0, probeAt: T0, probes: 0, secretVersion: 'sv', configHash: 'ch', checkedAt: T0 };
+      await store.release(c, a.lease, { backoff: { until: T0 + 1000, code: 'unavailable', message: 'x' }, circuit, demandBackoff: { until: T0 + 9, code: 'unavailable', message: 'old' } });
       const b = (await store.acquireLease(c, 'holder-b', T0, T0 + LEASE_MS))!;
-      const t = sealedToken('t1', T0 + 3_600_000);
+      const spacing: Backoff = { until: T0 + 2_880_000, code: 'rate_limited', message: 'spacing', refusal: 'spacing' };
+      const t = { ...sealedToken('t1', T0 + 3_600_000), reason: 'min_ttl' as const, demandBackoff: spacing };
       expect(await store.publish(c, b.lease, t)).toBe('published');
       const item = await store.get(c);
-      expect(item).toEqual({ ver: 1, fence: 2, sealed: t.sealed, expiresAt: t.expiresAt, issuedAt: T0, fp: 'fp-t1' });
+      expect(item).toEqual({ ver: 1, fence: 2, sealed: t.sealed, expiresAt: t.expiresAt, issuedAt: T0, fp: 'fp-t1', reason: 'min_ttl', demandBackoff: spacing });
+      // Without a demand backoff, a publish clears the old one.
+      const h = (await store.acquireLease(c, 'holder-c', T0, T0 + LEASE_MS))!;
+      expect(await store.publish(c, h.lease, sealedToken('t2', T0 + 3_600_000))).toBe('published');
+      expect((await store.get(c))?.demandBackoff).toBeUndefined();
     });
 
     it('A8: a holder whose lease was taken over cannot publish; the newer holder\'s token stays', async () => {
@@ -289,7 +302,7 @@ describe('DynamoTokenStore against dynalite', () => {
       expect(await store.publish(c, h3.lease, sealedToken('same', T0 + 3_600_000))).toBe('published');
 
       // After an invalidation, a shorter one may replace it, and the invalidation is cleared.
-      expect(await store.invalidate(c, 'fp-same')).toBe(true);
+      expect(await store.invalidate(c, 'fp-same', T0)).toEqual({ kind: 'invalidated' });
       const h4 = (await store.acquireLease(c, 'h4', T0 + 3, T0 + LEASE_MS))!;
       expect(await store.publish(c, h4.lease, sealedToken('short', T0 + 1_800_000))).toBe('published');
       const item = await store.get(c);
@@ -301,19 +314,32 @@ describe('DynamoTokenStore against dynalite', () => {
   describe('invalidate', () => {
     it('matches only the current fingerprint, once', async () => {
       const c = name();
-      expect(await store.invalidate(c, 'fp-none')).toBe(false); // no item
+      const notCurrent = { kind: 'not_current' };
+      expect(await store.invalidate(c, 'fp-none', T0)).toEqual(notCurrent); // no item
       const h = (await store.acquireLease(c, 'h', T0, T0 + LEASE_MS))!;
       await store.publish(c, h.lease, sealedToken('cur', T0 + 3_600_000));
-      expect(await store.invalidate(c, 'fp-other')).toBe(false);
+      expect(await store.invalidate(c, 'fp-other', T0)).toEqual(notCurrent);
       expect((await store.get(c))?.invalidated).toBeUndefined();
-      expect(await store.invalidate(c, 'fp-cur')).toBe(true);
-      expect((await store.get(c))?.invalidated).toBe(true);
-      expect(await store.invalidate(c, 'fp-cur')).toBe(false); // a hundred reports, one change
+      expect(await store.invalidate(c, 'fp-cur', T0)).toEqual({ kind: 'invalidated' });
+      expect(await store.get(c)).toMatchObject({ invalidated: true, invalidatedAt: T0 });
+      expect(await store.invalidate(c, 'fp-cur', T0)).toEqual(notCurrent); // a hundred reports, one change, even in the same ms
       // After a new publish, reports of the old token change nothing.
       const h2 = (await store.acquireLease(c, 'h2', T0 + 1, T0 + LEASE_MS))!;
       await store.publish(c, h2.lease, sealedToken('next', T0 + 3_600_000));
-      expect(await store.invalidate(c, 'fp-cur')).toBe(false);
+      expect(await store.invalidate(c, 'fp-cur', T0)).toEqual(notCurrent);
       expect((await store.get(c))?.invalidated).toBeUndefined();
+    });
+
+    it('with a minimum gap, honours one invalidation per gap, atomically (connections without rateLimit)', async () => {
+      const c = name();
+      const h = (await store.acquireLease(c, 'h', T0, T0 + LEASE_MS))!;
+      await store.publish(c, h.lease, sealedToken('one', T0 + 3_600_000));
+      expect(await store.invalidate(c, 'fp-one', T0, 10_000)).toEqual({ kind: 'invalidated' });
+      const h2 = (await store.acquireLease(c, 'h2', T0 + 1, T0 + LEASE_MS))!;
+      await store.publish(c, h2.lease, sealedToken('two', T0 + 3_600_000));
+      expect(await store.invalidate(c, 'fp-two', T0 + 4_000, 10_000)).toEqual({ kind: 'too_soon', until: T0 + 10_000 });
+      expect((await store.get(c))?.invalidated).toBeUndefined();
+      expect(await store.invalidate(c, 'fp-two', T0 + 10_000, 10_000)).toEqual({ kind: 'invalidated' });
     });
   });
 
@@ -329,21 +355,35 @@ describe('DynamoTokenStore against dynalite', () => {
 
     it('setBackoff never lowers backoffUntil, and does not disturb the log', async () => {
       const k = name();
-      await store.setBackoff(k, T0 + 100_000); // before any ledger write
-      expect(await store.write(k, 0, { a1: T0 }, 'a1', T0 + 1000)).toBe('written');
+      await store.setBackoff(k, T0 + 100_000); // before any ledger write: version 1
+      expect(await store.write(k, 1, { a1: T0 }, 'a1', T0 + 1000)).toBe('written');
       await store.setBackoff(k, T0 + 50_000);
       expect((await store.read(k)).backoffUntil).toBe(T0 + 100_000);
       await store.setBackoff(k, T0 + 200_000);
-      expect(await store.read(k)).toEqual({ entries: { a1: T0 }, ver: 1, backoffUntil: T0 + 200_000 });
+      expect(await store.read(k)).toEqual({ entries: { a1: T0 }, ver: 3, backoffUntil: T0 + 200_000 });
+    });
+
+    it('hold raises a per-connection hold, refund removes one entry; both bump the version so a racing debit decides again', async () => {
+      const k = name();
+      expect(await store.write(k, 0, { a1: T0, a2: T0 + 1 }, 'a2', T0 + 1000)).toBe('written');
+      await store.hold(k, 'conn-a', T0 + 300_000);
+      await store.hold(k, 'conn-a', T0 + 1_000); // never lowered
+      await store.hold(k, 'conn-b', T0 + 5_000);
+      expect(await store.read(k)).toEqual({ entries: { a1: T0, a2: T0 + 1 }, ver: 3, holds: { 'conn-a': T0 + 300_000, 'conn-b': T0 + 5_000 } });
+      await store.refund(k, 'a2');
+      await store.refund(k, 'a2'); // already gone: no change
+      expect(await store.read(k)).toMatchObject({ entries: { a1: T0 }, ver: 4 });
+      expect(await store.write(k, 3, { a1: T0, x: T0 }, 'x', T0 + 1000)).toBe('conflict');
     });
 
     it('B3: concurrent debits never exceed max, and refused ones write nothing', async () => {
       const k = name();
       const clock = new FakeClock(T0);
       const limiter = new RateLimiter(store, clock, 2_000, 50);
-      const limit = { max: 10, windowSeconds: 28_800, key: k };
-      for (let i = 0; i < 8; i++) await limiter.debit(limit, `pre-${i}`);
-      const results = await Promise.allSettled(Array.from({ length: 30 }, (_, i) => limiter.debit(limit, `c-${i}`)));
+      const limit = { max: 10, windowSeconds: 28_800, key: k, reserve: 2, minSpacingMs: 2_880_000 };
+      const plain = { demand: false, connection: 'c' };
+      for (let i = 0; i < 8; i++) await limiter.debit(limit, `pre-${i}`, plain);
+      const results = await Promise.allSettled(Array.from({ length: 30 }, (_, i) => limiter.debit(limit, `c-${i}`, plain)));
       const ok = results.filter((r) => r.status === 'fulfilled');
       expect(ok).toHaveLength(2);
       for (const r of results) if (r.status === 'rejected') expect((r.reason as BrokerError).code).toMatch(/^(rate_limited|unavailable)$/);

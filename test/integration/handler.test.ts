@@ -52,6 +52,7 @@ beforeAll(async () => {
   const config = connections(world.idp, {
     payments: { scope: 'API' },
     other: { callers: ['arn:aws:iam::111122223333:role/tax-*'] },
+    guarded: { rateLimit: { max: 10, windowSeconds: 28800 } },
     denied: { tokenUrl: world.idp.url, grantType: 'client_credentials', secret: 'sec/main', callers: ALLOWED },
   });
   const { broker } = instance(world, { clock: realClock, config });
@@ -218,5 +219,44 @@ describe('errors and logs (invariant 5, E9)', () => {
     for (const canary of ['CANARY-CLIENT-SECRET', 'CANARY-REFRESH', 'CANARY-DESCRIPTION', 'access_token', 'client_secret']) {
       expect(all).not.toContain(canary);
     }
+  });
+});
+
+describe('the budget guard on the wire', () => {
+  const lines = (from: number) =>
+    output
+      .slice(from)
+      .join('')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Record<string, unknown>)
+      .filter((l) => l.message === 'request');
+
+  it('the refresh reason is in the log line and the metrics; a deferred report answers 200 with retry_after', async () => {
+    let start = output.length;
+    metrics.length = 0;
+    const t = json((await handler(event('GET', '/tokens/guarded'))).body).access_token as string;
+    expect(lines(start)[0]).toMatchObject({ outcome: 'refreshed', refreshReason: 'expired', ledgerRemaining: 9 });
+    expect(metrics).toEqual(expect.arrayContaining(['RefreshExpired', 'Refreshed', 'LedgerRemaining=9']));
+    start = output.length;
+    const res = await handler(event('POST', '/tokens/guarded/invalidate', { body: JSON.stringify({ access_token: t }) }));
+    expect(res.statusCode).toBe(200);
+    const body = json(res.body);
+    expect(body).toEqual({ invalidated: false, reason: 'deferred', retry_after: expect.any(Number) });
+    expect(body.retry_after).toBeGreaterThan(2_800);
+    expect(lines(start)[0]).toMatchObject({ outcome: 'deferred', invalidation: 'deferred', tokenFp: expect.stringMatching(/^[\w-]{16}$/) });
+    expect(metrics).toContain('InvalidationDeferred');
+  });
+
+  it('a refused demand is 429 with Retry-After, a message that says why, and the cause in the log line and metrics', async () => {
+    const start = output.length;
+    metrics.length = 0;
+    // 1200 s tokens: min_ttl 1199 is a demand the spacing refuses.
+    const res = await handler(event('GET', '/tokens/guarded', { queryStringParameters: { min_ttl: '1199' } }));
+    expect(res.statusCode).toBe(429);
+    expect(Number(res.headers!['Retry-After'])).toBeGreaterThan(0);
+    expect(json(res.body)).toEqual({ error: 'rate_limited', message: expect.stringMatching(/spac/) });
+    expect(lines(start)[0]).toMatchObject({ status: 429, error: 'rate_limited', cause: 'spacing' });
+    expect(metrics).toEqual(expect.arrayContaining(['RefusedSpacing', 'RateLimited']));
   });
 });

@@ -8,7 +8,7 @@ import { principalFromArn } from '../../functions/core/authz.js';
 import type { BrokerError } from '../../functions/core/errors.js';
 import type { TokenBroker } from '../../functions/core/broker.js';
 import { localDynamoClient } from '../../functions/local/dynamodb.js';
-import { FakeClock, realClock } from '../support/clock.js';
+import { brokerError, FakeClock, realClock } from '../support/clock.js';
 import { CALLER, connections, instance, startWorld, type World } from '../support/env.js';
 import { issue, secretOf } from '../support/idp.js';
 
@@ -27,27 +27,28 @@ afterEach(() => {
 });
 
 const get = (b: TokenBroker, connection: string, minTtlSeconds = 60) => b.getToken({ connection, principal, minTtlSeconds });
-const limited = (key: string, max = 10, windowSeconds = 28_800) => ({ rateLimit: { max, windowSeconds, key } });
+/** A rate limit with the budget guard's reserve and spacing off: these tests are about the ledger itself. */
+const limited = (key: string, max = 10, windowSeconds = 28_800) => ({ rateLimit: { max, windowSeconds, key, reserve: 0, minSpacingSeconds: 0 } });
 
 describe('rate-limit ledger (invariant 2)', () => {
   it('allows max attempts per window, then 429 with Retry-After from the oldest entry, without calling the IdP (B1)', async () => {
     const clock = new FakeClock(Date.now());
     const config = connections(world.idp, { b1: { ...limited('b1', 3, 60) } });
+    world.idp.respond = issue(10);
     const { broker } = instance(world, { clock, config });
     const first = clock.now();
     for (let i = 0; i < 3; i++) {
-      const t = await get(broker, 'b1');
-      await broker.invalidate({ connection: 'b1', principal, accessToken: t.token.accessToken });
-      clock.advance(1_000);
+      await get(broker, 'b1', 0);
+      clock.advance(10_000); // it expired
     }
     expect(world.idp.count()).toBe(3);
-    const err = await get(broker, 'b1').catch((e: unknown) => e);
+    const err = await get(broker, 'b1', 0).catch((e: unknown) => e);
     expect(err).toMatchObject({ code: 'rate_limited' });
-    // W' = 60 s + 10 s margin; the oldest attempt was at `first`.
-    expect((err as { extra: { retryAfterSeconds: number } }).extra.retryAfterSeconds).toBe(Math.ceil((first + 70_000 - clock.now()) / 1000));
+    // W' = 60 s + the 11 s margin; the oldest attempt was at `first`.
+    expect((err as { extra: { retryAfterSeconds: number } }).extra.retryAfterSeconds).toBe(Math.ceil((first + 71_000 - clock.now()) / 1000));
     expect(world.idp.count()).toBe(3);
-    clock.t = first + 70_001; // the oldest entry has left the window
-    expect((await get(broker, 'b1')).outcome).toBe('refreshed');
+    clock.t = first + 71_001; // the oldest entry has left the window
+    expect((await get(broker, 'b1', 0)).outcome).toBe('refreshed');
     expect(world.idp.count()).toBe(4);
   });
 
@@ -67,39 +68,58 @@ describe('rate-limit ledger (invariant 2)', () => {
     expect(Object.keys((await store.read('b3')).entries)).toHaveLength(10);
   });
 
-  it('counts failed attempts (500, timeout, reset) and never refunds them; backoff is recorded (B4)', async () => {
+  it('counts failed attempts (500, timeout, reset) and never refunds them; the backoff doubles with each (B4)', async () => {
     const clock = new FakeClock(Date.now());
-    const config = connections(world.idp, { b4: { ...limited('b4') } });
+    // Default spacing (2880 s): the cap of the doubling.
+    const config = connections(world.idp, { b4: { rateLimit: { max: 10, windowSeconds: 28_800, key: 'b4', reserve: 0 } } });
     const { broker } = instance(world, { clock, config, options: { upstreamTimeoutMs: 300 } });
     const answers = [{ status: 500, body: { error: 'server_error' } }, { delayMs: 1_000 }, { reset: true }];
     world.idp.respond = (_r, i) => answers[i]!;
     for (let i = 0; i < answers.length; i++) {
-      await expect(get(broker, 'b4')).rejects.toMatchObject({ code: 'unavailable', extra: { retryAfterSeconds: 30 } });
+      // Every attempt spent a slot: an upstream that stays down must not drain the budget in minutes.
+      const wait = 30 * 2 ** i;
+      await expect(get(broker, 'b4')).rejects.toMatchObject({ code: 'unavailable', extra: { retryAfterSeconds: wait } });
       const item = await store.get('b4');
-      expect(item?.backoff).toMatchObject({ code: 'unavailable' });
+      expect(item?.backoff).toMatchObject({ code: 'unavailable', failures: i + 1 });
       expect(item?.owner).toBeUndefined();
       // While the backoff lasts, nobody calls the IdP.
+      clock.advance(wait * 1000 - 1_000);
       await expect(get(instance(world, { clock, config }).broker, 'b4')).rejects.toMatchObject({ code: 'unavailable' });
       expect(world.idp.count()).toBe(i + 1);
-      clock.advance(31_000);
+      clock.advance(1_001);
     }
     expect(Object.keys((await store.read('b4')).entries)).toHaveLength(3);
+    // A success ends the series: the next failure backs off 30 s again.
+    world.idp.respond = issue();
+    await get(broker, 'b4');
+    expect((await store.get('b4'))?.backoff).toBeUndefined();
+    clock.advance(300_000); // the token expired
+    world.idp.respond = () => ({ status: 503 });
+    await expect(get(broker, 'b4')).rejects.toMatchObject({ code: 'unavailable', extra: { retryAfterSeconds: 30 } });
   });
 
-  it('a container that stalls between the debit and the send for over half the margin does not send; the slot stays spent', async () => {
+  it('a debit that stalled past the send cut-off is not sent: the slot is refunded, no fleet backoff, no upstream failure reported', async () => {
     const clock = new FakeClock(Date.now());
     const config = connections(world.idp, { stall: limited('stall') });
     const { broker } = instance(world, { clock, config });
     const ledger = (broker as unknown as { deps: { ledger: DynamoTokenStore } }).deps.ledger;
     const write = ledger.write.bind(ledger);
+    let stalls = 1;
     ledger.write = async (...args) => {
       const r = await write(...args);
-      clock.advance(6_000); // a stall longer than half the 10 s margin
+      if (stalls-- > 0) clock.advance(2_001); // a ledger write slower than the 2 s send cut-off
       return r;
     };
-    await expect(get(broker, 'stall')).rejects.toMatchObject({ code: 'unavailable' });
+    const err = await brokerError(get(broker, 'stall'));
+    expect(err).toMatchObject({ code: 'unavailable', extra: { retryAfterSeconds: 1 } });
+    expect(err.message).toMatch(/nothing was sent/);
     expect(world.idp.count()).toBe(0);
-    expect(Object.keys((await store.read('stall')).entries)).toHaveLength(1);
+    expect(Object.keys((await store.read('stall')).entries)).toHaveLength(0);
+    expect((await store.get('stall'))?.backoff).toBeUndefined();
+    expect(world.logs.some((l) => l.message === 'upstream token request failed' && l.fields?.connection === 'stall')).toBe(false);
+    // Nothing holds the fleet back: the next request (another container) sends at once.
+    expect((await get(instance(world, { clock, config }).broker, 'stall')).outcome).toBe('refreshed');
+    expect(world.idp.count()).toBe(1);
   });
 
   it('an upstream 429 Retry-After is shared by every connection on the ledger; garbage means the default (B9)', async () => {
@@ -227,9 +247,12 @@ describe('credentials and OAuth errors (invariant 6, C3, C4, D2)', () => {
   it('a refused debit leaves the answer in the item, so other containers do not queue on the ledger', async () => {
     const clock = new FakeClock(Date.now());
     const config = connections(world.idp, { full: limited('full', 1, 3600) });
+    world.idp.respond = issue(120);
     const a = instance(world, { clock, config }).broker;
     const t = await get(a, 'full');
-    await a.invalidate({ connection: 'full', principal, accessToken: t.token.accessToken });
+    // With the ledger exhausted, a report is deferred: honouring it would leave callers with nothing.
+    expect(await a.invalidate({ connection: 'full', principal, accessToken: t.token.accessToken })).toMatchObject({ invalidated: false, reason: 'deferred' });
+    clock.advance(120_000); // it expired
     await expect(get(a, 'full')).rejects.toMatchObject({ code: 'rate_limited' });
     expect((await store.get('full'))?.backoff).toMatchObject({ code: 'rate_limited' });
     const b = instance(world, { clock, config });

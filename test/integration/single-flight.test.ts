@@ -94,7 +94,7 @@ describe('refresh ahead (A3)', () => {
 describe('refresh ahead race', () => {
   it('a container that read before another published, and took the lease after, serves the new token without a second request', async () => {
     const clock = new FakeClock(Date.now());
-    const config = connections(world.idp, { race: { refreshBeforeSeconds: 60, rateLimit: { max: 10, windowSeconds: 28800 } } });
+    const config = connections(world.idp, { race: { refreshBeforeSeconds: 60, rateLimit: { max: 10, windowSeconds: 28800, reserve: 0, minSpacingSeconds: 0 } } });
     await get(instance(world, { clock, config }).broker, 'race', 0);
     clock.advance(250_000); // inside the refresh-ahead window
     const a = instance(world, { clock, config });

@@ -45,7 +45,7 @@ describe('local config', () => {
     expect(c.callers.get('AKIDLOCALTEST')?.principal).toBe('arn:aws:iam::111122223333:role/payments-api');
     const example = loadLocalConfig(join(ROOT, 'examples/local-config.json'));
     expect([...example.broker.connections.keys()]).toEqual(['vitesse-staging', 'vertex-oseries', 'vertex-cloud']);
-    expect(example.broker.connections.get('vertex-oseries')?.rateLimit).toEqual({ max: 10, windowSeconds: 28800, key: 'vertex-oseries' });
+    expect(example.broker.connections.get('vertex-oseries')?.rateLimit).toEqual({ max: 10, windowSeconds: 28800, key: 'vertex-oseries', reserve: 2, minSpacingMs: 2_880_000 });
     expect(example.broker.connections.get('vertex-cloud')?.scope).toBe('vtms-public-api openid profile');
   });
 

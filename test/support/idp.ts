@@ -27,6 +27,8 @@ export interface FakeIdp {
   url: string;
   receipts: Receipt[];
   respond: Responder;
+  /** The clock receipts are stamped with (a test's fake clock, or real time). */
+  now: () => number;
   /** Counts of requests per client_id. */
   count(clientId?: string): number;
   close(): Promise<void>;
@@ -52,6 +54,7 @@ export async function startIdp(respond: Responder = issue(), now: () => number =
     url: '',
     receipts,
     respond,
+    now,
     count: (clientId) => (clientId ? receipts.filter((r) => clientIdOf(r) === clientId).length : receipts.length),
     close: () =>
       new Promise((resolve) => {
@@ -64,7 +67,7 @@ export async function startIdp(respond: Responder = issue(), now: () => number =
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
       const receipt: Receipt = {
-        at: now(),
+        at: idp.now(),
         params: new URLSearchParams(Buffer.concat(chunks).toString('utf8')),
         ...(req.headers.authorization ? { authorization: req.headers.authorization } : {}),
       };

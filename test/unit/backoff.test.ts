@@ -2,12 +2,14 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
   backoffFor,
-  DEFAULT_BACKOFF,
+  backoffNote,
   DEFAULT_RATE_LIMIT_BACKOFF_MS,
   errorForBackoff,
   errorForFailure,
   MAX_BACKOFF_UNLIMITED_MS,
+  TRANSIENT_BACKOFF_MS,
 } from '../../functions/core/backoff.js';
+import type { Backoff } from '../../functions/core/ports.js';
 import { parseConfig } from '../../functions/core/config.js';
 import type { UpstreamFailure } from '../../functions/core/upstream-errors.js';
 
@@ -17,8 +19,8 @@ const cfg = parseConfig({ connections: { limited: { ...base, rateLimit: { max: 1
 const limited = cfg.connections.get('limited')!;
 const unlimited = cfg.connections.get('unlimited')!;
 
-const failures: Record<string, UpstreamFailure> = {
-  oauth: { kind: 'oauth', status: 400, error: 'invalid_client' },
+const oauth: UpstreamFailure = { kind: 'oauth', status: 400, error: 'invalid_client' };
+const failures: Record<string, Exclude<UpstreamFailure, { kind: 'oauth' }>> = {
   rateLimited: { kind: 'rate_limited', status: 429, retryAfterSeconds: 120 },
   rateLimitedNoHeader: { kind: 'rate_limited', status: 429 },
   unavailable: { kind: 'unavailable', status: 503, detail: 'status 503' },
@@ -28,12 +30,26 @@ const failures: Record<string, UpstreamFailure> = {
 
 describe('backoffFor', () => {
   it('rate-limited connections: per failure kind', () => {
-    expect(backoffFor(failures.unavailable!, limited, T0).until).toBe(T0 + DEFAULT_BACKOFF.limited.transientMs);
-    expect(backoffFor(failures.timeout!, limited, T0).until).toBe(T0 + DEFAULT_BACKOFF.limited.transientMs);
-    expect(backoffFor(failures.invalid!, limited, T0).until).toBe(T0 + DEFAULT_BACKOFF.limited.transientMs);
-    expect(backoffFor(failures.oauth!, limited, T0).until).toBe(T0 + DEFAULT_BACKOFF.limited.configErrorMs);
+    expect(backoffFor(failures.unavailable!, limited, T0).until).toBe(T0 + TRANSIENT_BACKOFF_MS.limited);
+    expect(backoffFor(failures.timeout!, limited, T0).until).toBe(T0 + TRANSIENT_BACKOFF_MS.limited);
+    expect(backoffFor(failures.invalid!, limited, T0).until).toBe(T0 + TRANSIENT_BACKOFF_MS.limited);
     expect(backoffFor(failures.rateLimited!, limited, T0).until).toBe(T0 + 120_000); // upstream's Retry-After
     expect(backoffFor(failures.rateLimitedNoHeader!, limited, T0).until).toBe(T0 + DEFAULT_RATE_LIMIT_BACKOFF_MS); // B9 garbage → default
+  });
+
+  it('rate-limited connections: consecutive transient failures double the wait, up to the guard spacing', () => {
+    let previous: Backoff | undefined;
+    const waits: number[] = [];
+    for (let i = 0; i < 9; i++) {
+      previous = backoffFor(failures.unavailable!, limited, T0, previous);
+      waits.push((previous.until - T0) / 1000);
+    }
+    // 10 per 8 h: spacing 2880 s.
+    expect(waits).toEqual([30, 60, 120, 240, 480, 960, 1920, 2880, 2880]);
+    expect(previous?.failures).toBe(9);
+    // An upstream 429 follows its own Retry-After and restarts the series.
+    expect(backoffFor(failures.rateLimited!, limited, T0, previous)).toMatchObject({ until: T0 + 120_000 });
+    expect(backoffFor(failures.rateLimited!, limited, T0, previous).failures).toBeUndefined();
   });
 
   it('caps an upstream Retry-After at one hour and floors any backoff at one second', () => {
@@ -41,27 +57,27 @@ describe('backoffFor', () => {
     expect(backoffFor({ kind: 'rate_limited', status: 429, retryAfterSeconds: 0 }, limited, T0).until).toBe(T0 + 1_000);
   });
 
-  it('unlimited connections: per failure kind, never more than 15 s', () => {
-    expect(backoffFor(failures.unavailable!, unlimited, T0).until).toBe(T0 + DEFAULT_BACKOFF.unlimited.transientMs);
-    expect(backoffFor(failures.oauth!, unlimited, T0).until).toBe(T0 + MAX_BACKOFF_UNLIMITED_MS);
+  it('unlimited connections: per failure kind, never more than 15 s, and no doubling', () => {
+    expect(backoffFor(failures.unavailable!, unlimited, T0).until).toBe(T0 + TRANSIENT_BACKOFF_MS.unlimited);
+    const again = backoffFor(failures.unavailable!, unlimited, T0, backoffFor(failures.unavailable!, unlimited, T0));
+    expect(again.until).toBe(T0 + TRANSIENT_BACKOFF_MS.unlimited);
     expect(backoffFor(failures.rateLimited!, unlimited, T0).until).toBe(T0 + MAX_BACKOFF_UNLIMITED_MS);
     expect(backoffFor(failures.rateLimitedNoHeader!, unlimited, T0).until).toBe(T0 + MAX_BACKOFF_UNLIMITED_MS);
     expect(MAX_BACKOFF_UNLIMITED_MS).toBe(15_000);
   });
 
-  it('unlimited connections never back off more than 15 s, whatever the failure or policy', () => {
-    const failureArb: fc.Arbitrary<UpstreamFailure> = fc.oneof(
-      fc.record({ kind: fc.constant('oauth' as const), status: fc.integer({ min: 400, max: 499 }), error: fc.constantFrom('invalid_client', 'invalid_scope', 'x') }),
+  it('unlimited connections never back off more than 15 s, whatever the failure and history', () => {
+    const failureArb = fc.oneof(
       fc.record({ kind: fc.constant('rate_limited' as const), status: fc.constant(429 as const), retryAfterSeconds: fc.option(fc.nat({ max: 10_000_000 }), { nil: undefined }) }).map(
-        ({ retryAfterSeconds, ...f }): UpstreamFailure => (retryAfterSeconds === undefined ? f : { ...f, retryAfterSeconds }),
+        ({ retryAfterSeconds, ...f }) => (retryAfterSeconds === undefined ? f : { ...f, retryAfterSeconds }),
       ),
       fc.record({ kind: fc.constant('unavailable' as const), detail: fc.string() }),
       fc.record({ kind: fc.constant('invalid_response' as const), status: fc.integer({ min: 100, max: 599 }), detail: fc.string() }),
     );
-    const policyArb = fc.record({ transientMs: fc.nat({ max: 10_000_000 }), configErrorMs: fc.nat({ max: 10_000_000 }) });
     fc.assert(
-      fc.property(failureArb, policyArb, (failure, p) => {
-        const b = backoffFor(failure, unlimited, T0, { limited: p, unlimited: p });
+      fc.property(failureArb, fc.nat({ max: 1000 }), (failure, failuresBefore) => {
+        const previous = { until: T0, code: 'unavailable' as const, message: 'x', failures: failuresBefore };
+        const b = backoffFor(failure, unlimited, T0, previous);
         expect(b.until - T0).toBeLessThanOrEqual(15_000);
         expect(b.until - T0).toBeGreaterThanOrEqual(1_000);
       }),
@@ -69,18 +85,17 @@ describe('backoffFor', () => {
   });
 
   it('records the caller-facing error with the backoff', () => {
-    expect(backoffFor(failures.oauth!, limited, T0)).toMatchObject({ code: 'upstream_error', upstreamError: 'invalid_client' });
     expect(backoffFor(failures.unavailable!, limited, T0)).toMatchObject({ code: 'unavailable' });
     expect(backoffFor(failures.unavailable!, limited, T0)).not.toHaveProperty('upstreamError');
-    expect(backoffFor(failures.rateLimited!, limited, T0)).toMatchObject({ code: 'rate_limited' });
+    expect(backoffFor(failures.rateLimited!, limited, T0)).toMatchObject({ code: 'rate_limited', refusal: 'upstream_429' });
     expect(backoffFor(failures.invalid!, limited, T0)).toMatchObject({ code: 'upstream_error', upstreamError: 'invalid_response' });
   });
 });
 
 describe('errorForFailure', () => {
   it('maps failure kinds to contract codes and statuses', () => {
-    const oauth = errorForFailure(failures.oauth!, 0);
-    expect([oauth.code, oauth.status, oauth.extra.upstreamError]).toEqual(['upstream_error', 502, 'invalid_client']);
+    const o = errorForFailure(oauth, 0);
+    expect([o.code, o.status, o.extra.upstreamError]).toEqual(['upstream_error', 502, 'invalid_client']);
     const rl = errorForFailure(failures.rateLimited!, 120_000);
     expect([rl.code, rl.status, rl.extra.retryAfterSeconds]).toEqual(['rate_limited', 429, 120]);
     const un = errorForFailure(failures.unavailable!, 1_500);
@@ -98,7 +113,7 @@ describe('errorForFailure', () => {
 
 describe('errorForBackoff', () => {
   it('answers with the recorded error and the time left as Retry-After', () => {
-    const b = backoffFor(failures.oauth!, limited, T0);
+    const b = backoffNote(errorForFailure(oauth, 0), T0 + 300_000);
     const e = errorForBackoff(b, T0 + 100_500);
     expect(e.code).toBe('upstream_error');
     expect(e.extra).toEqual({ retryAfterSeconds: Math.ceil((b.until - T0 - 100_500) / 1000), upstreamError: 'invalid_client' });

@@ -48,7 +48,8 @@ describe('parseConfig: valid examples', () => {
     expect(v.rateLimit).toBeUndefined();
 
     const o = cfg.connections.get('vertex-oseries')!;
-    expect(o.rateLimit).toEqual({ max: 10, windowSeconds: 28800, key: 'vertex-oseries' });
+    // The budget guard's defaults: reserve ceil(10 / 5) = 2, spacing 28800 / 10 = 2880 s.
+    expect(o.rateLimit).toEqual({ max: 10, windowSeconds: 28800, key: 'vertex-oseries', reserve: 2, minSpacingMs: 2_880_000 });
     expect(o.refreshBeforeSeconds).toBe(0); // rate-limited: use each token as long as callers allow
     expect(o.scope).toBeUndefined();
 
@@ -67,7 +68,7 @@ describe('parseConfig: valid examples', () => {
       rateLimit: { max: 3, windowSeconds: 60, key: 'shared' },
     });
     expect(c).toMatchObject({ clientAuthentication: 'client_secret_basic', refreshBeforeSeconds: 120, defaultTtlSeconds: 900, extraParams: { audience: 'https://api.example' } });
-    expect(c.rateLimit).toEqual({ max: 3, windowSeconds: 60, key: 'shared' });
+    expect(c.rateLimit).toEqual({ max: 3, windowSeconds: 60, key: 'shared', reserve: 1, minSpacingMs: 20_000 });
     expect(one('y', { ...oseries, refreshBeforeSeconds: 30 }).refreshBeforeSeconds).toBe(30);
   });
 
@@ -179,6 +180,43 @@ describe('parseConfig: errors name the connection and the field', () => {
         },
       }),
     ).toContain('connections.b.rateLimit');
+  });
+
+  it('budget guard fields: reserve below max, spacing within the window, defaults resolved, errors name the connection and field', () => {
+    expect(one('o', { ...oseries, rateLimit: { max: 10, windowSeconds: 28800, reserve: 0, minSpacingSeconds: 60 } }).rateLimit).toMatchObject({ reserve: 0, minSpacingMs: 60_000 });
+    // max 1: the reserve can only be 0, and the default spacing is the whole window.
+    expect(one('o', { ...oseries, rateLimit: { max: 1, windowSeconds: 600 } }).rateLimit).toMatchObject({ reserve: 0, minSpacingMs: 600_000 });
+    // max 3 per 20 s: reserve ceil(3 / 5) = 1, spacing 6.666 s in whole ms.
+    expect(one('o', { ...oseries, rateLimit: { max: 3, windowSeconds: 20 } }).rateLimit).toMatchObject({ reserve: 1, minSpacingMs: 6_666 });
+    const reserve = configError({ connections: { 'vertex-oseries': { ...oseries, rateLimit: { max: 10, windowSeconds: 28800, reserve: 10 } } } });
+    expect(reserve).toContain('connections.vertex-oseries.rateLimit.reserve');
+    expect(reserve).toContain('less than max (10)');
+    const spacing = configError({ connections: { 'vertex-oseries': { ...oseries, rateLimit: { max: 10, windowSeconds: 600, minSpacingSeconds: 601 } } } });
+    expect(spacing).toContain('connections.vertex-oseries.rateLimit.minSpacingSeconds');
+    expect(spacing).toContain('at most windowSeconds (600)');
+    for (const bad of [-1, 1.5, '2']) {
+      expect(configError({ connections: { o: { ...oseries, rateLimit: { max: 10, windowSeconds: 600, reserve: bad } } } })).toContain('connections.o.rateLimit.reserve');
+      expect(configError({ connections: { o: { ...oseries, rateLimit: { max: 10, windowSeconds: 600, minSpacingSeconds: bad } } } })).toContain('connections.o.rateLimit.minSpacingSeconds');
+    }
+  });
+
+  it('connections on one ledger must agree on its guard too', () => {
+    const msg = configError({
+      connections: {
+        a: { ...oseries, rateLimit: { max: 10, windowSeconds: 28800, key: 'k', reserve: 1 } },
+        b: { ...oseries, rateLimit: { max: 10, windowSeconds: 28800, key: 'k' } },
+      },
+    });
+    expect(msg).toContain('connections.b.rateLimit');
+    expect(msg).toContain('reserve');
+  });
+
+  it('a config hash changes with the connection settings and not with key order', () => {
+    const a = one('o', oseries).configHash;
+    expect(one('o', { ...oseries }).configHash).toBe(a);
+    expect(one('o', Object.fromEntries(Object.entries(oseries).reverse())).configHash).toBe(a);
+    expect(one('o', { ...oseries, scope: 'other' }).configHash).not.toBe(a);
+    expect(a).toMatch(/^[A-Za-z0-9_-]{16}$/);
   });
 
   it('treats an omitted key as the connection name when checking shared ledgers', () => {

@@ -7,6 +7,7 @@ import type { LedgerState, LedgerStore, LedgerWriteResult } from '../../function
 interface LedgerRecord {
   entries: Record<string, number>;
   backoffUntil?: number;
+  holds?: Record<string, number>;
   ver: number;
 }
 
@@ -21,7 +22,12 @@ export class MemoryLedgerStore implements LedgerStore {
     this.reads++;
     const r = this.items.get(key);
     if (!r) return { entries: {}, ver: 0 };
-    return { entries: { ...r.entries }, ver: r.ver, ...(r.backoffUntil !== undefined ? { backoffUntil: r.backoffUntil } : {}) };
+    return {
+      entries: { ...r.entries },
+      ver: r.ver,
+      ...(r.backoffUntil !== undefined ? { backoffUntil: r.backoffUntil } : {}),
+      ...(r.holds ? { holds: { ...r.holds } } : {}),
+    };
   }
 
   async write(key: string, expectedVer: number, entries: Record<string, number>, attemptId: string): Promise<LedgerWriteResult> {
@@ -36,7 +42,21 @@ export class MemoryLedgerStore implements LedgerStore {
 
   async setBackoff(key: string, until: number): Promise<void> {
     const r = this.items.get(key) ?? { entries: {}, ver: 0 };
-    if (r.backoffUntil === undefined || r.backoffUntil < until) this.items.set(key, { ...r, backoffUntil: until });
+    if (r.backoffUntil === undefined || r.backoffUntil < until) this.items.set(key, { ...r, backoffUntil: until, ver: r.ver + 1 });
+  }
+
+  async hold(key: string, connection: string, until: number): Promise<void> {
+    const r = this.items.get(key) ?? { entries: {}, ver: 0 };
+    if ((r.holds?.[connection] ?? 0) < until) this.items.set(key, { ...r, holds: { ...r.holds, [connection]: until }, ver: r.ver + 1 });
+  }
+
+  readonly refunds: string[] = [];
+  async refund(key: string, attemptId: string): Promise<void> {
+    const r = this.items.get(key);
+    if (!r || !(attemptId in r.entries)) return;
+    const { [attemptId]: _gone, ...entries } = r.entries;
+    this.refunds.push(attemptId);
+    this.items.set(key, { ...r, entries, ver: r.ver + 1 });
   }
 
   /** Simulates another writer committing an entry. */

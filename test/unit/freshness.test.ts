@@ -1,67 +1,72 @@
 import { describe, expect, it } from 'vitest';
-import { expiresInSeconds, freshness, lifetimeTooShort, remainingMs, satisfies, tokenExpiry } from '../../functions/core/freshness.js';
+import { expiresInSeconds, FRESH_MARGIN_MS, inAheadWindow, remainingMs, serves, skewFor, tokenExpiry, tooShortFor } from '../../functions/core/freshness.js';
 import { MAX_TOKEN_LIFETIME_SECONDS } from '../../functions/core/token-response.js';
 import { UpstreamError } from '../../functions/core/upstream-errors.js';
 import { jwt } from './fakes.js';
 
 const T0 = Date.UTC(2026, 10, 23, 12, 0, 0);
-const policy = { minTtlMs: 60_000, skewMs: 5_000, refreshBeforeMs: 120_000 };
 
-describe('satisfies / freshness', () => {
-  const expiresAt = T0 + 3_600_000;
+describe('serves: cached tokens need min_ttl + skew, fresh ones min_ttl + a response margin', () => {
+  const token = { issuedAt: T0, expiresAt: T0 + 3_600_000 };
 
-  it('serves exactly at min_ttl + skew and not a millisecond later', () => {
-    const boundary = expiresAt - (policy.minTtlMs + policy.skewMs);
-    expect(satisfies(expiresAt, boundary, policy)).toBe(true);
-    expect(satisfies(expiresAt, boundary + 1, policy)).toBe(false);
-    expect(freshness(expiresAt, boundary + 1, policy)).toBe('stale');
+  it('serves a cached token exactly at min_ttl + skew and not a millisecond later', () => {
+    const boundary = token.expiresAt - (60_000 + 5_000);
+    expect(serves(token, boundary, 60_000, 5_000)).toBe(true);
+    expect(serves(token, boundary + 1, 60_000, 5_000)).toBe(false);
   });
 
-  it('is fresh well before expiry, refresh-ahead inside refreshBefore + skew, stale after min_ttl + skew', () => {
-    const refreshStart = expiresAt - (policy.refreshBeforeMs + policy.skewMs);
-    expect(freshness(expiresAt, T0, policy)).toBe('fresh');
-    expect(freshness(expiresAt, refreshStart, policy)).toBe('fresh');
-    expect(freshness(expiresAt, refreshStart + 1, policy)).toBe('refresh-ahead');
-    expect(freshness(expiresAt, expiresAt - policy.minTtlMs - policy.skewMs, policy)).toBe('refresh-ahead');
-    expect(freshness(expiresAt, expiresAt - policy.minTtlMs - policy.skewMs + 1, policy)).toBe('stale');
+  it('a token fresh from the upstream needs only min_ttl + FRESH_MARGIN_MS (DESIGN "Limits")', () => {
+    const boundary = token.expiresAt - (60_000 + FRESH_MARGIN_MS);
+    expect(serves(token, boundary, 60_000, 5_000, true)).toBe(true);
+    expect(serves(token, boundary + 1, 60_000, 5_000, true)).toBe(false);
+    expect(serves(token, boundary, 60_000, 5_000, false)).toBe(false);
+  });
+
+  it('the skew allowance is at most a quarter of the lifetime: a 2 s token serves cached for 1.5 s', () => {
+    const short = { issuedAt: T0, expiresAt: T0 + 2_000 };
+    expect(skewFor(short, 5_000)).toBe(500);
+    expect(serves(short, T0 + 1_500, 0, 5_000)).toBe(true);
+    expect(serves(short, T0 + 1_501, 0, 5_000)).toBe(false);
+    expect(skewFor(token, 5_000)).toBe(5_000);
   });
 
   it('never serves an expired token, even with min_ttl 0 (invariant 3, F1 as a clock jump)', () => {
-    const p = { minTtlMs: 0, skewMs: 0, refreshBeforeMs: 0 };
-    expect(freshness(expiresAt, expiresAt - 1, p)).toBe('fresh');
-    expect(freshness(expiresAt, expiresAt, p)).toBe('fresh'); // 0 ms left satisfies min_ttl 0 and skew 0 exactly
-    expect(freshness(expiresAt, expiresAt + 1, p)).toBe('stale');
+    expect(serves(token, token.expiresAt + 1, 0, 0)).toBe(false);
+    expect(serves(token, token.expiresAt + 1, 0, 0, true)).toBe(false);
     // F1: a container frozen with a fresh token and thawed hours later.
-    expect(freshness(expiresAt, T0, policy)).toBe('fresh');
-    expect(freshness(expiresAt, T0 + 10 * 3_600_000, policy)).toBe('stale');
-    expect(satisfies(expiresAt, T0 + 10 * 3_600_000, { minTtlMs: 0, skewMs: 0 })).toBe(false);
-  });
-
-  it('is stale when there is no expiry', () => {
-    expect(freshness(undefined, T0, policy)).toBe('stale');
-  });
-
-  it('with refreshBefore 0 (rate-limited) goes from fresh straight to stale at min_ttl + skew', () => {
-    const p = { ...policy, refreshBeforeMs: 0 };
-    const boundary = expiresAt - p.minTtlMs - p.skewMs;
-    expect(freshness(expiresAt, boundary, p)).toBe('fresh');
-    expect(freshness(expiresAt, boundary + 1, p)).toBe('stale');
-  });
-
-  it('a larger min_ttl makes the same token stale sooner', () => {
-    const now = expiresAt - 600_000; // 10 min left
-    expect(freshness(expiresAt, now, { ...policy, minTtlMs: 60_000 })).toBe('fresh');
-    expect(freshness(expiresAt, now, { ...policy, minTtlMs: 595_000 })).toBe('fresh'); // the refresh-ahead window does not depend on min_ttl
-    expect(freshness(expiresAt, now, { ...policy, minTtlMs: 595_001 })).toBe('stale');
+    expect(serves(token, T0, 60_000, 5_000)).toBe(true);
+    expect(serves(token, T0 + 10 * 3_600_000, 0, 5_000)).toBe(false);
   });
 });
 
-describe('lifetimeTooShort', () => {
-  it('is true only when even a brand-new token cannot satisfy min_ttl + skew', () => {
+describe('inAheadWindow: refresh-ahead, clamped to half the lifetime', () => {
+  it('starts at refreshBefore + skew before expiry', () => {
+    const token = { issuedAt: T0, expiresAt: T0 + 3_600_000 };
+    const start = token.expiresAt - (120_000 + 5_000);
+    expect(inAheadWindow(token, start, 120_000, 5_000)).toBe(false);
+    expect(inAheadWindow(token, start + 1, 120_000, 5_000)).toBe(true);
+  });
+
+  it('never before half the lifetime: 10 s tokens with the 60 s default refresh at 5 s left, not at once', () => {
+    const token = { issuedAt: T0, expiresAt: T0 + 10_000 };
+    expect(inAheadWindow(token, T0, 60_000, 5_000)).toBe(false);
+    expect(inAheadWindow(token, T0 + 5_000, 60_000, 5_000)).toBe(false);
+    expect(inAheadWindow(token, T0 + 5_001, 60_000, 5_000)).toBe(true);
+  });
+
+  it('is off with refreshBefore 0 (the rate-limited default)', () => {
+    const token = { issuedAt: T0, expiresAt: T0 + 10_000 };
+    expect(inAheadWindow(token, T0 + 9_999, 0, 5_000)).toBe(false);
+  });
+});
+
+describe('tooShortFor', () => {
+  it('is true only when min_ttl itself exceeds the lifetime the upstream issues (no skew)', () => {
     const token = { issuedAt: T0, expiresAt: T0 + 1_200_000 };
-    expect(lifetimeTooShort(token, { minTtlMs: 1_195_000, skewMs: 5_000 })).toBe(false);
-    expect(lifetimeTooShort(token, { minTtlMs: 1_195_001, skewMs: 5_000 })).toBe(true);
-    expect(lifetimeTooShort(token, { minTtlMs: 86_400_000, skewMs: 5_000 })).toBe(true);
+    expect(tooShortFor(token, 1_200_000)).toBe(false);
+    expect(tooShortFor(token, 1_200_001)).toBe(true);
+    // Defect 6: a 2 s token and min_ttl 0 is no 400.
+    expect(tooShortFor({ issuedAt: T0, expiresAt: T0 + 2_000 }, 0)).toBe(false);
   });
 });
 
@@ -74,11 +79,13 @@ describe('expiresInSeconds / remainingMs', () => {
     expect(expiresInSeconds(T0 - 5_000, T0)).toBe(0);
   });
 
-  it('reports never less than min_ttl whenever satisfies() holds', () => {
+  it('reports never less than min_ttl whenever serves() holds, fresh or cached, even answered 499 ms later', () => {
     for (const minTtl of [0, 1, 59, 60, 3599]) {
-      const p = { minTtlMs: minTtl * 1000, skewMs: 5_000 };
-      for (const expiresAt of [T0 + minTtl * 1000 + 5_000, T0 + minTtl * 1000 + 5_999, T0 + 86_400_000]) {
-        if (satisfies(expiresAt, T0, p)) expect(expiresInSeconds(expiresAt, T0)).toBeGreaterThanOrEqual(minTtl);
+      for (const expiresAt of [T0 + minTtl * 1000 + 500, T0 + minTtl * 1000 + 5_000, T0 + minTtl * 1000 + 5_999, T0 + 86_400_000]) {
+        const token = { issuedAt: T0 - 86_400_000 + 1, expiresAt };
+        for (const fresh of [true, false]) {
+          if (serves(token, T0, minTtl * 1000, 5_000, fresh)) expect(expiresInSeconds(expiresAt, T0 + 499)).toBeGreaterThanOrEqual(minTtl);
+        }
       }
     }
   });

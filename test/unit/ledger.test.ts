@@ -1,11 +1,11 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { decideDebit, liveEntries, parseRetryAfter, remainingSlots, retryAfterSeconds, windowMs } from '../../functions/core/ledger.js';
+import { type GuardedLimit, debitRefusal, decideDebit, ledgerMarginMs, liveEntries, parseRetryAfter, remainingSlots, retryAfterSeconds, windowMs } from '../../functions/core/ledger.js';
 import type { LedgerState } from '../../functions/core/ports.js';
 
 const T0 = Date.UTC(2026, 10, 23, 12, 0, 0);
 const H = 3_600_000;
-const limit = { max: 10, windowSeconds: 8 * 3600 };
+const limit = { max: 10, windowSeconds: 8 * 3600, reserve: 2, minSpacingMs: 2_880_000 };
 const MARGIN = 2_000;
 const W = windowMs(limit, MARGIN); // W' = W + margin
 
@@ -91,7 +91,7 @@ describe('decideDebit', () => {
     expect(d.allow).toBe(true);
     if (d.allow) expect(d.entries).toEqual({ 'attempt-1': T0, 'attempt-2': T0 });
     // ...and both count toward the limit.
-    const small = { max: 2, windowSeconds: 60 };
+    const small = { max: 2, windowSeconds: 60, reserve: 0, minSpacingMs: 0 };
     const s2: LedgerState = { entries: { a: T0, b: T0 }, ver: 2 };
     expect(decideDebit(s2, T0, small, 'c', MARGIN).allow).toBe(false);
   });
@@ -117,9 +117,54 @@ describe('decideDebit', () => {
 
   it('frees the slot of the max-th newest entry when the log is over max (a smaller max after a config change)', () => {
     const state: LedgerState = { entries: { a: T0, b: T0 + 10, c: T0 + 20, d: T0 + 30 }, ver: 4 };
-    const d = decideDebit(state, T0 + 100, { max: 2, windowSeconds: 60 }, 'x', 0);
+    const d = decideDebit(state, T0 + 100, { max: 2, windowSeconds: 60, reserve: 0, minSpacingMs: 0 }, 'x', 0);
     // Live 4, max 2: a new debit fits once only one live entry remains, i.e. when c (the 2nd newest) leaves.
     expect(d).toMatchObject({ allow: false, retryAfterMs: T0 + 20 + 60_000 - (T0 + 100) });
+  });
+});
+
+describe('budget guard: demand debits and holds (DESIGN "Budget guard")', () => {
+  // 10 per 8 h: reserve 2, spacing 48 min.
+  const stateWith = (times: number[], extra: Partial<LedgerState> = {}): LedgerState => ({
+    entries: Object.fromEntries(times.map((t, i) => [`e${i}`, t])),
+    ver: times.length,
+    ...extra,
+  });
+  const demand = { demand: true, connection: 'c' };
+
+  it.each([
+    // [entries (minutes before now), demand allowed?, refusal, retry after (ms)]
+    ['empty ledger', [], undefined, 0],
+    ['7 used, last 49 min ago: 2 would remain', [-300, -200, -100, -90, -80, -70, -49], undefined, 0],
+    ['8 used: a demand would leave 1 < reserve 2', [-300, -200, -100, -90, -80, -70, -60, -49], 'reserve', W - 300 * 60_000],
+    ['last request 10 min ago: spacing', [-10], 'spacing', 38 * 60_000],
+    ['both: reserve named, waits for the later of the two', [-300, -200, -100, -90, -80, -70, -60, -1], 'reserve', W - 300 * 60_000],
+  ] as const)('%s', (_name, minutesAgo, refusal, retryMs) => {
+    const state = stateWith(minutesAgo.map((m) => T0 + m * 60_000));
+    const d = debitRefusal(state, T0, limit, MARGIN, demand);
+    if (refusal === undefined) expect(d).toBeUndefined();
+    else expect(d).toMatchObject({ reason: refusal, retryAfterMs: retryMs });
+  });
+
+  it('expired and rotation refreshes (not demand) may spend the reserve, down to the last slot', () => {
+    const state = stateWith([-300, -200, -100, -90, -80, -70, -60, -50, -1].map((m) => T0 + m * 60_000));
+    expect(debitRefusal(state, T0, limit, MARGIN, demand)?.reason).toBe('reserve');
+    expect(debitRefusal(state, T0, limit, MARGIN, { demand: false, connection: 'c' })).toBeUndefined();
+    const full = stateWith([...Object.values(state.entries).map((t) => t - T0), 0].map((d) => T0 + d));
+    expect(debitRefusal(full, T0, limit, MARGIN, { demand: false })?.reason).toBe('exhausted');
+  });
+
+  it('a hold stops every refresh of that connection, and only of that one, until it ends', () => {
+    const state = stateWith([], { holds: { c: T0 + 300_000 } });
+    expect(debitRefusal(state, T0, limit, MARGIN, { demand: false, connection: 'c' })).toMatchObject({ reason: 'held', retryAfterMs: 300_000 });
+    expect(debitRefusal(state, T0, limit, MARGIN, { demand: false, connection: 'other' })).toBeUndefined();
+    expect(debitRefusal(state, T0 + 300_000, limit, MARGIN, { demand: false, connection: 'c' })).toBeUndefined();
+  });
+
+  it('with reserve 0 and spacing 0 a demand debit is an ordinary one', () => {
+    const open = { ...limit, reserve: 0, minSpacingMs: 0 };
+    const state = stateWith(Array.from({ length: 9 }, (_, i) => T0 - i));
+    expect(debitRefusal(state, T0, open, MARGIN, demand)).toBeUndefined();
   });
 });
 
@@ -154,25 +199,27 @@ describe('parseRetryAfter (B9)', () => {
   );
 });
 
-describe('B8-style property: writers with skewed clocks never exceed max in any true window', () => {
+describe('B8-style property: the margin covers send delay and clock skew (DESIGN "Limits")', () => {
   interface Arrival {
     /** True-time gap since the previous arrival. */
     gap: number;
     writer: number;
     /** If set, this writer read the state this many arrivals ago (a stale read: its write must conflict). */
     staleBy: number;
+    /** How long after its debit the request reaches the upstream (stall before the send, plus connect). */
+    delay: number;
   }
 
   /**
    * Simulates several writers sharing one ledger item with optimistic concurrency (write only at the
-   * version read). Each writer's clock is off by its offset; a debit happens (and its request is sent)
-   * at the true time of the write. Returns the true send times.
+   * version read). Each writer's clock is off by its offset; a debit is decided at the true time of the
+   * arrival and its request reaches the upstream `delay` later. Returns the true arrival times upstream.
    */
-  function simulate(arrivals: Arrival[], offsets: number[], lim: { max: number; windowSeconds: number }, margin: number): number[] {
+  function simulate(arrivals: Arrival[], offsets: number[], lim: GuardedLimit, margin: number): number[] {
     let state: LedgerState = { entries: {}, ver: 0 };
     const history: LedgerState[] = [state];
     let t = T0;
-    const sent: number[] = [];
+    const received: number[] = [];
     arrivals.forEach((a, i) => {
       t += a.gap;
       const read = history[Math.max(0, history.length - 1 - a.staleBy)]!;
@@ -182,9 +229,9 @@ describe('B8-style property: writers with skewed clocks never exceed max in any 
       if (read.ver !== state.ver) return; // conditional write fails: conflict, does not send
       state = { ...state, entries: d.entries, ver: state.ver + 1 };
       history.push(state);
-      sent.push(t);
+      received.push(t + a.delay);
     });
-    return sent;
+    return received.sort((x, y) => x - y);
   }
 
   function maxInAnyWindow(sent: number[], windowMsTrue: number): number {
@@ -196,42 +243,49 @@ describe('B8-style property: writers with skewed clocks never exceed max in any 
     return best;
   }
 
-  const lim = { max: 3, windowSeconds: 60 };
-  const margin = 2_000;
-  const arb = (offsetMax: number) =>
-    fc.record({
-      // Offsets in [0, offsetMax]: any two writers differ by at most offsetMax.
-      offsets: fc.array(fc.integer({ min: 0, max: offsetMax }), { minLength: 2, maxLength: 5 }),
-      arrivals: fc.array(
-        fc.record({
-          gap: fc.oneof(fc.integer({ min: 0, max: 5 }), fc.integer({ min: 0, max: 30_000 })),
-          writer: fc.nat(),
-          staleBy: fc.oneof(fc.constant(0), fc.integer({ min: 0, max: 3 })),
-        }),
-        { minLength: 1, maxLength: 120 },
-      ),
-    });
-
-  it('holds for clock offsets below the margin', () => {
-    fc.assert(
-      fc.property(arb(margin - 1), ({ offsets, arrivals }) => {
-        const norm = arrivals.map((a) => ({ ...a, writer: a.writer % offsets.length }));
-        const sent = simulate(norm, offsets, lim, margin);
-        expect(maxInAnyWindow(sent, lim.windowSeconds * 1000)).toBeLessThanOrEqual(lim.max);
+  const lim = { max: 3, windowSeconds: 60, reserve: 0, minSpacingMs: 0 };
+  const parts = { sendCutoffMs: 2_000, connectTimeoutMs: 3_000, clockSkewMs: 6_000 };
+  const arb = fc.record({
+    // Offsets in [0, clockSkew]: any two writers differ by at most clockSkew.
+    offsets: fc.array(fc.integer({ min: 0, max: parts.clockSkewMs }), { minLength: 2, maxLength: 5 }),
+    arrivals: fc.array(
+      fc.record({
+        gap: fc.oneof(fc.integer({ min: 0, max: 5 }), fc.integer({ min: 0, max: 30_000 })),
+        writer: fc.nat(),
+        staleBy: fc.oneof(fc.constant(0), fc.integer({ min: 0, max: 3 })),
+        delay: fc.oneof(fc.constant(0), fc.constant(parts.sendCutoffMs + parts.connectTimeoutMs), fc.integer({ min: 0, max: parts.sendCutoffMs + parts.connectTimeoutMs })),
       }),
-      { numRuns: 500 },
+      { minLength: 1, maxLength: 120 },
+    ),
+  });
+  const norm = ({ offsets, arrivals }: { offsets: number[]; arrivals: Arrival[] }) => ({
+    offsets,
+    arrivals: arrivals.map((a) => ({ ...a, writer: a.writer % offsets.length })),
+  });
+
+  it('holds with the margin derived from its parts', () => {
+    expect(ledgerMarginMs(parts)).toBe(11_000);
+    fc.assert(
+      fc.property(arb, (input) => {
+        const { offsets, arrivals } = norm(input);
+        expect(maxInAnyWindow(simulate(arrivals, offsets, lim, ledgerMarginMs(parts)), lim.windowSeconds * 1000)).toBeLessThanOrEqual(lim.max);
+      }),
+      { numRuns: 1000 },
     );
   });
 
-  it('the property has teeth: without a margin, skewed writers do exceed max (fast-check finds it)', () => {
+  it.each([
+    ['the send delay', { ...parts, sendCutoffMs: 0, connectTimeoutMs: 0 }],
+    ['the clock skew', { ...parts, clockSkewMs: 0 }],
+    ['the connect time', { ...parts, connectTimeoutMs: 0 }],
+  ])('the property has teeth: a margin without %s lets max + 1 through (fast-check finds it)', (_what, short) => {
     expect(() =>
       fc.assert(
-        fc.property(arb(margin - 1), ({ offsets, arrivals }) => {
-          const norm = arrivals.map((a) => ({ ...a, writer: a.writer % offsets.length }));
-          const sent = simulate(norm, offsets, lim, 0);
-          return maxInAnyWindow(sent, lim.windowSeconds * 1000) <= lim.max;
+        fc.property(arb, (input) => {
+          const { offsets, arrivals } = norm(input);
+          return maxInAnyWindow(simulate(arrivals, offsets, lim, ledgerMarginMs(short)), lim.windowSeconds * 1000) <= lim.max;
         }),
-        { numRuns: 2000, seed: 42 },
+        { numRuns: 5000, seed: 42 },
       ),
     ).toThrow(/Property failed/);
   });
