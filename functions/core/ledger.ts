@@ -2,8 +2,9 @@
  * Rate-limit ledger decisions: an exact sliding log of upstream attempts per ledger key. Pure functions
  * over the stored state; the protocol that reads and conditionally writes it is in core/rate-limiter.ts.
  *
- * Windows are widened by a clock-skew margin (W' = windowSeconds + margin) so that writers whose clocks
- * differ slightly still never let `max + 1` attempts into any real window of `windowSeconds`.
+ * Windows are widened by a margin (W' = windowSeconds + margin, see `ledgerMarginMs`) so that requests that
+ * reach the upstream late, debited by containers whose clocks differ, still never put `max + 1` attempts
+ * into any real window of `windowSeconds`.
  */
 import type { MarginParts } from './limits.js';
 import type { LedgerState } from './ports.js';
