@@ -243,6 +243,25 @@ export class DynamoTokenStore implements TokenStore, LedgerStore {
     return { kind: 'too_soon', until: (num(r.item.invAt) ?? now) + (minGapMs ?? 0) };
   }
 
+  async reset(connection: string): Promise<TokenItem | undefined> {
+    try {
+      const out = await this.client.send(
+        new UpdateItemCommand({
+          TableName: this.table,
+          Key: tokenKey(connection),
+          UpdateExpression: 'REMOVE #bo, #dbo, #cb',
+          ConditionExpression: 'attribute_exists(#pk)',
+          ExpressionAttributeNames: { '#bo': 'bo', '#dbo': 'dbo', '#cb': 'cb', '#pk': 'pk' },
+          ReturnValues: 'ALL_OLD',
+        }),
+      );
+      return out.Attributes ? toTokenItem(out.Attributes) : undefined;
+    } catch (e) {
+      if (isConditionFailure(e)) return undefined; // no item: nothing to reset
+      throw e;
+    }
+  }
+
   // ---- rate-limit ledger ----
 
   async read(key: string): Promise<LedgerState> {
@@ -295,6 +314,16 @@ export class DynamoTokenStore implements TokenStore, LedgerStore {
       ConditionExpression: 'attribute_not_exists(#a) OR #a < :until',
       ExpressionAttributeNames: { '#a': attr, '#ttl': 'ttl', '#ver': 'ver' },
       ExpressionAttributeValues: { ':until': n(until), ':ttl': n(epochSeconds(until) + 8 * DAY_S), ':zero': n(0), ':one': n(1) },
+    });
+  }
+
+  async releaseHold(key: string, connection: string): Promise<void> {
+    await this.conditionalUpdate({
+      Key: ledgerKey(key),
+      UpdateExpression: 'REMOVE #h SET #ver = #ver + :one',
+      ConditionExpression: 'attribute_exists(#h)',
+      ExpressionAttributeNames: { '#h': `${HOLD_PREFIX}${connection}`, '#ver': 'ver' },
+      ExpressionAttributeValues: { ':one': n(1) },
     });
   }
 

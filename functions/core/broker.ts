@@ -13,7 +13,8 @@ import { type Principal, isAllowed } from './authz.js';
 import { backoffFor, backoffNote, errorForFailure } from './backoff.js';
 import { circuitError, openCircuit } from './circuit.js';
 import { type BrokerConfig, type Connection, requireUsableCredentials } from './config.js';
-import { DEMAND_REASONS, type Policy, type Step, aheadBlockedUntil, decide, decideInvalidation, tooShort } from './decide.js';
+import { DEMAND_REASONS, type Policy, type Step, aheadBlockedUntil, decide, tooShort } from './decide.js';
+import { type InvalidationResult, invalidateToken } from './invalidation.js';
 import { BrokerError, type RefreshReason, forbidden, notFound, unavailable } from './errors.js';
 import { fingerprint } from './fingerprint.js';
 import { inAheadWindow, serves, tokenExpiry, tooShortFor } from './freshness.js';
@@ -39,11 +40,7 @@ export interface Served {
 }
 
 /** What the broker did with a reported token (DESIGN "HTTP API", POST /invalidate). `fp` is for the log line. */
-export type InvalidationAnswer = { fp: string } & (
-  | { invalidated: true }
-  | { invalidated: false; reason: 'not_current' }
-  | { invalidated: false; reason: 'deferred'; retryAfterSeconds: number }
-);
+export type InvalidationAnswer = { fp: string } & InvalidationResult;
 
 export interface BrokerLog {
   warn(message: string, fields?: Record<string, unknown>): void;
@@ -222,22 +219,10 @@ export class TokenBroker {
       forget();
       return { invalidated: true, fp };
     }
-    const item = await this.storeCall(() => this.deps.store.get(name));
-    let step = decideInvalidation(item, fp, now, { rateLimited: connection.rateLimit !== undefined, configHash: connection.configHash });
-    if (step.do === 'ask-ledger') {
-      const { refusal } = await this.storeCall(() => this.limiter.demandAllowed(connection.rateLimit!, name));
-      step = refusal ? { do: 'defer', until: now + (refusal.extra.retryAfterSeconds ?? 1) * 1000 } : { do: 'honour' };
-    }
-    if (step.do === 'defer') return { invalidated: false, reason: 'deferred', retryAfterSeconds: retryAfterSeconds(step.until - now), fp };
-    if (step.do === 'not_current') {
-      forget();
-      return { invalidated: false, reason: 'not_current', fp };
-    }
-    const minGapMs = step.minGapMs;
-    const r = await this.storeCall(() => this.deps.store.invalidate(name, fp, now, minGapMs));
-    if (r.kind === 'too_soon') return { invalidated: false, reason: 'deferred', retryAfterSeconds: retryAfterSeconds(r.until - now), fp };
-    forget();
-    return r.kind === 'invalidated' ? { invalidated: true, fp } : { invalidated: false, reason: 'not_current', fp };
+    const answer = await this.storeCall(() => invalidateToken({ store: this.deps.store, limiter: this.limiter, now }, connection, fp));
+    // Honoured, or no longer current: this container stops serving it at once. Deferred: it stays in service.
+    if (answer.invalidated || answer.reason === 'not_current') forget();
+    return { ...answer, fp };
   }
 
   private policy(connection: Connection): Policy {

@@ -135,6 +135,8 @@ export interface TokenStore {
    * is given, the last honoured invalidation was at least that long before `now`.
    */
   invalidate(connection: string, fp: string, now: number, minGapMs?: number): Promise<InvalidateResult>;
+  /** An operator's reset: removes the backoff, the demand backoff and the circuit. Returns the item as it was. */
+  reset(connection: string): Promise<TokenItem | undefined>;
 }
 
 export interface LedgerState {
@@ -163,6 +165,8 @@ export interface LedgerStore {
   hold(key: string, connection: string, until: number): Promise<void>;
   /** Removes a debit whose request was never sent (the slot was not spent upstream). */
   refund(key: string, attemptId: string): Promise<void>;
+  /** An operator's reset: removes the connection's hold (never a debit: spent slots stay spent). */
+  releaseHold(key: string, connection: string): Promise<void>;
 }
 
 export interface ClientCredentials {

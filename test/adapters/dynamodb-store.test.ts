@@ -343,6 +343,36 @@ describe('DynamoTokenStore against dynalite', () => {
     });
   });
 
+  describe('reset (operators)', () => {
+    it('removes the backoff, the demand backoff and the circuit, keeps the token, and returns the item as it was', async () => {
+      const c = name();
+      expect(await store.reset(c)).toBeUndefined(); // no item: nothing to reset, nothing created
+      expect(await store.get(c)).toBeUndefined();
+      const h = (await store.acquireLease(c, 'h', T0, T0 + LEASE_MS))!;
+      await store.publish(c, h.lease, sealedToken('kept', T0 + 3_600_000));
+      const h2 = (await store.acquireLease(c, 'h2', T0, T0 + LEASE_MS))!;
+      const circuit: Circuit = { upstreamError: 'invalid_grant', openedAt: T0, probeAt: T0 + 1, probes: 0, secretVersion: 'sv', configHash: 'ch', checkedAt: T0 };
+      await store.release(c, h2.lease, { circuit, backoff: { until: T0 + 9, code: 'unavailable', message: 'b' }, demandBackoff: { until: T0 + 9, code: 'rate_limited', message: 'd' } });
+      const before = await store.reset(c);
+      expect(before).toMatchObject({ circuit, backoff: { until: T0 + 9 }, demandBackoff: { until: T0 + 9 } });
+      const after = await store.get(c);
+      expect(after).toMatchObject({ fp: 'fp-kept', ver: 1 });
+      expect(after?.circuit).toBeUndefined();
+      expect(after?.backoff).toBeUndefined();
+      expect(after?.demandBackoff).toBeUndefined();
+    });
+
+    it('releaseHold removes only that connection\'s hold and never a debit', async () => {
+      const k = name();
+      expect(await store.write(k, 0, { a1: T0 }, 'a1', T0 + 1000)).toBe('written');
+      await store.hold(k, 'c1', T0 + 300_000);
+      await store.hold(k, 'c2', T0 + 300_000);
+      await store.releaseHold(k, 'c1');
+      await store.releaseHold(k, 'none');
+      expect(await store.read(k)).toMatchObject({ entries: { a1: T0 }, holds: { c2: T0 + 300_000 } });
+    });
+  });
+
   describe('ledger', () => {
     it('writes at the expected version only, and reads back entries and version', async () => {
       const k = name();

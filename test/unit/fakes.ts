@@ -50,6 +50,13 @@ export class MemoryLedgerStore implements LedgerStore {
     if ((r.holds?.[connection] ?? 0) < until) this.items.set(key, { ...r, holds: { ...r.holds, [connection]: until }, ver: r.ver + 1 });
   }
 
+  async releaseHold(key: string, connection: string): Promise<void> {
+    const r = this.items.get(key);
+    if (!r?.holds?.[connection]) return;
+    const { [connection]: _gone, ...holds } = r.holds;
+    this.items.set(key, { ...r, holds, ver: r.ver + 1 });
+  }
+
   readonly refunds: string[] = [];
   async refund(key: string, attemptId: string): Promise<void> {
     const r = this.items.get(key);
