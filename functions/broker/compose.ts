@@ -11,7 +11,11 @@ import { type BrokerOptions, TokenBroker } from '../core/broker.js';
 import { type BrokerConfig, ConfigError, parseConfig, parseConfigText } from '../core/config.js';
 import { type SecretSource, systemClock, type Upstream } from '../core/ports.js';
 import { BROKER_ENV } from './env.js';
-import { createHttpHandler, type HttpHandler } from './http.js';
+import type { APIGatewayProxyResult, Context } from 'aws-lambda';
+import { ledgerMarginMs } from '../core/ledger.js';
+import { BUDGET_GAUGE_EVENT } from '../core/telemetry.js';
+import { type GaugeReport, isBudgetGaugeEvent, publishBudgetGauges } from './gauges.js';
+import { createHttpHandler, type HttpHandler, type ProxyEvent } from './http.js';
 import { powertoolsLogger, powertoolsMetrics } from './observability.js';
 
 function required(env: NodeJS.ProcessEnv, name: string): string {
@@ -69,11 +73,24 @@ function tuning(env: NodeJS.ProcessEnv): Partial<BrokerOptions> {
   return out;
 }
 
+/** The Lambda's entry: API Gateway requests, and the scheduled budget-gauge event. */
+export type AwsEntry = (event: ProxyEvent | typeof BUDGET_GAUGE_EVENT, context?: Pick<Context, 'getRemainingTimeInMillis'>) => Promise<APIGatewayProxyResult | GaugeReport>;
+
 export function buildAwsHandler(env: NodeJS.ProcessEnv = process.env): HttpHandler {
+  return buildAws(env).http;
+}
+
+export function buildAwsEntry(env: NodeJS.ProcessEnv = process.env): AwsEntry {
+  const { http, gauges } = buildAws(env);
+  return (event, context) => (isBudgetGaugeEvent(event) ? gauges() : http(event as ProxyEvent, context));
+}
+
+function buildAws(env: NodeJS.ProcessEnv): { http: HttpHandler; gauges: () => Promise<GaugeReport> } {
   const file = env[BROKER_ENV.configFile] ?? 'config.json';
   const config = loadConfigFile(isAbsolute(file) ? file : join(env.LAMBDA_TASK_ROOT ?? process.cwd(), file));
   const logger = powertoolsLogger();
   const store = new DynamoTokenStore(new DynamoDBClient({ maxAttempts: 3 }), required(env, BROKER_ENV.table));
+  const options = tuning(env);
   const broker = new TokenBroker({
     config,
     store,
@@ -83,7 +100,12 @@ export function buildAwsHandler(env: NodeJS.ProcessEnv = process.env): HttpHandl
     upstream: lazyUpstream(),
     clock: systemClock,
     log: logger,
-    options: tuning(env),
+    options,
   });
-  return createHttpHandler({ broker, logger, metrics: powertoolsMetrics() });
+  const metrics = powertoolsMetrics();
+  const marginMs = ledgerMarginMs(broker.options.margin);
+  return {
+    http: createHttpHandler({ broker, logger, metrics }),
+    gauges: () => publishBudgetGauges({ config, store, ledger: store, logger, metrics, clock: systemClock, marginMs }),
+  };
 }

@@ -1,11 +1,11 @@
 /**
- * Lambda entry point (API Gateway REST API proxy integration, IAM auth). Dependencies are built once per
- * container at cold start; a bad config fails the init loudly instead of every request.
+ * Lambda entry point: API Gateway REST API proxy requests (IAM auth), and the scheduled budget-gauge event.
+ * Dependencies are built once per container at cold start; a bad config fails the init loudly instead of
+ * every request.
  */
-import type { APIGatewayProxyResult, Context } from 'aws-lambda';
-import { buildAwsHandler } from './compose.js';
-import type { ProxyEvent } from './http.js';
+import type { Context } from 'aws-lambda';
+import { type AwsEntry, buildAwsEntry } from './compose.js';
 
-const serve = buildAwsHandler();
+const entry = buildAwsEntry();
 
-export const handler = (event: ProxyEvent, context: Context): Promise<APIGatewayProxyResult> => serve(event, context);
+export const handler = (event: Parameters<AwsEntry>[0], context: Context): ReturnType<AwsEntry> => entry(event, context);

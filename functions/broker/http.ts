@@ -11,7 +11,7 @@ import type { InvalidationAnswer, TokenBroker } from '../core/broker.js';
 import { CONNECTION_NAME } from '../core/config.js';
 import { BrokerError, type ErrorCode, invalidRequest, notFound, type RefreshReason, type Refusal } from '../core/errors.js';
 import { expiresInSeconds } from '../core/freshness.js';
-import { METRICS, type MetricName } from '../core/telemetry.js';
+import { DIMENSIONS, METRICS, type MetricName, REQUEST_LOG_MESSAGE } from '../core/telemetry.js';
 import type { MetricSink, RequestLog } from './observability.js';
 
 export type ProxyEvent = APIGatewayProxyEvent | APIGatewayProxyEventV2;
@@ -80,6 +80,7 @@ function requestShape(event: ProxyEvent) {
       query: e.queryStringParameters ?? {},
       multi: {} as Record<string, string[] | undefined>,
       userArn: e.requestContext.authorizer?.iam?.userArn,
+      requestId: e.requestContext.requestId,
       body: e.body,
       base64: e.isBase64Encoded,
     };
@@ -91,6 +92,7 @@ function requestShape(event: ProxyEvent) {
     query: e.queryStringParameters ?? {},
     multi: e.multiValueQueryStringParameters ?? {},
     userArn: e.requestContext?.identity?.userArn,
+    requestId: e.requestContext?.requestId as string | undefined,
     body: e.body,
     base64: e.isBase64Encoded,
   };
@@ -165,7 +167,14 @@ export function createHttpHandler(deps: HttpDeps): HttpHandler {
     const started = performance.now();
     const req = requestShape(event);
     const principal = principalFromArn(req.userArn);
-    const fields: Record<string, unknown> = { method: req.method, caller: principal ? principalArn(principal) : undefined };
+    // The audit fields: API Gateway's request id (joins the access log), the verified caller with its session
+    // name, and the role it was matched as.
+    const fields: Record<string, unknown> = {
+      requestId: req.requestId,
+      method: req.method,
+      caller: req.userArn,
+      role: principal ? principalArn(principal) : undefined,
+    };
     /** The upstream requests this request made: the log line names the last reason, metrics count each. */
     const countSent = (sent: readonly RefreshReason[] | undefined) => {
       if (!sent?.length) return;
@@ -199,6 +208,7 @@ export function createHttpHandler(deps: HttpDeps): HttpHandler {
         if (served.staleAfter) {
           fields.refreshError = served.staleAfter;
           deps.metrics.count(METRICS.staleToken);
+          if (served.upstreamFailed) deps.metrics.count(METRICS.upstreamErrors);
         }
         response = {
           statusCode: 200,
@@ -222,8 +232,9 @@ export function createHttpHandler(deps: HttpDeps): HttpHandler {
       }
     } catch (e) {
       const err = e instanceof BrokerError ? e : new BrokerError('internal', 'internal error');
-      if (!(e instanceof BrokerError)) deps.logger.error('unhandled error', { errorName: (e as Error)?.name, ...fields });
+      if (!(e instanceof BrokerError)) fields.errorName = (e as Error)?.name ?? typeof e;
       Object.assign(fields, { outcome: err.code === 'rate_limited' ? 'rate_limited' : 'error', error: err.code });
+      if (err.extra.fromUpstream) deps.metrics.count(METRICS.upstreamErrors);
       if (err.extra.upstreamError) fields.upstreamError = err.extra.upstreamError;
       if (err.extra.detail) fields.detail = err.extra.detail;
       if (err.extra.refusal) {
@@ -237,8 +248,12 @@ export function createHttpHandler(deps: HttpDeps): HttpHandler {
     }
     const latencyMs = Math.round((performance.now() - started) * 1000) / 1000;
     deps.metrics.latency(latencyMs);
-    deps.metrics.flush();
-    deps.logger.info('request', { ...fields, status: response.statusCode, latencyMs });
+    // Per-connection metrics only for configured connections: a caller's typo must not mint a metric series.
+    const connection = typeof fields.connection === 'string' && deps.broker.knows(fields.connection) ? fields.connection : undefined;
+    const emf = deps.metrics.take(connection ? { [DIMENSIONS.connection]: connection } : {});
+    const line = { ...fields, status: response.statusCode, latencyMs, ...emf };
+    if (response.statusCode >= 500 && fields.error === 'internal') deps.logger.error(REQUEST_LOG_MESSAGE, line);
+    else deps.logger.info(REQUEST_LOG_MESSAGE, line);
     return response;
   };
 }

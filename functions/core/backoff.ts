@@ -47,15 +47,16 @@ export function backoffNote(err: BrokerError, until: number): Backoff {
 /** The caller-facing error for an upstream failure. */
 export function errorForFailure(failure: UpstreamFailure, retryAfterMs: number): BrokerError {
   const retryAfter = retryAfterSeconds(retryAfterMs);
+  const fromUpstream = true;
   switch (failure.kind) {
     case 'oauth':
-      return new BrokerError('upstream_error', `upstream refused the token request: ${failure.error}`, { upstreamError: failure.error });
+      return new BrokerError('upstream_error', `upstream refused the token request: ${failure.error}`, { upstreamError: failure.error, fromUpstream });
     case 'rate_limited':
-      return new BrokerError('rate_limited', 'upstream rate-limited token requests (upstream 429)', { retryAfterSeconds: retryAfter, refusal: 'upstream_429' });
+      return new BrokerError('rate_limited', 'upstream rate-limited token requests (upstream 429)', { retryAfterSeconds: retryAfter, refusal: 'upstream_429', fromUpstream });
     case 'invalid_response':
-      return new BrokerError('upstream_error', 'upstream answered with an unusable token response', { upstreamError: 'invalid_response' });
+      return new BrokerError('upstream_error', 'upstream answered with an unusable token response', { upstreamError: 'invalid_response', fromUpstream });
     case 'unavailable':
-      return new BrokerError('unavailable', 'upstream token endpoint unavailable', { retryAfterSeconds: retryAfter });
+      return new BrokerError('unavailable', 'upstream token endpoint unavailable', { retryAfterSeconds: retryAfter, fromUpstream });
   }
 }
 

@@ -37,6 +37,8 @@ export interface Served {
   ledgerRemaining?: number;
   /** Set when a refresh failed and the still-valid cached token was served instead: the refresh's error code. */
   staleAfter?: string;
+  /** That refresh failed at the upstream (counted as an upstream error). */
+  upstreamFailed?: boolean;
 }
 
 /** What the broker did with a reported token (DESIGN "HTTP API", POST /invalidate). `fp` is for the log line. */
@@ -146,6 +148,11 @@ export class TokenBroker {
     if (this.options.memoryMaxAgeMs > 5_000) throw new Error('memoryMaxAgeMs is at most 5000');
     this.limiter = new RateLimiter(deps.ledger, deps.clock, ledgerMarginMs(this.options.margin));
     this.log = deps.log ?? silent;
+  }
+
+  /** True if `name` is a configured connection (whoever asks). */
+  knows(name: string): boolean {
+    return this.deps.config.connections.has(name);
   }
 
   /** The connection, if it exists and the principal may use it; deny by default. */
@@ -316,6 +323,7 @@ export class TokenBroker {
         connection,
         ...(err?.extra.sent?.length ? { sent: err.extra.sent } : {}),
         ...(declined ? {} : { staleAfter: err?.code ?? 'internal' }),
+        ...(err?.extra.fromUpstream ? { upstreamFailed: true } : {}),
       };
     }
   }

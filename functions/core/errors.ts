@@ -40,6 +40,8 @@ export interface BrokerErrorExtra {
   refusal?: Refusal;
   /** Upstream token requests this request sent before failing, by reason (log line and metrics). */
   sent?: RefreshReason[];
+  /** The upstream token request failed (unreachable, 5xx, 429, an OAuth error, nonsense): `UpstreamErrors`. */
+  fromUpstream?: boolean;
 }
 
 export class BrokerError extends Error {

@@ -22,7 +22,7 @@ const sink: MetricSink = {
   count: (name) => metrics.push(name),
   gauge: (name, value) => metrics.push(`${name}=${value}`),
   latency: () => {},
-  flush: () => {},
+  take: () => ({}),
 };
 
 function event(method: string, path: string, o: Partial<APIGatewayProxyEvent> & { userArn?: string | null } = {}): APIGatewayProxyEvent {
@@ -204,7 +204,8 @@ describe('errors and logs (invariant 5, E9)', () => {
     const request = lines.filter((l) => l.message === 'request');
     expect(request).toHaveLength(1);
     expect(request[0]).toMatchObject({
-      caller: 'arn:aws:iam::111122223333:role/payments-api',
+      caller: CALLER,
+      role: 'arn:aws:iam::111122223333:role/payments-api',
       connection: 'payments',
       outcome: 'memory',
       status: 200,
