@@ -14,7 +14,8 @@
  */
 import type { APIGatewayProxyEventV2, APIGatewayProxyResultV2 } from 'aws-lambda';
 import { Agent, request } from 'undici';
-import { TokenBrokerClient, TokenBrokerError, tokenInterceptor } from '../client/index.js';
+import { TokenBrokerClient, TokenBrokerError } from '@token-broker/client';
+import { tokenInterceptor } from '@token-broker/client/interceptor';
 
 const VITESSE_API_URL = required('VITESSE_API_URL');
 const CONNECTION = process.env.VITESSE_CONNECTION ?? 'vitesse-staging';

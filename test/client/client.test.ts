@@ -13,8 +13,10 @@ import {
   TokenBrokerError,
   UnavailableError,
   UpstreamError,
-} from '../../client/index.js';
-import { regionFromHost } from '../../client/client.js';
+} from '@token-broker/client';
+// White-box: an internal helper, imported from the source.
+import { regionFromHost } from '../../client/src/client.js';
+import { NodeSha256 } from '../../client/src/sha256.js';
 import {
   CREDENTIALS,
   ENDPOINT,
@@ -524,5 +526,22 @@ describe('TokenBrokerClient: default transport (the runtime fetch, no dispatcher
     } finally {
       await server.close();
     }
+  });
+});
+
+describe('NodeSha256 (the signer’s hash, from node:crypto)', () => {
+  it('matches SHA-256 and HMAC-SHA-256 test vectors (FIPS 180-2, RFC 4231 case 2) for strings and bytes', async () => {
+    const sha = new NodeSha256();
+    sha.update('ab');
+    sha.update(new TextEncoder().encode('c'));
+    expect(Buffer.from(await sha.digest()).toString('hex')).toBe('ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad');
+    sha.reset();
+    expect(Buffer.from(await sha.digest()).toString('hex')).toBe(createHash('sha256').digest('hex'));
+    const hmac = new NodeSha256('Jefe');
+    hmac.update(new TextEncoder().encode('what do ya want for nothing?').buffer);
+    expect(Buffer.from(await hmac.digest()).toString('hex')).toBe('5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843');
+    const view = new NodeSha256(new Uint8Array(Buffer.from('xxJefexx')).subarray(2, 6));
+    view.update('what do ya want for nothing?');
+    expect(Buffer.from(await view.digest()).toString('hex')).toBe('5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843');
   });
 });

@@ -8,7 +8,8 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Agent, request, type Dispatcher } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ForbiddenError, TokenBrokerClient, tokenInterceptor } from '../../client/index.js';
+import { ForbiddenError, TokenBrokerClient } from '@token-broker/client';
+import { tokenInterceptor } from '@token-broker/client/interceptor';
 import { listen, type LocalServer } from './support.js';
 
 const ROOT = resolve(import.meta.dirname, '../..');

@@ -1,8 +1,10 @@
 import { Readable } from 'node:stream';
 import { Agent, fetch, request } from 'undici';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { ForbiddenError, tokenInterceptor } from '../../client/index.js';
-import { withAuthorization } from '../../client/interceptor.js';
+import { ForbiddenError } from '@token-broker/client';
+import { tokenInterceptor } from '@token-broker/client/interceptor';
+// White-box: an internal helper, imported from the source.
+import { withAuthorization } from '../../client/src/interceptor.js';
 import { errorBody, listen, mockBroker, newClient, record, tokenBody, type LocalServer } from './support.js';
 
 const CONN = 'vitesse-staging';

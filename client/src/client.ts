@@ -1,8 +1,9 @@
 /**
  * TokenBrokerClient: what a microservice uses to get an upstream OAuth token from the broker.
  *
- * - Signs each request with SigV4 (service `execute-api`) using the given credentials or, lazily, the
- *   default AWS credential chain (`@aws-sdk/credential-provider-node`, loaded on first use only).
+ * - Signs each request with SigV4 (service `execute-api`; `@smithy/signature-v4` with node:crypto's SHA-256)
+ *   using the given credentials or, lazily, the default AWS credential chain
+ *   (`@aws-sdk/credential-provider-node`, loaded on first use only).
  * - Keeps one token per connection in process memory and serves it while it has at least
  *   `minTtl + skewSeconds` left; concurrent `getToken` calls for one connection share one broker request.
  * - Retries 429/503 and network failures with full jitter, honouring `Retry-After`, and never sleeps
@@ -10,13 +11,12 @@
  * - Never logs; no error message carries a token.
  *
  * - HTTP: the runtime's built-in fetch (undici inside Node, keep-alive global Agent) unless an undici
- *   `dispatcher` is given; undici is imported for its types only, so it is not bundled on our account.
+ *   `dispatcher` is given. The dispatcher is typed structurally (`BrokerDispatcher`), so neither this
+ *   module's code nor its types need the undici package.
  *
- * Imports nothing from functions/: a caller's bundle gets this directory and the AWS signing bits.
+ * Imports nothing from functions/: a caller's bundle gets this package and the AWS signing bits.
  */
-import type { Dispatcher } from 'undici';
 import { SignatureV4 } from '@smithy/signature-v4';
-import { Sha256 } from '@aws-crypto/sha256-js';
 import type { AwsCredentialIdentity, AwsCredentialIdentityProvider } from '@smithy/types';
 import {
   BrokerUnreachableError,
@@ -27,6 +27,26 @@ import {
   UnavailableError,
   errorFromResponse,
 } from './errors.js';
+import { NodeSha256 } from './sha256.js';
+
+/**
+ * The part of an undici `Dispatcher` the client uses: `request()`. Any undici 7 `Agent`, `Pool` or `MockAgent`
+ * fits; declared here so that callers who do not use undici need neither the package nor its types.
+ */
+export interface BrokerDispatcher {
+  request(options: {
+    origin: string;
+    path: string;
+    method: 'GET' | 'POST';
+    headers: Record<string, string>;
+    body: string | null;
+    signal: AbortSignal;
+  }): Promise<{
+    statusCode: number;
+    headers: Record<string, string | string[] | undefined>;
+    body: { text(): Promise<string> };
+  }>;
+}
 
 export interface TokenBrokerClientOptions {
   /** Base URL of the broker API, stage path included: `https://abc.execute-api.eu-west-1.amazonaws.com/prod`. */
@@ -40,7 +60,7 @@ export interface TokenBrokerClientOptions {
    * tests). Default: the runtime's built-in fetch, which is undici with a keep-alive global Agent, so the
    * client does not pull the undici package (~520 KB minified) into bundles that do not already have it.
    */
-  dispatcher?: Dispatcher;
+  dispatcher?: BrokerDispatcher;
   /** Default `minTtl` for getToken, in seconds. Default 60 (the broker's default). */
   minTtl?: number;
   /** Extra seconds a cached token must have left beyond `minTtl` (covers clock drift and latency). Default 5. */
@@ -115,7 +135,7 @@ export class TokenBrokerClient implements TokenSource {
   readonly #basePath: string;
   readonly #region: string;
   readonly #signer: SignatureV4;
-  readonly #dispatcher: Dispatcher | undefined;
+  readonly #dispatcher: BrokerDispatcher | undefined;
   readonly #minTtl: number;
   readonly #skewMs: number;
   readonly #deadlineMs: number;
@@ -140,7 +160,7 @@ export class TokenBrokerClient implements TokenSource {
     this.#signer = new SignatureV4({
       service: 'execute-api',
       region: this.#region,
-      sha256: Sha256,
+      sha256: NodeSha256,
       credentials: options.credentials ?? lazyDefaultCredentials(),
     });
     this.#dispatcher = options.dispatcher;

@@ -35,8 +35,8 @@ export interface TokenInterceptorOptions {
   onHealError?: (error: unknown) => void;
 }
 
-type Headers = Dispatcher.DispatchOptions['headers'];
-type Body = Dispatcher.DispatchOptions['body'];
+type Headers = NonNullable<Dispatcher.DispatchOptions['headers']>;
+type Body = NonNullable<Dispatcher.DispatchOptions['body']>;
 
 export function tokenInterceptor(tokens: TokenSource, options: TokenInterceptorOptions): Dispatcher.DispatcherComposeInterceptor {
   const origins = new Set((Array.isArray(options.origin) ? options.origin : [options.origin]).map(normaliseOrigin));
@@ -288,7 +288,7 @@ class StableController implements Dispatcher.DispatchController {
 }
 
 /** Sets `authorization` on any of undici's header shapes (object, flat array, iterable of pairs). */
-export function withAuthorization(headers: Headers, value: string): Headers {
+export function withAuthorization(headers: Headers | null | undefined, value: string): Headers {
   if (headers == null) return { authorization: value };
   const isAuth = (name: unknown) => String(name).toLowerCase() === 'authorization';
   if (Array.isArray(headers)) {
