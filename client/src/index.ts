@@ -12,6 +12,7 @@ export {
   type TokenBrokerClientOptions,
   type GetTokenOptions,
   type InvalidateOptions,
+  type InvalidateResult,
   type BrokerToken,
   type BrokerDispatcher,
   type TokenSource,

@@ -184,9 +184,14 @@ describe.skipIf(!existsSync(CLI))('client against the local broker (e2e)', () =>
     expect(issued.get('heal')).toBe(2);
 
     // Another process (fresh client) now gets the new token from the broker, not the rejected one.
-    const other = await client().client.getToken('e2e-heal');
-    expect(other.accessToken).not.toBe(first.accessToken);
+    const other = client().client;
+    const second = await other.getToken('e2e-heal');
+    expect(second.accessToken).not.toBe(first.accessToken);
     expect(issued.get('heal')).toBe(2);
+
+    // invalidate() returns what the broker did: the rejected token is no longer current; the new one was.
+    expect(await other.invalidate('e2e-heal', first.accessToken)).toEqual({ invalidated: false, reason: 'not_current' });
+    expect(await other.invalidate('e2e-heal', second.accessToken)).toEqual({ invalidated: true });
   });
 
   it('the example payments Lambda works against it, signing with the default credential chain from the environment', async () => {
