@@ -162,6 +162,15 @@ describe('@token-broker/client as an installed package', () => {
     const r = await node('get-token.mjs');
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
+
+    // The five lines of the package README, as printed there (with this broker's URL and connection).
+    const readme = readFileSync(join(consumer, 'node_modules/@token-broker/client/README.md'), 'utf8');
+    const lines = /```js\n([\s\S]*?)```/.exec(readme)![1]!;
+    expect(lines.trim().split('\n')).toHaveLength(5);
+    writeFileSync(join(consumer, 'readme.mjs'), lines.replace('http://127.0.0.1:8787', broker!.url).replace("getToken('demo')", `getToken('${CONNECTION}')`));
+    const fromReadme = await node('readme.mjs');
+    expect(fromReadme.stderr).toBe('');
+    expect(fromReadme.stdout).toMatch(/^Bearer \d+\n$/);
     const out = JSON.parse(r.stdout) as { fp: string; expiresIn: number; printed: string };
     expect(out.fp).toBe(fingerprint('pkg-tok-1'));
     expect(out.expiresIn).toBeGreaterThan(500);
