@@ -21,6 +21,8 @@ import { listen, type LocalServer } from './support.js';
 const CALLER = { accessKeyId: 'AKIDCONSUMERPKG', secretAccessKey: 'consumer-package-secret' };
 const CONNECTION = 'pkg-demo';
 /** The README's banner for ESM bundles that contain CommonJS (undici). */
+/** Installs, compilers and bundlers on a shared 2-core machine: generous per-test time limits. */
+const SLOW = 180_000;
 const BANNER = "import { createRequire } from 'node:module'; const require = createRequire(import.meta.url);";
 
 interface Run {
@@ -177,7 +179,7 @@ describe('@token-broker/client as an installed package', () => {
     // The token object does not print its token.
     expect(out.printed).toContain('[token redacted]');
     expect(out.printed).not.toContain('pkg-tok');
-  });
+  }, SLOW);
 
   it('TypeScript (strict, exactOptionalPropertyTypes, NodeNext, no skipLibCheck) compiles a consumer of the main entry without undici installed', async () => {
     const install = await npm(['install', '--prefer-offline', '--no-package-lock', '--no-save', tarball, `@types/node@${devVersion('@types/node')}`], consumer);
@@ -204,7 +206,7 @@ describe('@token-broker/client as an installed package', () => {
     writeFileSync(join(consumer, 'wrong.ts'), "import { TokenBrokerClient } from '@token-broker/client';\nnew TokenBrokerClient({ endpoint: 'x', minTtl: undefined });\n");
     const wrong = await tsc(['wrong.ts']);
     expect(wrong.stdout).toMatch(/exactOptionalPropertyTypes|undefined/);
-  });
+  }, SLOW);
 
   it('plain node: the interceptor (undici installed beside it) heals a 401 from the upstream API', async () => {
     const install = await npm(['install', '--prefer-offline', '--no-package-lock', '--no-save', tarball, `@types/node@${devVersion('@types/node')}`, `undici@${rootVersion('undici')}`], consumer);
@@ -247,7 +249,7 @@ describe('@token-broker/client as an installed package', () => {
     const types = await tsc(['interceptor.ts']);
     expect(types.stdout + types.stderr).toBe('');
     expect(types.code).toBe(0);
-  });
+  }, SLOW);
 
   it('esbuild (ESM, platform node): the client bundles with the defaults, the interceptor with the banner, and both run', async () => {
     const bundle = async (entry: string, banner?: string) => {
@@ -273,7 +275,7 @@ describe('@token-broker/client as an installed package', () => {
     const healed = await node(await bundle('heal.mjs', BANNER));
     expect(healed.stderr).toBe('');
     expect(JSON.parse(healed.stdout)).toEqual({ status: 200, body: { paid: true } });
-  });
+  }, SLOW);
 
   /** The repository's TypeScript compiler, run in the consumer project with the strictest consumer settings. */
   function tsc(files: string[]): Promise<Run> {
