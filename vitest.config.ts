@@ -1,6 +1,14 @@
 import { defineConfig } from 'vitest/config';
 
+/**
+ * Workspace packages (`@token-broker/client`) resolve to their TypeScript sources through the
+ * `@token-broker/source` export condition, so tests need no build; the pack test checks the built package.
+ */
+const SOURCE_CONDITION = '@token-broker/source';
+
 export default defineConfig({
+  // Only ours: node_modules packages stay external and Node resolves them with its own conditions.
+  ssr: { resolve: { conditions: [SOURCE_CONDITION] } },
   test: {
     include: ['test/**/*.test.ts'],
     environment: 'node',

@@ -36,6 +36,9 @@ export async function measure(
     metafile: true,
     logLevel: 'silent',
     external: options.external ?? [],
+    // The workspace package resolves to its sources (as in the tests); `module` is esbuild's default condition,
+    // which setting `conditions` would otherwise drop.
+    conditions: ['@token-broker/source', 'module'],
     ...(options.mainFields ? { mainFields: options.mainFields } : {}),
   });
   const output = result.outputFiles[0];
@@ -83,10 +86,10 @@ export const CREDENTIAL_CHAIN = ['@aws-sdk/credential-provider-node'];
 export async function measureAll(): Promise<Measurement[]> {
   const esm = ['module', 'main'];
   return Promise.all([
-    measure('client, everything bundled', 'client/index.ts'),
-    measure('client, credential chain external', 'client/index.ts', { external: CREDENTIAL_CHAIN }),
-    measure('client, everything bundled (mainFields module,main)', 'client/index.ts', { mainFields: esm }),
-    measure('client, credential chain external (mainFields module,main)', 'client/index.ts', { mainFields: esm, external: CREDENTIAL_CHAIN }),
+    measure('client, everything bundled', 'client/src/index.ts'),
+    measure('client, credential chain external', 'client/src/index.ts', { external: CREDENTIAL_CHAIN }),
+    measure('client, everything bundled (mainFields module,main)', 'client/src/index.ts', { mainFields: esm }),
+    measure('client, credential chain external (mainFields module,main)', 'client/src/index.ts', { mainFields: esm, external: CREDENTIAL_CHAIN }),
     measure('examples/payments-lambda.ts, everything bundled', 'examples/payments-lambda.ts'),
     measure('examples/payments-lambda.ts, credential chain external', 'examples/payments-lambda.ts', { external: CREDENTIAL_CHAIN }),
   ]);

@@ -11,10 +11,16 @@
  *
  * Everything is created once per container, outside the handler: the token cache and the keep-alive
  * connections then survive across invocations, and a warm invocation does not call the broker at all.
+ *
+ * Bundling (esbuild or CDK NodejsFunction, ESM): undici is CommonJS, so give the bundle the banner
+ * `import { createRequire } from 'node:module'; const require = createRequire(import.meta.url);`
+ * (client/README.md, "Bundle size"); without it the Lambda fails at start with
+ * `Dynamic require of "node:assert" is not supported`.
  */
 import type { APIGatewayProxyEventV2, APIGatewayProxyResultV2 } from 'aws-lambda';
 import { Agent, request } from 'undici';
-import { TokenBrokerClient, TokenBrokerError, tokenInterceptor } from '../client/index.js';
+import { TokenBrokerClient, TokenBrokerError } from '@token-broker/client';
+import { tokenInterceptor } from '@token-broker/client/interceptor';
 
 const VITESSE_API_URL = required('VITESSE_API_URL');
 const CONNECTION = process.env.VITESSE_CONNECTION ?? 'vitesse-staging';

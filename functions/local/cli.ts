@@ -1,5 +1,5 @@
 /**
- * `npm start`: the token broker offline. See functions/local/README.md and `npm start -- --help`.
+ * `npm start`: the token broker offline. See README.md, section "Local mode (`npm start`)", and `npm start -- --help`.
  * Prints `listening on http://HOST:PORT` once it serves; exits 1 with one line for any startup problem,
  * and 0 after SIGINT/SIGTERM once the server, DynamoDB and the demo upstream are closed.
  */

@@ -14,7 +14,7 @@ import { z } from 'zod';
 import { CachedSecretSource, parseCredentials } from '../adapters/credentials.js';
 import { principalFromArn } from '../core/authz.js';
 import { type BrokerConfig, ConfigError, ConnectionsSchema, formatIssues, parseConfigText, resolveConnections } from '../core/config.js';
-import { BrokerError } from '../core/errors.js';
+import { BrokerError, misconfiguredCredentials } from '../core/errors.js';
 import type { Clock } from '../core/ports.js';
 import type { LocalCaller } from './gateway.js';
 
@@ -117,7 +117,8 @@ export function localSecretSource(read: () => Promise<Record<string, unknown>>, 
   return new CachedSecretSource(
     async (name) => {
       const secrets = await read();
-      if (!Object.hasOwn(secrets, name)) throw new BrokerError('internal', `the credentials secret "${name}" is not in the local config file`);
+      // The caller's 500 does not name the secret; the broker's log line does (as with Secrets Manager).
+      if (!Object.hasOwn(secrets, name)) throw misconfiguredCredentials(name, 'is not in the local config file');
       const value = secrets[name];
       return { value, version: createHash('sha256').update(JSON.stringify(value)).digest('hex') };
     },

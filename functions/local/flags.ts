@@ -20,13 +20,15 @@ export const USAGE = `usage: npm start -- [flags]
 Runs the token broker locally: SigV4-checking gateway, embedded DynamoDB, secrets from a file.
 Without --config it runs a demo (a local OAuth server, one connection, printed caller credentials).
 
-  --config FILE             connections, secrets and callers (see functions/local/README.md)
+  --config FILE             connections, secrets and callers (README.md, section "The local config file")
   --port N                  port to listen on (default ${DEFAULTS.port}; 0 picks a free one)
   --host HOST               address to listen on (default ${DEFAULTS.host})
   --dynamodb-endpoint URL   use this DynamoDB-API endpoint instead of the embedded one (shared store)
   --table NAME              DynamoDB table (default ${DEFAULTS.table}; created if missing)
   --region NAME             region requests must be signed for (default ${DEFAULTS.region})
-  -h, --help                show this help`;
+  -h, --help                show this help
+
+More: README.md, section "Local mode (\`npm start\`)".`;
 
 const OPTIONS = {
   config: { type: 'string' },

@@ -75,13 +75,32 @@ function readBody(req: IncomingMessage): Promise<Buffer> {
   });
 }
 
-/** Header names as sent, each with all its values (the Node parser's rawHeaders keep repeats). */
-function rawHeaderMap(req: IncomingMessage): Record<string, string[]> {
-  const out: Record<string, string[]> = {};
-  for (let i = 0; i + 1 < req.rawHeaders.length; i += 2) {
-    (out[req.rawHeaders[i]!] ??= []).push(req.rawHeaders[i + 1]!);
+/**
+ * A record without a prototype: names that come from the request (`constructor`, `__proto__`,
+ * `hasOwnProperty`, ...) are plain keys in it, as they are in the JSON event API Gateway sends.
+ */
+export function nameRecord<T>(entries: Iterable<readonly [string, T]>): Record<string, T> {
+  const out = Object.create(null) as Record<string, T>;
+  for (const [k, v] of entries) out[k] = v;
+  return out;
+}
+
+/** Groups name/value pairs by name, keeping every value in order (a Map: request names are never object keys). */
+function grouped(pairs: Iterable<readonly [string, string]>): Map<string, string[]> {
+  const out = new Map<string, string[]>();
+  for (const [k, v] of pairs) {
+    const list = out.get(k);
+    if (list) list.push(v);
+    else out.set(k, [v]);
   }
   return out;
+}
+
+/** Header names as sent, each with all its values (the Node parser's rawHeaders keep repeats). */
+function rawHeaderMap(req: IncomingMessage): Record<string, string[]> {
+  const pairs: Array<[string, string]> = [];
+  for (let i = 0; i + 1 < req.rawHeaders.length; i += 2) pairs.push([req.rawHeaders[i]!, req.rawHeaders[i + 1]!]);
+  return nameRecord(grouped(pairs));
 }
 
 /** A stable fake unique id (AROA... for roles, AIDA... for users), as API Gateway reports `caller`/`user`. */
@@ -147,19 +166,21 @@ export function buildEvent(i: EventInput): APIGatewayProxyEvent {
   const q = i.target.indexOf('?');
   const path = q < 0 ? i.target : i.target.slice(0, q);
   const pairs = q < 0 ? [] : queryPairs(i.target.slice(q + 1));
-  const multiQuery: Record<string, string[]> = {};
-  for (const [k, v] of pairs) (multiQuery[k] ??= []).push(v);
-  const query = Object.fromEntries(Object.entries(multiQuery).map(([k, v]) => [k, v[v.length - 1]!]));
-  const headers = Object.fromEntries(Object.entries(i.headers).map(([k, v]) => [k, v[v.length - 1]!]));
-  const userAgent = Object.entries(i.headers).find(([k]) => k.toLowerCase() === 'user-agent')?.[1][0] ?? null;
-  const host = Object.entries(i.headers).find(([k]) => k.toLowerCase() === 'host')?.[1][0] ?? 'localhost';
+  const byName = grouped(pairs);
+  const multiQuery = nameRecord(byName);
+  const query = nameRecord([...byName].map(([k, v]) => [k, v[v.length - 1]!] as const));
+  const headerEntries = Object.entries(i.headers);
+  const headers = nameRecord(headerEntries.map(([k, v]) => [k, v[v.length - 1]!] as const));
+  const multiHeaders = nameRecord(headerEntries);
+  const userAgent = headerEntries.find(([k]) => k.toLowerCase() === 'user-agent')?.[1][0] ?? null;
+  const host = headerEntries.find(([k]) => k.toLowerCase() === 'host')?.[1][0] ?? 'localhost';
   const { resource, pathParameters } = resourceOf(path);
   return {
     resource,
     path,
     httpMethod: i.method,
     headers,
-    multiValueHeaders: i.headers,
+    multiValueHeaders: multiHeaders,
     queryStringParameters: pairs.length ? query : null,
     multiValueQueryStringParameters: pairs.length ? multiQuery : null,
     pathParameters,
@@ -187,7 +208,7 @@ export function buildEvent(i: EventInput): APIGatewayProxyEvent {
 }
 
 function send(res: ServerResponse, result: APIGatewayProxyResult, requestId: string): void {
-  const headers: Record<string, string | string[]> = { 'x-amzn-RequestId': requestId };
+  const headers = nameRecord<string | string[]>([['x-amzn-RequestId', requestId]]);
   for (const [k, v] of Object.entries(result.headers ?? {})) headers[k] = String(v);
   for (const [k, v] of Object.entries(result.multiValueHeaders ?? {})) headers[k] = v.map(String);
   const body = result.isBase64Encoded ? Buffer.from(result.body, 'base64') : Buffer.from(result.body ?? '', 'utf8');

@@ -1,8 +1,13 @@
 /**
- * SigV4 verification as API Gateway does it for AWS_IAM methods (header form only:
- * `Authorization: AWS4-HMAC-SHA256 Credential=AKID/DATE/REGION/execute-api/aws4_request,
- * SignedHeaders=..., Signature=...`). The expected signature is computed here with node:crypto from the
- * request as received; tests sign with other implementations (aws4, curl --aws-sigv4).
+ * SigV4 verification as API Gateway does it for AWS_IAM methods, in both forms AWS accepts:
+ * - header: `Authorization: AWS4-HMAC-SHA256 Credential=AKID/DATE/REGION/execute-api/aws4_request,
+ *   SignedHeaders=..., Signature=...` with the date in `X-Amz-Date` (or `Date`);
+ * - query (presigned URL): `X-Amz-Algorithm`, `X-Amz-Credential`, `X-Amz-Date`, `X-Amz-SignedHeaders`,
+ *   `X-Amz-Signature`, optional `X-Amz-Expires` (seconds, at most 7 days) and `X-Amz-Security-Token` in the
+ *   query string. Every query parameter but `X-Amz-Signature` is part of the canonical query. Both forms in
+ *   one request are refused, as AWS does.
+ * The expected signature is computed here with node:crypto from the request as received; tests sign with
+ * other implementations (aws4, @smithy/signature-v4, curl --aws-sigv4, botocore).
  *
  * Canonicalisation (non-S3 rules):
  * - path: `.`/`..` and empty segments removed, each segment URI-encoded again (so `%20` is `%2520`);
@@ -17,6 +22,8 @@ export const ALGORITHM = 'AWS4-HMAC-SHA256';
 export const SERVICE = 'execute-api';
 /** A signature more than this far from the server clock is refused, as AWS does. */
 export const MAX_SKEW_MS = 15 * 60_000;
+/** The longest `X-Amz-Expires` AWS accepts on a presigned request: 7 days. */
+export const MAX_PRESIGN_EXPIRES_SECONDS = 604_800;
 
 export class SigV4Error extends Error {
   override readonly name = 'SigV4Error';
@@ -107,13 +114,82 @@ export function parseAuthorization(header: string): AuthorizationParts {
   if (!credential || !signedHeaders || !signature) {
     throw new SigV4Error('Authorization header requires \'Credential\', \'SignedHeaders\' and \'Signature\' parameters');
   }
+  return { ...parseCredential(credential), signedHeaders: signedHeaders.split(';').map((h) => h.toLowerCase()), signature };
+}
+
+/** `AKID/YYYYMMDD/REGION/SERVICE/aws4_request`, as in the header's `Credential=` and the query's `X-Amz-Credential`. */
+function parseCredential(credential: string): Pick<AuthorizationParts, 'accessKeyId' | 'date' | 'region' | 'service'> {
   const scope = credential.split('/');
   if (scope.length !== 5 || scope.some((s) => !s) || scope[4] !== 'aws4_request') {
     throw new SigV4Error('Credential must have the form ACCESS_KEY_ID/YYYYMMDD/REGION/SERVICE/aws4_request');
   }
   const [accessKeyId, date, region, service] = scope as [string, string, string, string, string];
   if (!/^\d{8}$/.test(date)) throw new SigV4Error('Credential date must be YYYYMMDD');
-  return { accessKeyId, date, region, service, signedHeaders: signedHeaders.split(';').map((h) => h.toLowerCase()), signature };
+  return { accessKeyId, date, region, service };
+}
+
+/** The query parameters of a presigned request. */
+export const QUERY_AUTH = {
+  algorithm: 'X-Amz-Algorithm',
+  credential: 'X-Amz-Credential',
+  date: 'X-Amz-Date',
+  expires: 'X-Amz-Expires',
+  signedHeaders: 'X-Amz-SignedHeaders',
+  signature: 'X-Amz-Signature',
+  securityToken: 'X-Amz-Security-Token',
+} as const;
+
+export interface QueryAuthParts extends AuthorizationParts {
+  /** X-Amz-Date as given. */
+  requestDate: string;
+  /** X-Amz-Expires in seconds, when given. */
+  expiresSeconds?: number;
+  sessionToken?: string;
+}
+
+/** True if the query carries any presigned-request parameter (then it must carry all of them). */
+export function hasQueryAuth(rawQuery: string): boolean {
+  const names = new Set<string>([QUERY_AUTH.algorithm, QUERY_AUTH.credential, QUERY_AUTH.signature]);
+  return queryPairs(rawQuery).some(([k]) => names.has(k));
+}
+
+/** Parses the signing parameters of a presigned request's query string. */
+export function parseQueryAuth(rawQuery: string): QueryAuthParts {
+  const values = new Map<string, string[]>();
+  for (const [k, v] of queryPairs(rawQuery)) values.set(k, [...(values.get(k) ?? []), v]);
+  const one = (name: string): string | undefined => {
+    const list = values.get(name);
+    if (list && list.length > 1) throw new SigV4Error(`'${name}' must be given once`);
+    return list?.[0];
+  };
+  const algorithm = one(QUERY_AUTH.algorithm);
+  const credential = one(QUERY_AUTH.credential);
+  const requestDate = one(QUERY_AUTH.date);
+  const signedHeaders = one(QUERY_AUTH.signedHeaders);
+  const signature = one(QUERY_AUTH.signature);
+  const expires = one(QUERY_AUTH.expires);
+  const sessionToken = one(QUERY_AUTH.securityToken);
+  if (!algorithm || !credential || !requestDate || !signedHeaders || !signature) {
+    throw new SigV4Error(
+      "A presigned request requires 'X-Amz-Algorithm', 'X-Amz-Credential', 'X-Amz-Date', 'X-Amz-SignedHeaders' and 'X-Amz-Signature' query parameters",
+    );
+  }
+  if (algorithm !== ALGORITHM) throw new SigV4Error(`Unsupported X-Amz-Algorithm; sign requests with ${ALGORITHM}`);
+  let expiresSeconds: number | undefined;
+  if (expires !== undefined) {
+    if (!/^\d{1,6}$/.test(expires) || Number(expires) < 1 || Number(expires) > MAX_PRESIGN_EXPIRES_SECONDS) {
+      throw new SigV4Error(`X-Amz-Expires must be a number of seconds from 1 to ${MAX_PRESIGN_EXPIRES_SECONDS}`);
+    }
+    expiresSeconds = Number(expires);
+  }
+  return {
+    ...parseCredential(credential),
+    signedHeaders: signedHeaders.split(';').map((h) => h.toLowerCase()),
+    signature,
+    requestDate,
+    ...(expiresSeconds !== undefined ? { expiresSeconds } : {}),
+    ...(sessionToken !== undefined ? { sessionToken } : {}),
+  };
 }
 
 /** The canonical URI of a raw (as received, percent-encoded) path. */
@@ -141,9 +217,11 @@ export function queryPairs(rawQuery: string): Array<[string, string]> {
   return pairs;
 }
 
-/** The canonical query string: encoded pairs sorted by name, then by value. */
-export function canonicalQuery(rawQuery: string): string {
-  const encoded = queryPairs(rawQuery).map(([k, v]) => [uriEncode(k), uriEncode(v)] as const);
+/** The canonical query string: encoded pairs sorted by name, then by value (`exclude`: a name left out). */
+export function canonicalQuery(rawQuery: string, exclude?: string): string {
+  const encoded = queryPairs(rawQuery)
+    .filter(([k]) => k !== exclude)
+    .map(([k, v]) => [uriEncode(k), uriEncode(v)] as const);
   encoded.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : a[1] < b[1] ? -1 : a[1] > b[1] ? 1 : 0));
   return encoded.map(([k, v]) => `${k}=${v}`).join('&');
 }
@@ -158,11 +236,19 @@ export function canonicalHeaders(headers: Map<string, string[]>, signed: readonl
     .join('');
 }
 
-export function canonicalRequest(method: string, target: string, headers: Map<string, string[]>, signed: readonly string[], payloadHash: string): string {
+/** The canonical request; for a presigned request pass `excludeQuery: 'X-Amz-Signature'`. */
+export function canonicalRequest(
+  method: string,
+  target: string,
+  headers: Map<string, string[]>,
+  signed: readonly string[],
+  payloadHash: string,
+  excludeQuery?: string,
+): string {
   const q = target.indexOf('?');
   const path = q < 0 ? target : target.slice(0, q);
   const query = q < 0 ? '' : target.slice(q + 1);
-  return [method.toUpperCase(), canonicalPath(path), canonicalQuery(query), canonicalHeaders(headers, signed), signed.join(';'), payloadHash].join('\n');
+  return [method.toUpperCase(), canonicalPath(path), canonicalQuery(query, excludeQuery), canonicalHeaders(headers, signed), signed.join(';'), payloadHash].join('\n');
 }
 
 export function stringToSign(amzDate: string, scope: string, canonical: string): string {
@@ -191,43 +277,64 @@ function single(headers: Map<string, string[]>, name: string): string | undefine
   return v && v.length > 0 ? v[v.length - 1] : undefined;
 }
 
-/** Verifies a request's SigV4 signature; throws SigV4Error (with a message for the caller) if it fails. */
+/** Verifies a request's SigV4 signature (header or presigned form); throws SigV4Error (with a message for the caller) if it fails. */
 export function verifySigV4(req: SignedRequest, opts: VerifyOptions): Verified {
   const service = opts.service ?? SERVICE;
   const headers = headerValues(req.headers);
+  const q = req.target.indexOf('?');
+  const rawQuery = q < 0 ? '' : req.target.slice(q + 1);
   const authorization = single(headers, 'authorization');
-  if (!authorization) throw new SigV4Error('Missing Authentication Token');
-  const auth = parseAuthorization(authorization);
+  const presigned = hasQueryAuth(rawQuery);
+  if (authorization !== undefined && presigned) throw new SigV4Error('Only one auth mechanism allowed; only the X-Amz-Algorithm query parameter or the Authorization header should be specified');
+  if (authorization === undefined && !presigned) throw new SigV4Error('Missing Authentication Token');
+
+  let auth: AuthorizationParts;
+  let requestDate: string;
+  let sessionToken: string | undefined;
+  let expiresSeconds: number | undefined;
+  if (presigned) {
+    const query = parseQueryAuth(rawQuery);
+    ({ requestDate, sessionToken, expiresSeconds } = query);
+    auth = query;
+  } else {
+    auth = parseAuthorization(authorization!);
+    const xAmzDate = single(headers, 'x-amz-date');
+    if (xAmzDate !== undefined) {
+      requestDate = xAmzDate;
+    } else {
+      const httpDate = single(headers, 'date');
+      if (httpDate === undefined) throw new SigV4Error("Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header");
+      const t = Date.parse(httpDate);
+      if (Number.isNaN(t)) throw new SigV4Error("the 'Date' header is not a valid HTTP date");
+      requestDate = amzDate(t);
+    }
+    sessionToken = single(headers, 'x-amz-security-token');
+  }
 
   if (auth.service !== service) throw new SigV4Error(`Credential should be scoped to correct service: '${service}'`);
   if (auth.region !== opts.region) throw new SigV4Error(`Credential should be scoped to a valid region, not '${auth.region}'`);
 
-  let requestDate: string;
-  let dateHeader: string;
-  const xAmzDate = single(headers, 'x-amz-date');
-  if (xAmzDate !== undefined) {
-    requestDate = xAmzDate;
-    dateHeader = 'x-amz-date';
-  } else {
-    const httpDate = single(headers, 'date');
-    if (httpDate === undefined) throw new SigV4Error("Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header");
-    const t = Date.parse(httpDate);
-    if (Number.isNaN(t)) throw new SigV4Error("the 'Date' header is not a valid HTTP date");
-    requestDate = amzDate(t);
-    dateHeader = 'date';
-  }
   const time = parseAmzDate(requestDate);
   if (time === undefined) throw new SigV4Error("X-Amz-Date must have the form YYYYMMDD'T'HHMMSS'Z'");
   const maxSkew = opts.maxSkewMs ?? MAX_SKEW_MS;
-  if (opts.now - time > maxSkew) throw new SigV4Error(`Signature expired: ${requestDate} is more than 15 minutes before the server time ${amzDate(opts.now)}`);
   if (time - opts.now > maxSkew) throw new SigV4Error(`Signature not yet current: ${requestDate} is more than 15 minutes after the server time ${amzDate(opts.now)}`);
+  if (expiresSeconds !== undefined) {
+    // A presigned request with X-Amz-Expires is good until its date plus that many seconds.
+    if (opts.now > time + expiresSeconds * 1000) throw new SigV4Error(`Request has expired: ${requestDate} plus X-Amz-Expires ${expiresSeconds} s is before the server time ${amzDate(opts.now)}`);
+  } else if (opts.now - time > maxSkew) {
+    throw new SigV4Error(`Signature expired: ${requestDate} is more than 15 minutes before the server time ${amzDate(opts.now)}`);
+  }
   if (auth.date !== requestDate.slice(0, 8)) throw new SigV4Error('Date in Credential scope does not match YYYYMMDD from the request date');
 
   const signed = auth.signedHeaders;
   if (!signed.includes('host')) throw new SigV4Error("'Host' must be a signed header");
-  if (!signed.includes(dateHeader)) throw new SigV4Error(`'${dateHeader}' must be a signed header`);
-  const sessionToken = single(headers, 'x-amz-security-token');
-  if (sessionToken !== undefined && !signed.includes('x-amz-security-token')) throw new SigV4Error("'X-Amz-Security-Token' must be a signed header");
+  if (!presigned) {
+    // In the header form the date and the session token travel in headers, so they must be signed; in the
+    // query form they are query parameters, which the canonical query covers.
+    const dateHeader = single(headers, 'x-amz-date') !== undefined ? 'x-amz-date' : 'date';
+    if (!signed.includes(dateHeader)) throw new SigV4Error(`'${dateHeader}' must be a signed header`);
+    if (sessionToken !== undefined && !signed.includes('x-amz-security-token')) throw new SigV4Error("'X-Amz-Security-Token' must be a signed header");
+  }
 
   const bodyHash = hex(req.body);
   const declared = single(headers, 'x-amz-content-sha256');
@@ -237,7 +344,7 @@ export function verifySigV4(req: SignedRequest, opts: VerifyOptions): Verified {
   if (secret === undefined) throw new SigV4Error('The security token included in the request is invalid');
 
   const scope = `${auth.date}/${auth.region}/${auth.service}/aws4_request`;
-  const canonical = canonicalRequest(req.method, req.target, headers, signed, declared ?? bodyHash);
+  const canonical = canonicalRequest(req.method, req.target, headers, signed, declared ?? bodyHash, presigned ? QUERY_AUTH.signature : undefined);
   const expected = createHmac('sha256', signingKey(secret, auth.date, auth.region, auth.service))
     .update(stringToSign(requestDate, scope, canonical), 'utf8')
     .digest();

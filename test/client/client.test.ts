@@ -13,8 +13,10 @@ import {
   TokenBrokerError,
   UnavailableError,
   UpstreamError,
-} from '../../client/index.js';
-import { regionFromHost } from '../../client/client.js';
+} from '@token-broker/client';
+// White-box: an internal helper, imported from the source.
+import { regionFromHost } from '../../client/src/client.js';
+import { NodeSha256 } from '../../client/src/sha256.js';
 import {
   CREDENTIALS,
   ENDPOINT,
@@ -77,10 +79,10 @@ describe('TokenBrokerClient: signing', () => {
     const t = fakeTime();
     broker.pool.intercept({ path: `/prod/tokens/${CONN}/invalidate`, method: 'POST' }).reply((opts) => {
       record(broker.seen, opts as never);
-      return { statusCode: 204, data: '' };
+      return { statusCode: 200, data: JSON.stringify({ invalidated: true }) };
     });
     const client = newClient({ dispatcher: broker.agent, now: t.now, sleep: t.sleep });
-    await client.invalidate(CONN, 'tok-bad');
+    expect(await client.invalidate(CONN, 'tok-bad')).toEqual({ invalidated: true });
     const req = broker.seen[0] as SeenRequest;
     expect(JSON.parse(req.body ?? '')).toEqual({ access_token: 'tok-bad' });
     expect(req.headers['content-type']).toBe('application/json');
@@ -396,23 +398,24 @@ describe('TokenBrokerClient: error classes', () => {
 });
 
 describe('TokenBrokerClient: invalidate', () => {
-  function invalidateReplies(status: number, body = '') {
+  function invalidateReplies(status: number, body: string | Record<string, unknown> = '') {
     broker.pool.intercept({ path: `/prod/tokens/${CONN}/invalidate`, method: 'POST' }).reply((opts) => {
       record(broker.seen, opts as never);
-      return { statusCode: status, data: body };
+      return { statusCode: status, data: typeof body === 'string' ? body : JSON.stringify(body), responseOptions: { headers: { 'content-type': 'application/json' } } };
     });
   }
+  const posts = () => broker.seen.filter((r) => r.method === 'POST').length;
 
-  it('POSTs the token, expects 204, and drops that token from the cache', async () => {
+  it('POSTs the token, returns {invalidated: true}, and drops that token from the cache', async () => {
     broker = mockBroker();
     replies([
       [200, tokenBody('tok-1')],
       [200, tokenBody('tok-2')],
     ]);
-    invalidateReplies(204);
+    invalidateReplies(200, { invalidated: true });
     const client = newClient({ dispatcher: broker.agent });
     await client.getToken(CONN);
-    await client.invalidate(CONN, 'tok-1');
+    expect(await client.invalidate(CONN, 'tok-1')).toEqual({ invalidated: true });
     expect((await client.getToken(CONN)).accessToken).toBe('tok-2');
     expect(broker.seen.map((r) => `${r.method} ${r.path}`)).toEqual([
       `GET ${TOKEN_PATH()}`,
@@ -421,26 +424,64 @@ describe('TokenBrokerClient: invalidate', () => {
     ]);
   });
 
-  it('keeps the cached token when an older token is reported', async () => {
+  it('returns not_current as the broker says, and keeps the cached token when an older token is reported', async () => {
     broker = mockBroker();
     replies([[200, tokenBody('tok-2')]]);
-    invalidateReplies(204);
+    invalidateReplies(200, { invalidated: false, reason: 'not_current' });
     const client = newClient({ dispatcher: broker.agent });
     await client.getToken(CONN);
-    await client.invalidate(CONN, 'tok-1');
+    expect(await client.invalidate(CONN, 'tok-1')).toEqual({ invalidated: false, reason: 'not_current' });
     expect((await client.getToken(CONN)).accessToken).toBe('tok-2');
     expect(broker.seen).toHaveLength(2);
   });
 
-  it('collapses concurrent reports of one token into one request', async () => {
+  it('returns deferred with retryAfterSeconds, keeps serving that token, and answers repeats locally until retry_after has passed', async () => {
+    broker = mockBroker();
+    const t = fakeTime();
+    replies([[200, tokenBody('tok-1', 3600)]]);
+    invalidateReplies(200, { invalidated: false, reason: 'deferred', retry_after: 30 });
+    invalidateReplies(200, { invalidated: true });
+    replies([[200, tokenBody('tok-2', 3600)]]);
+    const client = newClient({ dispatcher: broker.agent, now: t.now, sleep: t.sleep });
+    await client.getToken(CONN);
+    expect(await client.invalidate(CONN, 'tok-1')).toEqual({ invalidated: false, reason: 'deferred', retryAfterSeconds: 30 });
+    // The broker keeps serving tok-1, and so does this process: from its cache, without a broker request.
+    expect((await client.getToken(CONN)).accessToken).toBe('tok-1');
+    expect(broker.seen).toHaveLength(2);
+    // A repeat within the window is answered from memory, with the seconds left.
+    t.advance(10_000);
+    expect(await client.invalidate(CONN, 'tok-1')).toEqual({ invalidated: false, reason: 'deferred', retryAfterSeconds: 20 });
+    expect(posts()).toBe(1);
+    // Once retry_after has passed, a report goes to the broker again.
+    t.advance(20_000);
+    expect(await client.invalidate(CONN, 'tok-1')).toEqual({ invalidated: true });
+    expect(posts()).toBe(2);
+    expect((await client.getToken(CONN)).accessToken).toBe('tok-2');
+  });
+
+  it('collapses concurrent reports of one token into one request, and does not report an honoured token again', async () => {
+    broker = mockBroker();
+    invalidateReplies(200, { invalidated: true });
+    const client = newClient({ dispatcher: broker.agent });
+    const answers = await Promise.all(Array.from({ length: 10 }, () => client.invalidate(CONN, 'tok-1')));
+    expect(answers).toEqual(Array(10).fill({ invalidated: true }));
+    expect(broker.seen).toHaveLength(1);
+    // Once honoured, the token is no longer the broker's current one: not_current, without asking.
+    expect(await client.invalidate(CONN, 'tok-1')).toEqual({ invalidated: false, reason: 'not_current' });
+    expect(broker.seen).toHaveLength(1);
+  });
+
+  it('takes a 204 (a broker from before the 200 answers) as invalidated, and an unusable 200 body as InternalError', async () => {
     broker = mockBroker();
     invalidateReplies(204);
+    invalidateReplies(200, { invalidated: 'maybe', access_token: 'tok-echo' });
+    invalidateReplies(200, { invalidated: false, reason: 'deferred' });
     const client = newClient({ dispatcher: broker.agent });
-    await Promise.all(Array.from({ length: 10 }, () => client.invalidate(CONN, 'tok-1')));
-    expect(broker.seen).toHaveLength(1);
-    // Once acknowledged, a token is not reported again (the broker would ignore it anyway).
-    await client.invalidate(CONN, 'tok-1');
-    expect(broker.seen).toHaveLength(1);
+    expect(await client.invalidate(CONN, 'tok-old')).toEqual({ invalidated: true });
+    const error = await client.invalidate(CONN, 'tok-echo').catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(InternalError);
+    expect(inspect(error)).not.toContain('tok-echo');
+    await expect(client.invalidate(CONN, 'tok-3')).rejects.toBeInstanceOf(InternalError);
   });
 
   it('refuses a rejected token the broker still serves (invalidation not yet everywhere) and retries until a new one comes', async () => {
@@ -452,7 +493,7 @@ describe('TokenBrokerClient: invalidate', () => {
       [200, tokenBody('tok-1')],
       [200, tokenBody('tok-2')],
     ]);
-    invalidateReplies(204);
+    invalidateReplies(200, { invalidated: true });
     const client = newClient({ dispatcher: broker.agent, now: t.now, sleep: t.sleep, random: () => 1 });
     await client.getToken(CONN);
     await client.invalidate(CONN, 'tok-1');
@@ -497,7 +538,7 @@ describe('TokenBrokerClient: default transport (the runtime fetch, no dispatcher
       } else if (seen.length === 1) {
         res.writeHead(503, { 'content-type': 'application/json', 'retry-after': '1' }).end(errorBody('unavailable', 'busy'));
       } else if (req.method === 'POST') {
-        res.writeHead(204).end();
+        res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ invalidated: true }));
       } else {
         res.writeHead(200, { 'content-type': 'application/json' }).end(tokenBody('tok-fetch'));
       }
@@ -514,7 +555,7 @@ describe('TokenBrokerClient: default transport (the runtime fetch, no dispatcher
       const token = await client.getToken(CONN);
       expect(token.accessToken).toBe('tok-fetch');
       expect(delays).toEqual([1000]);
-      await client.invalidate(CONN, 'tok-fetch');
+      expect(await client.invalidate(CONN, 'tok-fetch')).toEqual({ invalidated: true });
       expect(seen.map((r) => `${r.method} ${r.path}`)).toEqual([
         `GET ${TOKEN_PATH()}`,
         `GET ${TOKEN_PATH()}`,
@@ -524,5 +565,22 @@ describe('TokenBrokerClient: default transport (the runtime fetch, no dispatcher
     } finally {
       await server.close();
     }
+  });
+});
+
+describe('NodeSha256 (the signer’s hash, from node:crypto)', () => {
+  it('matches SHA-256 and HMAC-SHA-256 test vectors (FIPS 180-2, RFC 4231 case 2) for strings and bytes', async () => {
+    const sha = new NodeSha256();
+    sha.update('ab');
+    sha.update(new TextEncoder().encode('c'));
+    expect(Buffer.from(await sha.digest()).toString('hex')).toBe('ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad');
+    sha.reset();
+    expect(Buffer.from(await sha.digest()).toString('hex')).toBe(createHash('sha256').digest('hex'));
+    const hmac = new NodeSha256('Jefe');
+    hmac.update(new TextEncoder().encode('what do ya want for nothing?').buffer);
+    expect(Buffer.from(await hmac.digest()).toString('hex')).toBe('5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843');
+    const view = new NodeSha256(new Uint8Array(Buffer.from('xxJefexx')).subarray(2, 6));
+    view.update('what do ya want for nothing?');
+    expect(Buffer.from(await view.digest()).toString('hex')).toBe('5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843');
   });
 });

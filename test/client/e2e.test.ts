@@ -8,7 +8,8 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Agent, request, type Dispatcher } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ForbiddenError, TokenBrokerClient, tokenInterceptor } from '../../client/index.js';
+import { ForbiddenError, TokenBrokerClient } from '@token-broker/client';
+import { tokenInterceptor } from '@token-broker/client/interceptor';
 import { listen, type LocalServer } from './support.js';
 
 const ROOT = resolve(import.meta.dirname, '../..');
@@ -183,9 +184,17 @@ describe.skipIf(!existsSync(CLI))('client against the local broker (e2e)', () =>
     expect(issued.get('heal')).toBe(2);
 
     // Another process (fresh client) now gets the new token from the broker, not the rejected one.
-    const other = await client().client.getToken('e2e-heal');
-    expect(other.accessToken).not.toBe(first.accessToken);
+    const other = client().client;
+    const second = await other.getToken('e2e-heal');
+    expect(second.accessToken).not.toBe(first.accessToken);
     expect(issued.get('heal')).toBe(2);
+
+    // invalidate() returns what the broker did: the rejected token is no longer current; the new one is, but
+    // the budget guard honours one invalidation per 10 s on a connection without rateLimit: deferred.
+    expect(await other.invalidate('e2e-heal', first.accessToken)).toEqual({ invalidated: false, reason: 'not_current' });
+    const again = await other.invalidate('e2e-heal', second.accessToken);
+    expect(again).toMatchObject({ invalidated: false, reason: 'deferred' });
+    expect(again.invalidated === false && again.reason === 'deferred' && again.retryAfterSeconds).toBeLessThanOrEqual(10);
   });
 
   it('the example payments Lambda works against it, signing with the default credential chain from the environment', async () => {

@@ -1,8 +1,10 @@
 import { Readable } from 'node:stream';
 import { Agent, fetch, request } from 'undici';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { ForbiddenError, tokenInterceptor } from '../../client/index.js';
-import { withAuthorization } from '../../client/interceptor.js';
+import { ForbiddenError, RateLimitedError, type TokenSource } from '@token-broker/client';
+import { tokenInterceptor } from '@token-broker/client/interceptor';
+// White-box: an internal helper, imported from the source.
+import { withAuthorization } from '../../client/src/interceptor.js';
 import { errorBody, listen, mockBroker, newClient, record, tokenBody, type LocalServer } from './support.js';
 
 const CONN = 'vitesse-staging';
@@ -53,8 +55,11 @@ afterEach(async () => {
   other = undefined;
 });
 
-/** Broker mock: GET serves `tokens` in order (last one repeats); POST invalidate answers `invalidateStatus`. */
-function brokerServes(tokens: string[], invalidateStatus = 204) {
+/**
+ * Broker mock: GET serves `tokens` in order (last one repeats); POST invalidate answers `invalidateStatus`
+ * with `invalidateAnswer` (200) or an error body.
+ */
+function brokerServes(tokens: string[], invalidateStatus = 200, invalidateAnswer: Record<string, unknown> = { invalidated: true }) {
   const queue = [...tokens];
   broker.pool
     .intercept({ path: (p) => p.startsWith(`/prod/tokens/${CONN}?`), method: 'GET' })
@@ -70,7 +75,11 @@ function brokerServes(tokens: string[], invalidateStatus = 204) {
     .intercept({ path: `/prod/tokens/${CONN}/invalidate`, method: 'POST' })
     .reply((opts) => {
       record(broker.seen, opts as never);
-      return { statusCode: invalidateStatus, data: invalidateStatus === 204 ? '' : errorBody('internal', 'broken') };
+      return {
+        statusCode: invalidateStatus,
+        data: invalidateStatus === 200 ? JSON.stringify(invalidateAnswer) : errorBody('internal', 'broken'),
+        responseOptions: { headers: { 'content-type': 'application/json' } },
+      };
     })
     .persist();
 }
@@ -251,6 +260,62 @@ describe('tokenInterceptor', () => {
     // A later request through the same dispatcher is the only one the API ever sees.
     await request(`${api.server.url}/payments`, { dispatcher });
     expect(api.hits.map((h) => h.authorization)).toEqual(['Bearer tok-1']);
+  });
+
+  it('does not replay when the broker defers the report: the caller gets the 401, onHealError a RateLimitedError', async () => {
+    brokerServes(['tok-1', 'tok-2'], 200, { invalidated: false, reason: 'deferred', retry_after: 42 });
+    rejected.add('tok-1');
+    const { dispatcher, healErrors } = upstream();
+    const res = await request(`${api.server.url}/payments`, { dispatcher, method: 'POST', body: 'x' });
+    expect(res.statusCode).toBe(401);
+    expect(res.headers['www-authenticate']).toBe('Bearer error="invalid_token"');
+    expect(await res.body.json()).toEqual({ error: 'invalid_token', detail: 'upstream says no' });
+    // Sent once, with the rejected token; no second token was asked for.
+    expect(api.hits.map((h) => h.authorization)).toEqual(['Bearer tok-1']);
+    expect(invalidations()).toEqual(['tok-1']);
+    expect(tokenFetches()).toBe(1);
+    expect(healErrors).toHaveLength(1);
+    expect(healErrors[0]).toBeInstanceOf(RateLimitedError);
+    expect(healErrors[0]).toMatchObject({ code: 'rate_limited', retryAfterSeconds: 42, connection: CONN });
+
+    // The broker keeps serving tok-1, and so does the client: the next request goes out with it, its 401 is
+    // answered from the client's memory of the deferral (no second report), and it is not replayed either.
+    const next = await request(`${api.server.url}/payments/2`, { dispatcher });
+    expect(next.statusCode).toBe(401);
+    await next.body.text();
+    expect(api.hits.map((h) => h.authorization)).toEqual(['Bearer tok-1', 'Bearer tok-1']);
+    expect(invalidations()).toEqual(['tok-1']);
+    expect(tokenFetches()).toBe(1);
+  });
+
+  it('does not replay with the token it just reported when the token source hands that same token back', async () => {
+    rejected.add('tok-1');
+    const reports: string[] = [];
+    const sameToken: TokenSource = {
+      getToken: async () => ({ accessToken: 'tok-1', tokenType: 'Bearer', expiresAt: new Date(Date.now() + 300_000), expiresIn: 300 }),
+      invalidate: async (_connection, token) => {
+        reports.push(token);
+        return { invalidated: true };
+      },
+    };
+    const healErrors: unknown[] = [];
+    const dispatcher = agent.compose(tokenInterceptor(sameToken, { connection: CONN, origin: api.server.url, onHealError: (e) => healErrors.push(e) }));
+    const res = await request(`${api.server.url}/payments`, { dispatcher, method: 'POST', body: 'x' });
+    expect(res.statusCode).toBe(401);
+    expect(await res.body.json()).toEqual({ error: 'invalid_token', detail: 'upstream says no' });
+    expect(api.hits.map((h) => h.authorization)).toEqual(['Bearer tok-1']);
+    expect(reports).toEqual(['tok-1']);
+  });
+
+  it('replays after a not_current answer: the broker already has a newer token', async () => {
+    brokerServes(['tok-1', 'tok-2'], 200, { invalidated: false, reason: 'not_current' });
+    rejected.add('tok-1');
+    const { dispatcher, healErrors } = upstream();
+    const res = await request(`${api.server.url}/payments`, { dispatcher });
+    expect(res.statusCode).toBe(200);
+    await res.body.text();
+    expect(api.hits.map((h) => h.authorization)).toEqual(['Bearer tok-1', 'Bearer tok-2']);
+    expect(healErrors).toEqual([]);
   });
 
   it('refuses a plain-http origin that is not loopback', () => {

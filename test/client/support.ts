@@ -1,7 +1,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { MockAgent } from 'undici';
-import { TokenBrokerClient, type TokenBrokerClientOptions } from '../../client/index.js';
+import { TokenBrokerClient, type TokenBrokerClientOptions } from '@token-broker/client';
 
 export const ORIGIN = 'https://abc123.execute-api.eu-west-1.amazonaws.com';
 export const ENDPOINT = `${ORIGIN}/prod`;

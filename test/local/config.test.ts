@@ -132,7 +132,10 @@ describe('local secrets from the file', () => {
     expect((await source.get('local/pay')).credentials.client_secret).toBe('good');
     await expect(source.get('local/other')).rejects.toThrow('credentials store unavailable');
     write('good');
-    await expect(source.get('local/other')).rejects.toThrow('the credentials secret "local/other" is not in the local config file');
+    const missing = await source.get('local/other').catch((e: unknown) => e);
+    // The caller's message does not name the secret; the log detail does.
+    expect(missing).toMatchObject({ code: 'internal', message: "the connection's credentials are misconfigured; the broker's logs say how" });
+    expect((missing as { extra: { detail?: string } }).extra.detail).toBe('the credentials secret "local/other" is not in the local config file');
   });
 });
 

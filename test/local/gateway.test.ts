@@ -6,7 +6,7 @@
 import type { APIGatewayProxyEvent, APIGatewayProxyResult } from 'aws-lambda';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { HttpHandler } from '../../functions/broker/http.js';
-import { type Gateway, startGateway } from '../../functions/local/gateway.js';
+import { buildEvent, type Gateway, startGateway } from '../../functions/local/gateway.js';
 import { call, type Signing } from './helpers.js';
 
 const PRINCIPAL = 'arn:aws:iam::111122223333:role/payments-api';
@@ -122,5 +122,87 @@ describe('local gateway', () => {
     const r = await call(gateway.url, { path: '/tokens/pay', sign: KEY });
     expect(r.status).toBe(500);
     expect(r.json).toEqual({ error: 'internal', message: 'internal error' });
+  });
+
+  it('verifies a presigned request (signature in the query string) like a header-signed one', async () => {
+    const ok = await call(gateway.url, { path: '/tokens/pay?min_ttl=30', sign: { ...KEY, query: true, expires: 300 } });
+    expect(ok.status).toBe(200);
+    const { event } = seen[0]!;
+    expect(event.requestContext.identity.userArn).toBe(PRINCIPAL);
+    expect(event.headers.Authorization ?? event.headers.authorization).toBeUndefined();
+    expect(event.queryStringParameters?.['X-Amz-Signature']).toMatch(/^[0-9a-f]{64}$/);
+    expect(event.queryStringParameters?.min_ttl).toBe('30');
+
+    const tampered = await call(gateway.url, {
+      path: '/tokens/pay?min_ttl=30',
+      sign: { ...KEY, query: true },
+      tamper: (req) => void (req.path = req.path.replace('min_ttl=30', 'min_ttl=31')),
+    });
+    expect(tampered.status).toBe(403);
+    expect(String(tampered.json?.message)).toMatch(/does not match/);
+    const otherSecret = await call(gateway.url, { path: '/tokens/pay', sign: { ...KEY, secretAccessKey: 'wrong', query: true } });
+    expect(otherSecret.status).toBe(403);
+    clockOffset = 10 * 60_000;
+    const expired = await call(gateway.url, { path: '/tokens/pay', sign: { ...KEY, query: true, expires: 60 } });
+    expect(expired.status).toBe(403);
+    expect(String(expired.json?.message)).toMatch(/^Request has expired/);
+    expect(seen).toHaveLength(1);
+  });
+
+  it('treats header and query names like constructor, __proto__ and hasOwnProperty as plain names', async () => {
+    const names = ['constructor', '__proto__', 'hasOwnProperty', 'toString'];
+    const headers = Object.create(null) as Record<string, string>;
+    for (const n of names) headers[n] = `h-${n}`;
+    // aws4 (the test's signer) itself loses a `__proto__` query name, so the signed requests carry the other
+    // three in the query; buildEvent below gets all four.
+    const signable = names.filter((n) => n !== '__proto__');
+    const query = signable.map((n) => `${n}=q-${n}`).join('&');
+
+    // Unsigned: refused by authentication (403), not a crash (500).
+    const unsigned = await call(gateway.url, { path: `/tokens/pay?${names.map((n) => `${n}=1`).join('&')}`, headers });
+    expect(unsigned.status).toBe(403);
+    expect(unsigned.json).toEqual({ error: 'forbidden', message: 'Missing Authentication Token' });
+
+    // Signed: reaches the handler with every name as an ordinary key.
+    const signed = await call(gateway.url, { path: `/tokens/pay?${query}&${query}`, headers, sign: KEY });
+    expect(signed.json).toEqual({ ok: true });
+    const { event } = seen[0]!;
+    for (const n of names) {
+      expect(Object.getOwnPropertyDescriptor(event.headers, n)?.value).toBe(`h-${n}`);
+      expect(Object.getOwnPropertyDescriptor(event.multiValueHeaders, n)?.value).toEqual([`h-${n}`]);
+    }
+    for (const n of signable) {
+      expect(Object.getOwnPropertyDescriptor(event.queryStringParameters, n)?.value).toBe(`q-${n}`);
+      expect(Object.getOwnPropertyDescriptor(event.multiValueQueryStringParameters, n)?.value).toEqual([`q-${n}`, `q-${n}`]);
+    }
+
+    // Presigned, with such names in the query too.
+    const presigned = await call(gateway.url, { path: `/tokens/pay?${query}`, headers, sign: { ...KEY, query: true } });
+    expect(presigned.json).toEqual({ ok: true });
+  });
+
+  it('builds the event with request names as own keys, __proto__ included, and pollutes no prototype', () => {
+    const names = ['constructor', '__proto__', 'hasOwnProperty', 'toString'];
+    const headers = Object.create(null) as Record<string, string[]>;
+    for (const n of names) headers[n] = [`h-${n}`];
+    const event = buildEvent({
+      method: 'GET',
+      target: `/tokens/pay?${names.map((n) => `${n}=a&${n}=b`).join('&')}`,
+      headers,
+      body: Buffer.alloc(0),
+      accessKeyId: KEY.accessKeyId,
+      caller: { secretAccessKey: KEY.secretAccessKey, principal: PRINCIPAL },
+      sourceIp: '127.0.0.1',
+      requestId: 'r-1',
+      now: Date.now(),
+    });
+    for (const n of names) {
+      expect(Object.getOwnPropertyDescriptor(event.queryStringParameters, n)?.value).toBe('b');
+      expect(Object.getOwnPropertyDescriptor(event.multiValueQueryStringParameters, n)?.value).toEqual(['a', 'b']);
+      expect(Object.getOwnPropertyDescriptor(event.headers, n)?.value).toBe(`h-${n}`);
+    }
+    // Serialised as Lambda would receive it, the names survive as plain JSON keys.
+    expect(JSON.parse(JSON.stringify(event.queryStringParameters))).toEqual(JSON.parse(`{${names.map((n) => `"${n}":"b"`).join(',')}}`));
+    expect(({} as Record<string, unknown>).hasOwnProperty).toBe(Object.prototype.hasOwnProperty);
   });
 });

@@ -105,6 +105,10 @@ export interface Signing {
   service?: string;
   /** Sign as of this time (default now). */
   date?: Date;
+  /** Presign: put the signature in the query string (`X-Amz-Signature`) instead of an Authorization header. */
+  query?: boolean;
+  /** With `query`: `X-Amz-Expires` in seconds. */
+  expires?: number;
 }
 
 export interface Call {
@@ -132,12 +136,22 @@ export function call(baseUrl: string, c: Call): Promise<Reply> {
   if (c.body !== undefined && !Object.keys(headers).some((h) => h.toLowerCase() === 'content-type')) headers['content-type'] = 'application/json';
   let path = c.path;
   if (c.sign) {
-    if (c.sign.date) headers['X-Amz-Date'] = c.sign.date.toISOString().replace(/[:-]|\.\d{3}/g, '');
+    const date = c.sign.date?.toISOString().replace(/[:-]|\.\d{3}/g, '');
+    let unsignedPath = c.path;
+    if (c.sign.query) {
+      const params: Array<[string, string]> = [];
+      if (date) params.push(['X-Amz-Date', date]);
+      if (c.sign.expires !== undefined) params.push(['X-Amz-Expires', String(c.sign.expires)]);
+      if (params.length) unsignedPath += (unsignedPath.includes('?') ? '&' : '?') + new URLSearchParams(params).toString();
+    } else if (date) {
+      headers['X-Amz-Date'] = date;
+    }
     const signed = aws4.sign(
       {
         host: u.host,
         method: c.method ?? 'GET',
-        path: c.path,
+        path: unsignedPath,
+        ...(c.sign.query ? { signQuery: true } : {}),
         headers,
         ...(c.body !== undefined ? { body: c.body } : {}),
         service: c.sign.service ?? 'execute-api',

@@ -251,3 +251,93 @@ describe('verifySigV4 against @smithy/signature-v4', () => {
     expect(refusal({ ...req, target: '/tokens/demo?min_ttl=60&extra=1' })).toMatch(/does not match/);
   });
 });
+
+describe('verifySigV4: presigned requests (signature in the query string)', () => {
+  /** Presigns with aws4 (`signQuery`) and returns the request as the gateway would see it. */
+  function aws4Presigned(i: Aws4Input & { expires?: number }): SignedRequest {
+    const [path, query = ''] = i.path.split('?') as [string, string?];
+    const params = new URLSearchParams(query);
+    params.set('X-Amz-Date', amzDate(i.at ?? T0));
+    if (i.expires !== undefined) params.set('X-Amz-Expires', String(i.expires));
+    const signed = aws4.sign(
+      {
+        host: HOST,
+        method: i.method ?? 'GET',
+        path: `${path}?${params.toString()}`,
+        headers: i.headers ?? {},
+        ...(i.body !== undefined ? { body: i.body } : {}),
+        service: i.service ?? 'execute-api',
+        region: i.region ?? 'us-east-1',
+        signQuery: true,
+      },
+      { accessKeyId: AKID, secretAccessKey: i.secret ?? SECRET, ...(i.sessionToken ? { sessionToken: i.sessionToken } : {}) },
+    );
+    const headers: Record<string, string> = { Host: HOST };
+    for (const [k, v] of Object.entries(signed.headers ?? {})) headers[k] = String(v);
+    return { method: signed.method ?? 'GET', target: signed.path!, headers, body: Buffer.from(i.body ?? '') };
+  }
+
+  const withQuery = (req: SignedRequest, change: (q: URLSearchParams) => void): SignedRequest => {
+    const [path, query = ''] = req.target.split('?') as [string, string?];
+    const q = new URLSearchParams(query);
+    change(q);
+    return { ...req, target: `${path}?${q.toString()}` };
+  };
+
+  it('accepts an aws4 presigned GET (X-Amz-Signature in the query, no Authorization header) and a session token in the query', () => {
+    const req = aws4Presigned({ path: '/tokens/demo?min_ttl=60' });
+    expect(req.target).toMatch(/[?&]X-Amz-Signature=[0-9a-f]{64}/);
+    expect(Object.keys(req.headers).map((h) => h.toLowerCase())).not.toContain('authorization');
+    expect(verifySigV4(req, opts())).toEqual({ accessKeyId: AKID });
+    expect(verifySigV4(aws4Presigned({ path: '/tokens/demo', sessionToken: 'session-q' }), opts())).toEqual({ accessKeyId: AKID, sessionToken: 'session-q' });
+  });
+
+  it('accepts an @smithy/signature-v4 presigned request, with X-Amz-Expires', async () => {
+    const signer = new SignatureV4({ credentials: { accessKeyId: AKID, secretAccessKey: SECRET }, region: 'us-east-1', service: 'execute-api', sha256: Sha256 });
+    const presigned = await signer.presign(
+      { method: 'GET', protocol: 'http:', hostname: '127.0.0.1', port: 8787, path: '/tokens/demo', query: { min_ttl: '60' }, headers: { host: HOST } },
+      { signingDate: new Date(T0), expiresIn: 300 },
+    );
+    const q = Object.entries(presigned.query ?? {})
+      .map(([k, v]) => `${encodeURIComponent(k)}=${encodeURIComponent(String(v))}`)
+      .join('&');
+    const req = { method: 'GET', target: `/tokens/demo?${q}`, headers: presigned.headers, body: Buffer.alloc(0) };
+    expect(q).toContain('X-Amz-Expires=300');
+    expect(verifySigV4(req, opts({ now: T0 + 299_000 })).accessKeyId).toBe(AKID);
+    expect(refusal(req, opts({ now: T0 + 301_000 }))).toMatch(/^Request has expired/);
+  });
+
+  it('covers the query, the path, the body and the signed headers like the header form', () => {
+    const req = aws4Presigned({ path: '/tokens/demo?min_ttl=60' });
+    expect(refusal(withQuery(req, (q) => q.set('min_ttl', '61')))).toMatch(/does not match/);
+    expect(refusal(withQuery(req, (q) => q.append('extra', '1')))).toMatch(/does not match/);
+    expect(refusal({ ...req, target: req.target.replace('/tokens/demo', '/tokens/other') })).toMatch(/does not match/);
+    expect(refusal(aws4Presigned({ path: '/tokens/demo', secret: 'not-the-secret' }))).toMatch(/does not match/);
+    const post = aws4Presigned({ method: 'POST', path: '/tokens/demo/invalidate', body: '{"access_token":"abc"}' });
+    expect(verifySigV4(post, opts()).accessKeyId).toBe(AKID);
+    expect(refusal({ ...post, body: Buffer.from('{"access_token":"abd"}') })).toMatch(/does not match/);
+  });
+
+  it('applies the 15-minute rule without X-Amz-Expires, and X-Amz-Expires (at most 7 days) when given', () => {
+    const plain = aws4Presigned({ path: '/tokens/demo' });
+    expect(verifySigV4(plain, opts({ now: T0 + 14 * 60_000 })).accessKeyId).toBe(AKID);
+    expect(refusal(plain, opts({ now: T0 + 16 * 60_000 }))).toMatch(/^Signature expired/);
+    expect(refusal(plain, opts({ now: T0 - 16 * 60_000 }))).toMatch(/^Signature not yet current/);
+    const hour = aws4Presigned({ path: '/tokens/demo', expires: 3600 });
+    expect(verifySigV4(hour, opts({ now: T0 + 59 * 60_000 })).accessKeyId).toBe(AKID);
+    expect(refusal(hour, opts({ now: T0 + 61 * 60_000 }))).toMatch(/^Request has expired/);
+    expect(refusal(aws4Presigned({ path: '/tokens/demo', expires: 604_801 }))).toMatch(/X-Amz-Expires/);
+    expect(refusal(aws4Presigned({ path: '/tokens/demo', expires: 0 }))).toMatch(/X-Amz-Expires/);
+  });
+
+  it('refuses incomplete or repeated signing parameters, another algorithm, and both forms in one request', () => {
+    const req = aws4Presigned({ path: '/tokens/demo' });
+    expect(refusal(withQuery(req, (q) => q.delete('X-Amz-Credential')))).toMatch(/requires 'X-Amz-Algorithm'/);
+    expect(refusal(withQuery(req, (q) => q.delete('X-Amz-SignedHeaders')))).toMatch(/requires/);
+    expect(refusal(withQuery(req, (q) => q.append('X-Amz-Signature', '0'.repeat(64))))).toBe("'X-Amz-Signature' must be given once");
+    expect(refusal(withQuery(req, (q) => q.set('X-Amz-Algorithm', 'AWS4-HMAC-SHA1')))).toMatch(/Unsupported X-Amz-Algorithm/);
+    expect(refusal(withQuery(req, (q) => q.set('X-Amz-SignedHeaders', 'x-amz-date')))).toBe("'Host' must be a signed header");
+    const headerSigned = aws4Signed({ path: '/tokens/demo' });
+    expect(refusal({ ...req, headers: { ...req.headers, Authorization: String(headerSigned.headers.Authorization) } })).toMatch(/^Only one auth mechanism allowed/);
+  });
+});

@@ -1,8 +1,9 @@
 /**
  * TokenBrokerClient: what a microservice uses to get an upstream OAuth token from the broker.
  *
- * - Signs each request with SigV4 (service `execute-api`) using the given credentials or, lazily, the
- *   default AWS credential chain (`@aws-sdk/credential-provider-node`, loaded on first use only).
+ * - Signs each request with SigV4 (service `execute-api`; `@smithy/signature-v4` with node:crypto's SHA-256)
+ *   using the given credentials or, lazily, the default AWS credential chain
+ *   (`@aws-sdk/credential-provider-node`, loaded on first use only).
  * - Keeps one token per connection in process memory and serves it while it has at least
  *   `minTtl + skewSeconds` left; concurrent `getToken` calls for one connection share one broker request.
  * - Retries 429/503 and network failures with full jitter, honouring `Retry-After`, and never sleeps
@@ -10,13 +11,12 @@
  * - Never logs; no error message carries a token.
  *
  * - HTTP: the runtime's built-in fetch (undici inside Node, keep-alive global Agent) unless an undici
- *   `dispatcher` is given; undici is imported for its types only, so it is not bundled on our account.
+ *   `dispatcher` is given. The dispatcher is typed structurally (`BrokerDispatcher`), so neither this
+ *   module's code nor its types need the undici package.
  *
- * Imports nothing from functions/: a caller's bundle gets this directory and the AWS signing bits.
+ * Imports nothing from functions/: a caller's bundle gets this package and the AWS signing bits.
  */
-import type { Dispatcher } from 'undici';
 import { SignatureV4 } from '@smithy/signature-v4';
-import { Sha256 } from '@aws-crypto/sha256-js';
 import type { AwsCredentialIdentity, AwsCredentialIdentityProvider } from '@smithy/types';
 import {
   BrokerUnreachableError,
@@ -27,6 +27,26 @@ import {
   UnavailableError,
   errorFromResponse,
 } from './errors.js';
+import { NodeSha256 } from './sha256.js';
+
+/**
+ * The part of an undici `Dispatcher` the client uses: `request()`. Any undici 7 `Agent`, `Pool` or `MockAgent`
+ * fits; declared here so that callers who do not use undici need neither the package nor its types.
+ */
+export interface BrokerDispatcher {
+  request(options: {
+    origin: string;
+    path: string;
+    method: 'GET' | 'POST';
+    headers: Record<string, string>;
+    body: string | null;
+    signal: AbortSignal;
+  }): Promise<{
+    statusCode: number;
+    headers: Record<string, string | string[] | undefined>;
+    body: { text(): Promise<string> };
+  }>;
+}
 
 export interface TokenBrokerClientOptions {
   /** Base URL of the broker API, stage path included: `https://abc.execute-api.eu-west-1.amazonaws.com/prod`. */
@@ -40,7 +60,7 @@ export interface TokenBrokerClientOptions {
    * tests). Default: the runtime's built-in fetch, which is undici with a keep-alive global Agent, so the
    * client does not pull the undici package (~520 KB minified) into bundles that do not already have it.
    */
-  dispatcher?: Dispatcher;
+  dispatcher?: BrokerDispatcher;
   /** Default `minTtl` for getToken, in seconds. Default 60 (the broker's default). */
   minTtl?: number;
   /** Extra seconds a cached token must have left beyond `minTtl` (covers clock drift and latency). Default 5. */
@@ -80,10 +100,22 @@ export interface BrokerToken {
   scope?: string;
 }
 
+/**
+ * What the broker did with a reported token (`POST /tokens/{connection}/invalidate`, 200):
+ * - `invalidated: true`: it was the cached token; the broker stops serving it.
+ * - `reason: 'not_current'`: the broker already serves another token; nothing changed.
+ * - `reason: 'deferred'`: the budget guard will not spend a token request on it now; the broker keeps
+ *   serving this token until it expires or, `retryAfterSeconds` from now, a new report can be honoured.
+ */
+export type InvalidateResult =
+  | { invalidated: true }
+  | { invalidated: false; reason: 'not_current' }
+  | { invalidated: false; reason: 'deferred'; retryAfterSeconds: number };
+
 /** What the interceptor needs from a client (lets tests and callers substitute their own). */
 export interface TokenSource {
   getToken(connection: string, options?: GetTokenOptions): Promise<BrokerToken>;
-  invalidate(connection: string, accessToken: string, options?: InvalidateOptions): Promise<void>;
+  invalidate(connection: string, accessToken: string, options?: InvalidateOptions): Promise<InvalidateResult>;
 }
 
 interface CachedToken {
@@ -115,7 +147,7 @@ export class TokenBrokerClient implements TokenSource {
   readonly #basePath: string;
   readonly #region: string;
   readonly #signer: SignatureV4;
-  readonly #dispatcher: Dispatcher | undefined;
+  readonly #dispatcher: BrokerDispatcher | undefined;
   readonly #minTtl: number;
   readonly #skewMs: number;
   readonly #deadlineMs: number;
@@ -127,9 +159,11 @@ export class TokenBrokerClient implements TokenSource {
   readonly #random: () => number;
   readonly #cache = new Map<string, CachedToken>();
   readonly #flights = new Map<string, Flight>();
-  readonly #invalidations = new Map<string, Promise<void>>();
-  /** Reports the broker acknowledged (`connection\ntoken`), so that a token is reported once. */
+  readonly #invalidations = new Map<string, Promise<InvalidateResult>>();
+  /** Reports the broker honoured or found stale (`connection\ntoken`), so that a token is reported once. */
   readonly #reported = new Set<string>();
+  /** Reports the broker deferred (`connection\ntoken` → epoch ms until which it said so): answered locally until then. */
+  readonly #deferred = new Map<string, number>();
   /** Tokens this process reported as rejected, per connection: never cached or served again. */
   readonly #rejected = new Map<string, Set<string>>();
 
@@ -140,7 +174,7 @@ export class TokenBrokerClient implements TokenSource {
     this.#signer = new SignatureV4({
       service: 'execute-api',
       region: this.#region,
-      sha256: Sha256,
+      sha256: NodeSha256,
       credentials: options.credentials ?? lazyDefaultCredentials(),
     });
     this.#dispatcher = options.dispatcher;
@@ -190,31 +224,49 @@ export class TokenBrokerClient implements TokenSource {
   }
 
   /**
-   * Reports a token the upstream rejected (HTTP 401). This process stops serving it at once (and refuses it
-   * if the broker hands it out again while the invalidation spreads); the broker stops serving it if it is
-   * still its current token. Concurrent reports of one token share one request. Resolves on 204.
+   * Reports a token the upstream rejected (HTTP 401) and resolves with what the broker did (`InvalidateResult`).
+   * - This process stops serving the token at once, and refuses it if the broker hands it out again while
+   *   the invalidation spreads, unless the broker answers `deferred`: it then keeps serving that token, and so
+   *   does this process.
+   * - Concurrent reports of one token share one request. A token the broker honoured or found stale is not
+   *   reported again (the answer is `not_current`); a deferred report is answered locally, `deferred` with the
+   *   seconds left, until its `retry_after` has passed.
    */
-  async invalidate(connection: string, accessToken: string, options: InvalidateOptions = {}): Promise<void> {
+  async invalidate(connection: string, accessToken: string, options: InvalidateOptions = {}): Promise<InvalidateResult> {
     checkConnection(connection);
     if (typeof accessToken !== 'string' || accessToken.length === 0) {
       throw new InvalidRequestError('invalidate needs the rejected access token', { status: 0, connection });
     }
-    this.#reject(connection, accessToken);
     const key = `${connection}\n${accessToken}`;
     // One report per token is enough: the broker ignores reports of a token it no longer serves.
-    if (this.#reported.has(key)) return;
+    if (this.#reported.has(key)) return { invalidated: false, reason: 'not_current' };
+    const deferredUntil = this.#deferred.get(key);
+    if (deferredUntil !== undefined) {
+      const left = Math.ceil((deferredUntil - this.#now()) / 1000);
+      if (left > 0) return { invalidated: false, reason: 'deferred', retryAfterSeconds: left };
+      this.#deferred.delete(key);
+    }
     const pending = this.#invalidations.get(key);
     if (pending) return pending;
+    const dropped = this.#reject(connection, accessToken);
     const deadline = this.#now() + (options.deadlineMs ?? this.#deadlineMs);
     const body = JSON.stringify({ access_token: accessToken });
     const promise = this.#withRetries(connection, deadline, async (timeoutMs) => {
       const res = await this.#exchange(connection, 'POST', `/tokens/${connection}/invalidate`, undefined, body, timeoutMs);
-      if (res.status >= 200 && res.status < 300) return;
+      if (res.status === 204) return { invalidated: true } as const; // a broker from before the 200 answers
+      if (res.status === 200) return parseInvalidateResult(res.text, connection);
       throw redact(this.#errorFor(res, connection), accessToken);
     })
-      .then(() => {
-        this.#reported.add(key);
-        if (this.#reported.size > REPORTED_MAX) this.#reported.delete(this.#reported.values().next().value as string);
+      .then((result) => {
+        if (!result.invalidated && result.reason === 'deferred') {
+          // The broker keeps serving this token: so does this process (a new report may be honoured later).
+          this.#unreject(connection, accessToken);
+          if (dropped && !this.#cache.has(connection)) this.#cache.set(connection, dropped);
+          remember(this.#deferred, key, this.#now() + result.retryAfterSeconds * 1000);
+        } else {
+          remember(this.#reported, key);
+        }
+        return result;
       })
       .finally(() => this.#invalidations.delete(key));
     this.#invalidations.set(key, promise);
@@ -235,8 +287,11 @@ export class TokenBrokerClient implements TokenSource {
     return undefined;
   }
 
-  #reject(connection: string, accessToken: string): void {
-    if (this.#cache.get(connection)?.accessToken === accessToken) this.#cache.delete(connection);
+  /** Stops serving a reported token in this process; returns the cache entry it dropped, if any. */
+  #reject(connection: string, accessToken: string): CachedToken | undefined {
+    const cached = this.#cache.get(connection);
+    const dropped = cached?.accessToken === accessToken ? cached : undefined;
+    if (dropped) this.#cache.delete(connection);
     let rejected = this.#rejected.get(connection);
     if (!rejected) this.#rejected.set(connection, (rejected = new Set()));
     rejected.delete(accessToken);
@@ -245,6 +300,11 @@ export class TokenBrokerClient implements TokenSource {
       const oldest = rejected.values().next().value;
       if (oldest !== undefined) rejected.delete(oldest);
     }
+    return dropped;
+  }
+
+  #unreject(connection: string, accessToken: string): void {
+    this.#rejected.get(connection)?.delete(accessToken);
   }
 
   async #fetchToken(connection: string, minTtl: number, timeoutMs: number): Promise<CachedToken> {
@@ -390,6 +450,37 @@ function parseToken(text: string, sentAt: number, connection: string): CachedTok
   };
   if (typeof scope === 'string') token.scope = scope;
   return token;
+}
+
+/** The 200 body of POST /invalidate. Anything else is an InternalError (never echoing the body). */
+function parseInvalidateResult(text: string, connection: string): InvalidateResult {
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    body = undefined;
+  }
+  const fields = typeof body === 'object' && body !== null ? (body as Record<string, unknown>) : {};
+  if (fields.invalidated === true) return { invalidated: true };
+  if (fields.invalidated === false && fields.reason === 'not_current') return { invalidated: false, reason: 'not_current' };
+  const retryAfter = fields.retry_after;
+  if (fields.invalidated === false && fields.reason === 'deferred' && typeof retryAfter === 'number' && Number.isInteger(retryAfter) && retryAfter >= 0) {
+    return { invalidated: false, reason: 'deferred', retryAfterSeconds: retryAfter };
+  }
+  throw new InternalError(`token broker answered the invalidation for connection "${connection}" with an unusable body`, { status: 200, connection });
+}
+
+/** Adds to a bounded Set or Map (oldest entry dropped first). */
+function remember(into: Set<string>, key: string): void;
+function remember(into: Map<string, number>, key: string, value: number): void;
+function remember(into: Set<string> | Map<string, number>, key: string, value?: number): void {
+  if (into instanceof Map) {
+    into.delete(key);
+    into.set(key, value as number);
+  } else {
+    into.add(key);
+  }
+  if (into.size > REPORTED_MAX) into.delete(into.keys().next().value as string);
 }
 
 const REDACTED = '[token redacted]';

@@ -10,7 +10,9 @@
  * - Only requests whose origin is one of `origin` get `Authorization: Bearer <token>` (replacing any the
  *   caller set); everything else passes through untouched, so the token never leaks to another host.
  * - On a 401 from that origin it reports the token (`invalidate`), gets a fresh one and sends the request
- *   again, once. The 401 is held back meanwhile; if no fresh token can be had, the caller gets that 401.
+ *   again, once. The 401 is held back meanwhile; the caller gets that 401 if no fresh token can be had, if
+ *   the broker defers the report (`deferred`: it keeps serving that token), or if the token handed back is
+ *   the one just reported. It never replays a request with the token the upstream rejected.
  * - Replay needs the body again. Strings, Buffers/Uint8Arrays, FormData and empty bodies are replayable.
  *   Stream bodies (Readable, async iterables, web ReadableStream, and every body undici's `fetch()` sends)
  *   are buffered up to `maxReplayBodyBytes` (default 1 MiB) before the first send; a larger body is sent
@@ -19,6 +21,7 @@
  */
 import type { Dispatcher } from 'undici';
 import { isLoopback, type TokenSource } from './client.js';
+import { RateLimitedError } from './errors.js';
 
 export interface TokenInterceptorOptions {
   /** Broker connection whose token the upstream accepts. */
@@ -31,12 +34,15 @@ export interface TokenInterceptorOptions {
   maxReplayBodyBytes?: number;
   /** Largest 401 body held back while healing; a larger one is passed on and the request is not replayed. Default 64 KiB. */
   maxHeldResponseBytes?: number;
-  /** Told when healing fails (the caller then gets the original 401). Errors here never carry a token. */
+  /**
+   * Told when healing fails (the caller then gets the original 401), including a report the broker deferred
+   * (a `RateLimitedError` with `retryAfterSeconds`). Errors here never carry a token.
+   */
   onHealError?: (error: unknown) => void;
 }
 
-type Headers = Dispatcher.DispatchOptions['headers'];
-type Body = Dispatcher.DispatchOptions['body'];
+type Headers = NonNullable<Dispatcher.DispatchOptions['headers']>;
+type Body = NonNullable<Dispatcher.DispatchOptions['body']>;
 
 export function tokenInterceptor(tokens: TokenSource, options: TokenInterceptorOptions): Dispatcher.DispatcherComposeInterceptor {
   const origins = new Set((Array.isArray(options.origin) ? options.origin : [options.origin]).map(normaliseOrigin));
@@ -108,14 +114,32 @@ class Exchange {
     }
   }
 
-  /** After a 401 on attempt 1: report the token, get a fresh one, send again; else hand over the 401. */
+  /**
+   * After a 401 on attempt 1: report the token, get a fresh one, send again. The caller gets the held 401
+   * instead when the broker defers the report (it keeps serving that very token), when no token can be had,
+   * or when the token handed back is the one just reported: replaying with a rejected token is pointless.
+   */
   async heal(token: string, held: HeldResponse): Promise<void> {
+    const { tokens, connection, onHealError } = this.settings;
     let fresh: string;
     try {
-      await this.settings.tokens.invalidate(this.settings.connection, token).catch((e: unknown) => this.settings.onHealError(e));
-      fresh = (await this.settings.tokens.getToken(this.settings.connection, this.settings.getOptions)).accessToken;
+      const answer = await tokens.invalidate(connection, token).catch((e: unknown) => {
+        onHealError(e);
+        return undefined;
+      });
+      if (answer && !answer.invalidated && answer.reason === 'deferred') {
+        onHealError(
+          new RateLimitedError(
+            `token broker deferred the report of a rejected token for connection "${connection}": it stays in service for up to ${answer.retryAfterSeconds} s, so the 401 is passed on`,
+            { status: 200, connection, retryAfterSeconds: answer.retryAfterSeconds },
+          ),
+        );
+        held.deliver(this);
+        return;
+      }
+      fresh = (await tokens.getToken(connection, this.settings.getOptions)).accessToken;
     } catch (e) {
-      this.settings.onHealError(e);
+      onHealError(e);
       held.deliver(this);
       return;
     }
@@ -288,7 +312,7 @@ class StableController implements Dispatcher.DispatchController {
 }
 
 /** Sets `authorization` on any of undici's header shapes (object, flat array, iterable of pairs). */
-export function withAuthorization(headers: Headers, value: string): Headers {
+export function withAuthorization(headers: Headers | null | undefined, value: string): Headers {
   if (headers == null) return { authorization: value };
   const isAuth = (name: unknown) => String(name).toLowerCase() === 'authorization';
   if (Array.isArray(headers)) {
