@@ -76,8 +76,8 @@ describe('status', () => {
     expect(r.code).toBe(0);
     expect(r.stderr).toBe('');
     const lines = jsonLines(r.stdout);
-    expect(lines.map((l) => l.connection)).toEqual(['circuit', 'pay', 'vertex']);
-    const v = lines[2]!;
+    expect(lines.map((l) => l.connection)).toEqual(['circuit', 'guarded', 'pay', 'vertex']);
+    const v = lines[3]!;
     expect(v).toMatchObject({
       connection: 'vertex',
       tokenFp: null,
@@ -86,7 +86,7 @@ describe('status', () => {
       circuit: { state: 'closed' },
       ledger: { key: 'vertex', used: 0, max: 10, windowSeconds: 28800, nextSlotAt: null, remaining: 10 },
     });
-    expect(lines[1]).toMatchObject({ connection: 'pay', ledger: null });
+    expect(lines[2]).toMatchObject({ connection: 'pay', ledger: null });
   });
 
   it('shows the cached token by fingerprint, the ledger and the circuit, and never the token', async () => {
@@ -130,7 +130,7 @@ describe('status', () => {
     const r = await ops('status', 'nope');
     expect(r.code).toBe(1);
     expect(r.stdout).toBe('');
-    expect(r.stderr).toBe('error: unknown connection "nope" in the config file (connections: circuit, pay, vertex)\n');
+    expect(r.stderr).toBe('error: unknown connection "nope" in the config file (connections: circuit, guarded, pay, vertex)\n');
   });
 });
 
@@ -227,6 +227,21 @@ describe('refresh', () => {
     expect(r.code).toBe(0);
     expect(r.stdout).toBe('refresh vertex: invalidated token fp fp-old; the next request fetches a new one.\n');
     expect((await store.get('vertex'))?.invalidated).toBe(true);
+  });
+
+  it('names the rule that defers it: the spacing the broker left in the item, or the reserve', async () => {
+    await seedToken(store, 'vertex', { now: T0 - 60_000, expiresAt: T0 + HOUR, fp: 'fp-v' });
+    await seedNote(store, 'vertex', T0, { demandBackoff: backoff(T0 + 600_000, { code: 'rate_limited', refusal: 'spacing' }) });
+    const spacing = await ops('refresh', 'vertex');
+    expect(spacing.code).toBe(1);
+    expect(spacing.stdout).toContain('deferred by the budget guard (spacing: on-demand token requests are at least 2880 s apart): it can be honoured 2026-11-30T09:10:00.000Z (in 10m)');
+
+    await ops('reset', 'vertex');
+    // 8 of 10 spent, the last an hour ago (past the spacing): a demand request would leave fewer than 2.
+    for (let i = 0; i < 8; i++) await debit(`r${i}`, 2 * HOUR - i * 60_000);
+    const reserve = await ops('refresh', 'vertex');
+    expect(reserve.code).toBe(1);
+    expect(reserve.stdout).toContain('deferred by the budget guard (reserve: the last 2 requests of the budget (10 per 28800 s) are kept for expiring tokens)');
   });
 
   it('is deferred while the circuit is open, saying reset closes it', async () => {

@@ -26,7 +26,7 @@ export const CALLER = { accessKeyId: 'AKIDLOCALOPS', secretAccessKey: 'local-ops
 
 /**
  * The local config file npm start and the CLI read: `vertex` rate-limited like Vertex O Series (10 per 8 h),
- * `pay` without rateLimit, `circuit` rate-limited (for the circuit test), all against `tokenUrl`.
+ * `pay` without rateLimit, `circuit` and `guarded` rate-limited (for the circuit and refresh tests), all against `tokenUrl`.
  */
 export function writeLocalConfig(dir: string, tokenUrl: string): string {
   const callers = ['arn:aws:iam::111122223333:role/payments-*'];
@@ -35,11 +35,13 @@ export function writeLocalConfig(dir: string, tokenUrl: string): string {
       vertex: { tokenUrl, grantType: 'client_credentials', secret: 'local/vertex', callers, rateLimit: { max: 10, windowSeconds: 28800 } },
       pay: { tokenUrl, grantType: 'client_credentials', scope: 'API', secret: 'local/pay', callers },
       circuit: { tokenUrl, grantType: 'client_credentials', secret: 'local/circuit', callers, rateLimit: { max: 10, windowSeconds: 28800 } },
+      guarded: { tokenUrl, grantType: 'client_credentials', secret: 'local/guarded', callers, rateLimit: { max: 10, windowSeconds: 28800 } },
     },
     secrets: {
       'local/vertex': { client_id: 'vertex-client', client_secret: 'vertex-secret' },
       'local/pay': { client_id: 'pay-client', client_secret: 'pay-secret' },
       'local/circuit': { client_id: 'circuit-client', client_secret: 'circuit-secret' },
+      'local/guarded': { client_id: 'guarded-client', client_secret: 'guarded-secret' },
     },
     callers: { [CALLER.accessKeyId]: { secretAccessKey: CALLER.secretAccessKey, principal: 'arn:aws:iam::111122223333:role/payments-api' } },
   };
