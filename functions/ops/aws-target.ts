@@ -20,7 +20,7 @@ import { GetCallerIdentityCommand, STSClient } from '@aws-sdk/client-sts';
 import { defaultProvider } from '@aws-sdk/credential-provider-node';
 import { DynamoTokenStore } from '../adapters/dynamodb-store.js';
 import { type BrokerConfig, ConfigError, parseConfig, parseConfigText } from '../core/config.js';
-import { cloudWatchSink } from './audit.js';
+import { cloudWatchSink } from './audit-cloudwatch.js';
 import { OpsError, describeAwsError } from './errors.js';
 import type { TargetFlags } from './flags.js';
 import type { Target } from './target.js';
@@ -182,6 +182,7 @@ export async function stageTarget(flags: Extract<TargetFlags, { kind: 'stage' }>
     return {
       name: flags.stage,
       where: `table ${table} (stack ${stack}, ${region})`,
+      missingTableHint: `the stack's ${STACK_OUTPUTS.table} output names it, but DynamoDB does not know it`,
       config,
       table,
       dynamodb: clients.dynamodb,

@@ -17,6 +17,8 @@ export interface Target {
   name: string;
   /** Where the table is, for messages: `table X at http://...` or `table X (stack TokenBroker-prod, eu-west-1)`. */
   where: string;
+  /** Said after "table not found". */
+  missingTableHint: string;
   config: BrokerConfig;
   table: string;
   dynamodb: DynamoDBClient;
@@ -40,6 +42,7 @@ export function localTarget(flags: Extract<TargetFlags, { kind: 'local' }>, clie
   return {
     name: 'local',
     where: `table ${flags.table} at ${flags.endpoint}`,
+    missingTableHint: 'npm start --dynamodb-endpoint creates it; check --table',
     config,
     table: flags.table,
     dynamodb,
@@ -64,7 +67,7 @@ export async function onTable<T>(target: Target, doing: string, run: () => Promi
   try {
     return await run();
   } catch (e) {
-    if ((e as { name?: string })?.name === 'ResourceNotFoundException') throw new OpsError(`${doing}: ${target.where}: table not found`);
+    if ((e as { name?: string })?.name === 'ResourceNotFoundException') throw new OpsError(`${doing}: ${target.where}: table not found (${target.missingTableHint})`);
     throw new OpsError(describeAwsError(e, `${doing} (${target.where})`));
   }
 }

@@ -1,7 +1,8 @@
 import { CloudWatchLogsClient, CreateLogStreamCommand, PutLogEventsCommand, ResourceAlreadyExistsException, ResourceNotFoundException } from '@aws-sdk/client-cloudwatch-logs';
 import { mockClient } from 'aws-sdk-client-mock';
 import { afterAll, beforeEach, describe, expect, it } from 'vitest';
-import { type AuditRecord, auditLine, cloudWatchSink, streamSink } from '../../functions/ops/audit.js';
+import { type AuditRecord, auditLine, streamSink } from '../../functions/ops/audit.js';
+import { cloudWatchSink } from '../../functions/ops/audit-cloudwatch.js';
 
 const logs = mockClient(CloudWatchLogsClient);
 const client = new CloudWatchLogsClient({ region: 'eu-west-1', credentials: { accessKeyId: 'x', secretAccessKey: 'y' } });

@@ -268,13 +268,13 @@ describe('failures are one line, exit 1', () => {
     const c = capture();
     const args = ['--config', configPath, '--dynamodb-endpoint', dynamo.endpoint, '--table', 'no-such-table'];
     expect(await main(['status', ...args], c.io)).toBe(1);
-    expect(c.err()).toBe(`error: reading the connections: table no-such-table at ${dynamo.endpoint}: table not found\n`);
+    expect(c.err()).toBe(`error: reading the connections: table no-such-table at ${dynamo.endpoint}: table not found (npm start --dynamodb-endpoint creates it; check --table)\n`);
 
     const a = capture();
     expect(await main(['reset', 'vertex', ...args], a.io)).toBe(1);
     const [audit, error] = a.err().trim().split('\n');
     expect(JSON.parse(audit!)).toMatchObject({ message: 'ops', action: 'reset', connection: 'vertex', result: 'failed', error: expect.stringContaining('table not found') });
-    expect(error).toBe(`error: reset vertex: table no-such-table at ${dynamo.endpoint}: table not found`);
+    expect(error).toBe(`error: reset vertex: table no-such-table at ${dynamo.endpoint}: table not found (npm start --dynamodb-endpoint creates it; check --table)`);
   });
 
   it('an unreachable endpoint', async () => {

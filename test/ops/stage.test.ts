@@ -212,7 +212,7 @@ describe('--stage: finding the table and config from the stack', () => {
       /^error: invalid config \(config.json of function TokenBroker-dev-Broker1234\): connections\.x\.tokenUrl: .*; connections\.x\.grantType: /,
     ],
     ['an unknown connection', () => {}, ['status', 'nope', '--stage', 'dev'], /^error: unknown connection "nope" in stage dev \(connections: vertex-o, vitesse\)$/],
-    ['a table that is not there', () => stack({ TableName: 'gone', FunctionName: FN }), ['status', '--stage', 'dev'], /^error: reading the connections: table gone \(stack TokenBroker-dev, eu-central-1\): table not found$/],
+    ['a table that is not there', () => stack({ TableName: 'gone', FunctionName: FN }), ['status', '--stage', 'dev'], /^error: reading the connections: table gone \(stack TokenBroker-dev, eu-central-1\): table not found \(the stack's TableName output names it, but DynamoDB does not know it\)$/],
   ];
 
   for (const [name, arrange, argv, message] of failures) {
