@@ -2,7 +2,8 @@
  * Issue 11 "Done when", end to end: two `npm start` processes share one DynamoDB-API server (dynalite in this
  * test process) and a config file whose connections are rate-limited like Vertex O Series (10 per 8 h),
  * against a loopback upstream this test controls and counts. The operator CLI runs as users run it,
- * `npm run ops -- ...` (and the bin launcher), as a child process. Requests are signed with aws4.
+ * `npm run ops -- ...` for the issue's own commands, the bin launcher (`token-broker-ops`, one process less)
+ * for the rest, always as a child process. Requests are signed with aws4.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -82,7 +83,7 @@ describe('npm run ops against two local brokers on one store', () => {
     expect(Date.parse((after.ledger as { nextSlotAt: string }).nextSlotAt)).toBeGreaterThan(Date.now() + 7 * 3_600_000);
     expect(after.tokenFp).toEqual(expect.any(String));
 
-    const human = await runOps(['status', ...target()]);
+    const human = await runOps(['status', ...target()], 'bin');
     expect(human.code).toBe(0);
     expect(human.stdout).toMatch(/^vertex\n {2}token {5}fp \S+, expires /m);
     expect(human.stdout).toMatch(/ledger +vertex \(10 per 8h, reserve 2, spacing 48m\): 1 used, 9 left/);
@@ -122,11 +123,11 @@ describe('npm run ops against two local brokers on one store', () => {
     expect(first.status).toBe(200);
     expect(receipts('guarded-client')).toBe(1);
 
-    const deferred = await runOps(['refresh', 'guarded', ...target()]);
+    const deferred = await runOps(['refresh', 'guarded', ...target()], 'bin');
     expect(deferred.code).toBe(1);
     expect(deferred.stdout).toMatch(/^refresh guarded: deferred by the budget guard \(spacing: on-demand token requests are at least 2880 s apart\): it can be honoured \S+ \(in 4\dm( \d+s)?\)\./);
     expect(JSON.parse(deferred.stderr.trim())).toMatchObject({ message: 'ops', action: 'refresh', connection: 'guarded', result: 'deferred' });
-    expect(await statusOf('guarded')).toMatchObject({ invalidated: false, ledger: { used: 1 } });
+    expect(await statusOf('guarded', 'bin')).toMatchObject({ invalidated: false, ledger: { used: 1 } });
 
     const forced = await runOps(['refresh', 'guarded', '--force', ...target()], 'bin');
     expect(forced.code).toBe(0);
@@ -140,7 +141,7 @@ describe('npm run ops against two local brokers on one store', () => {
     expect(refreshed.status).toBe(200);
     expect(refreshed.json?.access_token).not.toBe(first.json?.access_token);
     expect(receipts('guarded-client')).toBe(2);
-    expect(await statusOf('guarded')).toMatchObject({ invalidated: false, lastRefresh: { reason: 'expired' }, ledger: { used: 2 } });
+    expect(await statusOf('guarded', 'bin')).toMatchObject({ invalidated: false, lastRefresh: { reason: 'expired' }, ledger: { used: 2 } });
     noToken(deferred, forced);
   }, 180_000);
 
