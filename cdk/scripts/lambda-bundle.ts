@@ -35,3 +35,25 @@ export async function bundleLambda(entry: string, outdir: string): Promise<Metaf
   const result = await build({ ...LAMBDA_BUNDLE, entryPoints: { index: entry }, outdir });
   return result.metafile;
 }
+
+/** The entry's output file (`.../index.mjs`) in a metafile of bundleLambda. */
+export function entryOutput(meta: Metafile): string {
+  const entry = Object.keys(meta.outputs).find((o) => /(^|\/)index\.mjs$/.test(o) && meta.outputs[o]!.entryPoint !== undefined);
+  if (!entry) throw new Error('no index.mjs entry in the metafile');
+  return entry;
+}
+
+/** Output files that `import(from)` loads before it returns: `from` and its static imports, transitively. */
+export function staticOutputs(meta: Metafile, from = entryOutput(meta)): string[] {
+  const seen = new Set([from]);
+  const queue = [from];
+  while (queue.length > 0) {
+    for (const i of meta.outputs[queue.pop()!]!.imports) {
+      if (i.kind === 'import-statement' && !i.external && !seen.has(i.path)) {
+        seen.add(i.path);
+        queue.push(i.path);
+      }
+    }
+  }
+  return [...seen];
+}

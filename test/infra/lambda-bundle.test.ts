@@ -7,26 +7,13 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Metafile } from 'esbuild';
 import { describe, expect, it } from 'vitest';
+import { entryOutput, staticOutputs } from '../../cdk/scripts/lambda-bundle';
 import { PREBUILT_LAMBDA_DIR } from '../../cdk/src/lambda-code';
 import { PROJECT_ROOT } from '../../infra/build';
 
 const meta = JSON.parse(readFileSync(join(PROJECT_ROOT, 'cdk/.lambda-meta.json'), 'utf8')) as Metafile;
-const entry = Object.keys(meta.outputs).find((o) => meta.outputs[o]!.entryPoint === 'functions/broker/handler.ts')!;
-
-/** Output files loaded by `import(index.mjs)` itself: the entry and its static imports, transitively. */
-function staticGraph(from: string): Set<string> {
-  const seen = new Set([from]);
-  const queue = [from];
-  while (queue.length) {
-    for (const i of meta.outputs[queue.pop()!]!.imports) {
-      if (i.kind === 'import-statement' && !i.external && !seen.has(i.path)) {
-        seen.add(i.path);
-        queue.push(i.path);
-      }
-    }
-  }
-  return seen;
-}
+const entry = entryOutput(meta);
+const staticGraph = (from: string) => staticOutputs(meta, from);
 const inputsOf = (outputs: Iterable<string>) => new Set([...outputs].flatMap((o) => Object.keys(meta.outputs[o]!.inputs)));
 
 const REFRESH_ONLY = [/^functions\/adapters\/upstream-http\.ts$/, /^functions\/adapters\/secrets-manager\.ts$/, /node_modules\/undici\//, /node_modules\/@aws-sdk\/client-secrets-manager\//];
@@ -34,6 +21,7 @@ const REFRESH_ONLY = [/^functions\/adapters\/upstream-http\.ts$/, /^functions\/a
 describe('the prebuilt Lambda', () => {
   it('is index.mjs (handler index.handler) with the createRequire banner, chunks beside it', () => {
     expect(entry).toBe('cdk/lambda/index.mjs');
+    expect(meta.outputs[entry]!.entryPoint).toBe('functions/broker/handler.ts');
     expect(readFileSync(join(PREBUILT_LAMBDA_DIR, 'index.mjs'), 'utf8').slice(0, 200)).toMatch(
       /^import \{ createRequire as (\w+) \} from 'node:module'; const require = \1\(import\.meta\.url\);/,
     );
