@@ -14,7 +14,7 @@ import { secretRefs } from './connections.js';
 import { brokerCode } from './lambda-code.js';
 import { Operations } from './operations/operations.js';
 import { stableOutput } from './outputs.js';
-import { parseBrokerDocument, type StageSettings, type TokenBrokerConfig, validateStageName } from './settings.js';
+import { parseBrokerDocument, StageError, type StageSettings, type TokenBrokerConfig, validateStageName } from './settings.js';
 import { BrokerApi } from './units/api.js';
 import { CallerPolicies } from './units/callers.js';
 import { BrokerFunction } from './units/function.js';
@@ -68,6 +68,12 @@ export class TokenBroker extends Construct {
   constructor(scope: Construct, id: string, props: TokenBrokerProps) {
     super(scope, id);
     this.stage = validateStageName(props.stage ?? 'default');
+    const other = Stack.of(this).node.findAll().find((c) => c instanceof TokenBroker && c !== this);
+    if (other) {
+      throw new StageError(
+        `token-broker: ${other.node.path} is already in this stack; its outputs (ApiUrl, TableName...) have fixed names, so stage "${this.stage}" needs a stack of its own`,
+      );
+    }
     const source = props.configSource ?? 'config';
     const { config, settings } = parseBrokerDocument(props.config, source);
     this.config = config;
