@@ -7,10 +7,11 @@
  */
 import { createHash } from 'node:crypto';
 import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { Stage } from 'aws-cdk-lib';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
+import type { Construct } from 'constructs';
 import type { BrokerConfig } from '../../functions/core/config.js';
 import { BUNDLE_CONFIG_FILE, renderBundleConfig } from './connections.js';
 
@@ -29,9 +30,9 @@ function filesUnder(dir: string): string[] {
  * Copies the prebuilt code and writes `config.json` beside it, into a directory named by the content's hash
  * (so repeated synths of one config reuse it, and concurrent ones never see a half-written directory).
  */
-export function stageLambdaCode(config: BrokerConfig, prebuilt = PREBUILT_LAMBDA_DIR, stagingRoot = join(tmpdir(), 'token-broker-lambda')): string {
+export function stageLambdaCode(config: BrokerConfig, stagingRoot: string, prebuilt = PREBUILT_LAMBDA_DIR): string {
   if (!existsSync(join(prebuilt, 'index.mjs'))) {
-    throw new Error(`token-broker: the prebuilt Lambda code is missing (${prebuilt}index.mjs): build @token-broker/cdk first (npm run build)`);
+    throw new Error(`token-broker: the prebuilt Lambda code is missing (${join(prebuilt, 'index.mjs')}): build @token-broker/cdk first (npm run build)`);
   }
   const configText = renderBundleConfig(config);
   const hash = createHash('sha256');
@@ -52,7 +53,12 @@ export function stageLambdaCode(config: BrokerConfig, prebuilt = PREBUILT_LAMBDA
   return dir;
 }
 
-/** The function's code: prebuilt bundle + config.json, as a CDK asset. */
-export function brokerCode(config: BrokerConfig): lambda.Code {
-  return lambda.Code.fromAsset(stageLambdaCode(config));
+/**
+ * The function's code: prebuilt bundle + config.json, as a CDK asset. Staged under the app's output directory
+ * (cdk.out), so it goes away with it.
+ */
+export function brokerCode(scope: Construct, config: BrokerConfig): lambda.Code {
+  const outdir = Stage.of(scope)?.outdir;
+  if (!outdir) throw new Error('token-broker: TokenBroker must be inside a CDK App (or Stage)');
+  return lambda.Code.fromAsset(stageLambdaCode(config, join(outdir, '.token-broker-lambda')));
 }

@@ -90,7 +90,7 @@ export class TokenBroker extends Construct {
       stage,
       settings,
       removalPolicy,
-      code: brokerCode(config),
+      code: brokerCode(this, config),
       table: this.table,
       keys,
       secretArns: secrets.readableArns,

@@ -113,19 +113,21 @@ describe('the Lambda asset: prebuilt code + config.json', () => {
     const prebuilt = mkdtempSync(join(tmpdir(), 'prebuilt-'));
     writeFileSync(join(prebuilt, 'index.mjs'), 'export const handler = async () => 1;');
     const root = mkdtempSync(join(tmpdir(), 'staging-'));
-    const dir = stageLambdaCode(config, prebuilt, root);
+    const dir = stageLambdaCode(config, root, prebuilt);
     expect(readdirSync(dir).sort()).toEqual(['config.json', 'index.mjs']);
     expect(readFileSync(join(dir, 'config.json'), 'utf8')).toBe(renderBundleConfig(config));
-    expect(stageLambdaCode(config, prebuilt, root)).toBe(dir); // same content, same directory
+    expect(stageLambdaCode(config, root, prebuilt)).toBe(dir); // same content, same directory
     const other = parseConfig({ connections: { pay: connection() } });
-    expect(stageLambdaCode(other, prebuilt, root)).not.toBe(dir); // another config is another asset
+    expect(stageLambdaCode(other, root, prebuilt)).not.toBe(dir); // another config is another asset
     writeFileSync(join(prebuilt, 'index.mjs'), 'export const handler = async () => 2;');
-    expect(stageLambdaCode(config, prebuilt, root)).not.toBe(dir); // and so is other code
+    expect(stageLambdaCode(config, root, prebuilt)).not.toBe(dir); // and so is other code
   });
 
   it('refuses to synthesise without the prebuilt code, saying how to build it', () => {
     const empty = mkdtempSync(join(tmpdir(), 'no-prebuilt-'));
-    expect(() => stageLambdaCode(config, `${empty}/`)).toThrow(/prebuilt Lambda code is missing .*: build @token-broker\/cdk first \(npm run build\)/);
+    expect(() => stageLambdaCode(config, mkdtempSync(join(tmpdir(), 'staging-')), empty)).toThrow(
+      `token-broker: the prebuilt Lambda code is missing (${join(empty, 'index.mjs')}): build @token-broker/cdk first (npm run build)`,
+    );
   });
 
   it('the synthesised function runs the package prebuilt code: index.handler, chunks and config.json in its asset', () => {
