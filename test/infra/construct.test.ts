@@ -70,6 +70,15 @@ describe('TokenBroker in a plain stack', () => {
     expect(arns[1]).toContain('"/default/POST/tokens/pay/invalidate"');
   });
 
+  it('a stage whose dashboard would exceed CloudWatch’s 500 widgets is refused at synth, not at deploy', () => {
+    const arn = (i: number) => `arn:aws:secretsmanager:eu-west-1:111122223333:secret:tb/${i}-AbCdEf`;
+    const many = (n: number) => asConfig({ connections: Object.fromEntries(Array.from({ length: n }, (_, i) => [`c${i}`, connection({ secret: arn(i) })])) });
+    expect(() => new TokenBroker(stack(), 'Broker', { stage: 'big', config: many(82) })).not.toThrow(); // 5 + 82 * 6 widgets
+    expect(() => new TokenBroker(stack(), 'Broker', { stage: 'big', config: many(83) })).toThrow(
+      new StageError('stage "big": 83 connections need 503 dashboard widgets and CloudWatch allows 500: split the connections across stages'),
+    );
+  }, 60_000);
+
   it('one TokenBroker per stack (its outputs have fixed names): a second one is refused, saying why', () => {
     const s = stack();
     new TokenBroker(s, 'A', { stage: 'a', config });

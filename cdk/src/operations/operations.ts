@@ -11,12 +11,15 @@ import * as sns from 'aws-cdk-lib/aws-sns';
 import { EmailSubscription } from 'aws-cdk-lib/aws-sns-subscriptions';
 import { Construct } from 'constructs';
 import type { BrokerConfig } from '../../../functions/core/config.js';
-import type { StageSettings } from '../settings.js';
+import { StageError, type StageSettings } from '../settings.js';
 import { brokerAlarm, ConnectionAlarms } from './alarms.js';
 import { BudgetGauge } from './budget-gauge.js';
 import { connectionRow, stageRows } from './dashboard.js';
 import { opsPolicy } from './ops-policy.js';
 import { BrokerQueries } from './queries.js';
+
+/** CloudWatch's limit of widgets on one dashboard. */
+const MAX_DASHBOARD_WIDGETS = 500;
 
 export interface OperationsProps {
   readonly stage: string;
@@ -76,6 +79,13 @@ export class Operations extends Construct {
       const { alarms } = new ConnectionAlarms(this, `Alarms:${connection.name}`, { stage, connection, settings, period, action });
       this.alarms.push(...alarms);
       rows.push(connectionRow(connection, period, alarms));
+    }
+    const widgets = rows.reduce((n, row) => n + row.length, 0);
+    if (widgets > MAX_DASHBOARD_WIDGETS) {
+      throw new StageError(
+        `stage "${stage}": ${props.config.connections.size} connections need ${widgets} dashboard widgets and CloudWatch allows ` +
+          `${MAX_DASHBOARD_WIDGETS}: split the connections across stages`,
+      );
     }
     new cloudwatch.Dashboard(this, 'Dashboard', { dashboardName: `TokenBroker-${stage}`, widgets: rows });
 
