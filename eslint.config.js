@@ -2,7 +2,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['node_modules/', 'cdk.out/', 'dist/', 'client/dist/', 'coverage/', '.scratch/', 'bench/.work/'] },
+  { ignores: ['node_modules/', 'cdk.out/', 'dist/', 'client/dist/', 'cdk/dist/', 'cdk/lambda/', 'coverage/', '.scratch/', 'bench/.work/'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

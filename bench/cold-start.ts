@@ -1,6 +1,8 @@
 /**
- * Cold start: bundles a Lambda entry as the deployment would (esbuild, node22, ESM, minified, everything
- * bundled) and times `await import(bundle)` in fresh Node processes.
+ * Cold start: times `await import(index.mjs)` in fresh Node processes, for the Lambda exactly as
+ * @token-broker/cdk ships it (cdk/lambda, built by the package build) and for a bare GetItem handler built with
+ * the same esbuild settings (cdk/scripts/lambda-bundle.ts). The single-file `bundle` below serves the
+ * breakdown of where the time goes and the benchmark's worker.
  */
 import { spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -8,6 +10,8 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { gzipSync } from 'node:zlib';
 import { build, type Metafile } from 'esbuild';
+import { buildLambda } from '../cdk/scripts/build.js';
+import { bundleLambda, entryOutput, staticOutputs } from '../cdk/scripts/lambda-bundle.js';
 import { median } from './lib.js';
 
 export const BANNER = "import { createRequire } from 'module'; const require = createRequire(import.meta.url);";
@@ -45,10 +49,47 @@ export async function bundle(entry: string | { contents: string }, outfile: stri
   return { file: outfile, bytes: code.length, gzipBytes: gzipSync(code).length, metafile: r.metafile };
 }
 
+export interface LambdaBuild {
+  /** The entry (`index.mjs`) to import. */
+  file: string;
+  /** What `import(index.mjs)` reads: the entry and the chunks it imports statically. */
+  initBytes: number;
+  initGzipBytes: number;
+  /** Everything in the asset (chunks loaded on first refresh included), source maps excluded. */
+  totalBytes: number;
+  files: number;
+  metafile: Metafile;
+}
+
+function measure(metafile: Metafile): LambdaBuild {
+  const entry = entryOutput(metafile);
+  const code = (outputs: string[]) => outputs.filter((o) => o.endsWith('.mjs')).map((o) => readFileSync(join(ROOT, o)));
+  const atInit = code(staticOutputs(metafile, entry));
+  const all = code(Object.keys(metafile.outputs));
+  return {
+    file: join(ROOT, entry),
+    initBytes: atInit.reduce((n, b) => n + b.length, 0),
+    initGzipBytes: atInit.reduce((n, b) => n + gzipSync(b).length, 0),
+    totalBytes: all.reduce((n, b) => n + b.length, 0),
+    files: all.length,
+    metafile,
+  };
+}
+
+/**
+ * The broker Lambda as the package ships it (rebuilt into cdk/lambda from this checkout) and the bare GetItem
+ * handler built with the same settings into `workDir`: like for like.
+ */
+export async function prebuiltLambdas(workDir: string): Promise<{ handler: LambdaBuild; bare: LambdaBuild }> {
+  const handler = measure(await buildLambda());
+  const bare = measure(await bundleLambda(join(ROOT, 'bench/bare-handler.ts'), join(workDir, 'bare-lambda')));
+  return { handler, bare };
+}
+
 /** Bytes in the output per npm package (project files as `(project)`), largest first. */
-export function topInputs(b: Bundle, count: number): { input: string; bytes: number }[] {
+export function topInputs(b: { metafile: Metafile }, count: number, outputs = Object.keys(b.metafile.outputs)): { input: string; bytes: number }[] {
   const sizes = new Map<string, number>();
-  for (const output of Object.values(b.metafile.outputs)) {
+  for (const output of outputs.map((o) => b.metafile.outputs[o]!)) {
     for (const [path, { bytesInOutput }] of Object.entries(output.inputs)) {
       const pkg = /node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(path)?.[1] ?? '(project)';
       sizes.set(pkg, (sizes.get(pkg) ?? 0) + bytesInOutput);

@@ -1,17 +1,20 @@
 #!/usr/bin/env node
 /**
- * CDK app: `npx cdk synth -c stage=dev`, `npx cdk deploy -c stage=prod`.
- * Context: `stage` (required); `handlerEntry` (optional, synth against another entry, e.g. a stub).
+ * This repository's CDK app, one user of the TokenBroker construct (cdk/): `npx cdk synth -c stage=dev`,
+ * `npx cdk deploy -c stage=prod`. A stage is a file, `config/<stage>.json`.
+ * It rebuilds the construct's prebuilt Lambda from this checkout first, so a deploy never ships stale code.
  */
 import { App } from 'aws-cdk-lib';
-import { ConfigError } from '../functions/core/config';
-import { buildStage } from './build';
-import { StageError } from './stages';
+import { buildLambda } from '../cdk/scripts/build.js';
+import { ConfigError } from '../functions/core/config.js';
+import { buildStage, CONFIG_DIR, PROJECT_ROOT } from './build.js';
+import { loadStage, StageError } from './stages.js';
 
 const app = new App();
 try {
-  const handlerEntry = app.node.tryGetContext('handlerEntry') as string | undefined;
-  buildStage(app, { stage: app.node.tryGetContext('stage'), ...(handlerEntry ? { handlerEntry } : {}) });
+  loadStage(app.node.tryGetContext('stage'), CONFIG_DIR, PROJECT_ROOT); // fail fast, before building
+  await buildLambda();
+  buildStage(app, { stage: app.node.tryGetContext('stage') });
   app.synth();
 } catch (err) {
   if (err instanceof StageError || err instanceof ConfigError) {

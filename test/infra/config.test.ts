@@ -1,57 +1,31 @@
-import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, readdirSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, parseConfig } from '../../functions/core/config';
 import {
   bundleConfigDocument,
   callerAccounts,
-  copyConfigCommand,
-  loadStageConfig,
+  principalArnPatterns,
   renderBundleConfig,
   secretRefs,
-  stageBundleConfig,
-  principalArnPatterns,
-} from '../../infra/broker-config';
-import { PROJECT_ROOT } from '../../infra/build';
-import { getStage, StageError, STAGES, validateStage } from '../../infra/stages';
+} from '../../cdk/src/connections';
+import { PREBUILT_LAMBDA_DIR, stageLambdaCode } from '../../cdk/src/lambda-code';
+import { SEAL_PURPOSE } from '../../cdk/src/units/keys';
+import { SEAL_PURPOSE as SEALER_PURPOSE } from '../../functions/adapters/sealer';
+import { parseConfig } from '../../functions/core/config';
+import { CONFIG_DIR } from '../../infra/build';
+import { loadStage } from '../../infra/stages';
 import { asArray, bySid, configDirWith, connection, only, resources, synth, type Json, type Statement } from './helpers';
 
-const CONFIG_DIR = join(PROJECT_ROOT, 'config');
-
-describe('stages', () => {
-  it('knows dev and prod, with the settings that differ between them', () => {
-    expect(Object.keys(STAGES).sort()).toEqual(['dev', 'prod']);
-    expect(getStage('prod')).toMatchObject({ deletionProtection: true, apiExecutionLogLevel: 'ERROR', logLevel: 'INFO' });
-    expect(getStage('dev')).toMatchObject({ deletionProtection: false, apiExecutionLogLevel: 'INFO' });
-  });
-
-  it('refuses a missing or unknown stage with one clear message', () => {
-    expect(() => getStage(undefined)).toThrow(new StageError('no stage given: run with -c stage=NAME (known stages: dev, prod)'));
-    expect(() => getStage('staging')).toThrow(new StageError('unknown stage "staging" (known stages: dev, prod)'));
-    expect(() => getStage('toString')).toThrow(StageError);
-  });
-
-  it('validates settings: org id, VPC endpoint ids', () => {
-    const dev = STAGES.dev!;
-    expect(() => validateStage({ ...dev, principalOrgId: 'org-1' })).toThrow('stage "dev": principalOrgId "org-1" is not an organization id');
-    expect(() => validateStage({ ...dev, privateEndpoint: { vpcEndpointIds: [] } })).toThrow('at least one vpcEndpointId');
-    expect(() => validateStage({ ...dev, privateEndpoint: { vpcEndpointIds: ['vpc-123'] } })).toThrow('"vpc-123" is not a VPC endpoint id');
-  });
-});
-
-describe('stage config files', () => {
+describe('connections -> infrastructure', () => {
   it('config/dev.json and config/prod.json are valid and cover the three upstreams', () => {
     for (const stage of ['dev', 'prod']) {
-      const { config } = loadStageConfig(stage, CONFIG_DIR);
+      const { config } = loadStage(stage, CONFIG_DIR);
       const c = (n: string) => config.connections.get(n)!;
       expect([...config.connections.keys()].sort()).toEqual(['vertex-cloud', 'vertex-oseries', 'vitesse']);
       expect(c('vitesse')).toMatchObject({ grantType: 'client_credentials', scope: 'API' });
       expect(c('vitesse').tokenUrl).toBe(
-        stage === 'dev'
-          ? 'https://staging-identity.vitessepsp.com/connect/token'
-          : 'https://identity.vitessepsp.com/connect/token',
+        stage === 'dev' ? 'https://staging-identity.vitessepsp.com/connect/token' : 'https://identity.vitessepsp.com/connect/token',
       );
       expect(c('vertex-oseries')).toMatchObject({
         grantType: 'client_credentials',
@@ -61,21 +35,6 @@ describe('stage config files', () => {
       expect(c('vertex-cloud')).toMatchObject({ grantType: 'password', scope: 'vtms-public-api openid profile' });
       for (const conn of config.connections.values()) expect(conn.secret).toMatch(new RegExp(`^token-broker/${stage}/`));
     }
-  });
-
-  it('a missing config file is a StageError naming the file', () => {
-    const dir = mkdtempSync(join(tmpdir(), 'empty-'));
-    expect(() => loadStageConfig('dev', dir, dir)).toThrow(new StageError('stage "dev": connection config dev.json not found'));
-  });
-
-  it('an invalid config is a ConfigError naming the connection and field', () => {
-    const dir = configDirWith('dev', { connections: { pay: connection({ tokenUrl: 'http://idp.example.com/token' }) } });
-    expect(() => loadStageConfig('dev', dir, dir)).toThrow(ConfigError);
-    expect(() => loadStageConfig('dev', dir, dir)).toThrow(
-      'invalid config (dev.json):\n  connections.pay.tokenUrl: must be an https URL (http is allowed only for loopback hosts)',
-    );
-    const bad = configDirWith('dev', '{ "connections": ');
-    expect(() => loadStageConfig('dev', bad, bad)).toThrow(/^invalid config \(dev\.json\): not valid JSON/);
   });
 
   it('secrets: names become placeholders, complete ARNs are referenced, anything else is refused', () => {
@@ -111,12 +70,26 @@ describe('stage config files', () => {
     });
     expect(callerAccounts(config)).toEqual(['111122223333', '222233334444']);
   });
+
+  it('resource-policy principal patterns: a role with any path (the broker matches roles by account and name), users as given', () => {
+    expect(
+      principalArnPatterns([
+        'arn:aws:iam::111122223333:role/service-role/App',
+        'arn:aws:iam::111122223333:role/App',
+        'arn:aws:iam::111122223333:user/ops/alice',
+      ]),
+    ).toEqual(['arn:aws:iam::111122223333:role/App', 'arn:aws:iam::111122223333:role/*/App', 'arn:aws:iam::111122223333:user/ops/alice']);
+  });
+
+  it('the seal key policy requires the purpose the sealer writes', () => {
+    expect(SEAL_PURPOSE).toBe(SEALER_PURPOSE);
+  });
 });
 
-describe('config.json in the bundle', () => {
-  const { config } = loadStageConfig('prod', CONFIG_DIR);
+describe('the Lambda asset: prebuilt code + config.json', () => {
+  const { config } = loadStage('prod', CONFIG_DIR);
 
-  it('is the validated connections document, and parses back to the same config', () => {
+  it('config.json is the validated connections document (and nothing else), and parses back to the same config', () => {
     const text = renderBundleConfig(config);
     const doc = JSON.parse(text) as { connections: Record<string, unknown> };
     expect(Object.keys(doc)).toEqual(['connections']);
@@ -124,10 +97,10 @@ describe('config.json in the bundle', () => {
     expect(doc.connections.vitesse).not.toHaveProperty('name');
     expect(parseConfig(doc, 'config.json')).toEqual(config);
     expect(bundleConfigDocument(config)).toEqual(doc);
-    expect(renderBundleConfig(loadStageConfig('prod', CONFIG_DIR).config)).toBe(text); // deterministic
+    expect(renderBundleConfig(loadStage('prod', CONFIG_DIR).config)).toBe(text); // deterministic
   });
 
-  it('holds 100 connections (far beyond the 4 KB env var limit)', () => {
+  it('holds 100 connections (far beyond the 4 KB environment variable limit)', () => {
     const many = parseConfig({
       connections: Object.fromEntries(Array.from({ length: 100 }, (_, i) => [`conn-${i}`, connection({ secret: `tb/${i}` })])),
     });
@@ -136,38 +109,49 @@ describe('config.json in the bundle', () => {
     expect(parseConfig(JSON.parse(text)).connections.size).toBe(100);
   });
 
-  it('the afterBundling command copies the staged file into the bundle output dir', () => {
-    const staged = stageBundleConfig(config, mkdtempSync(join(tmpdir(), 'staged-')));
-    expect(staged).toMatch(/config-[0-9a-f]{16}\.json$/);
-    const out = mkdtempSync(join(tmpdir(), 'bundle-out-'));
-    execFileSync('bash', ['-c', copyConfigCommand(staged, out)]);
-    expect(readFileSync(join(out, 'config.json'), 'utf8')).toBe(renderBundleConfig(config));
+  it('stages the prebuilt files and config.json in a directory named by their content', () => {
+    const prebuilt = mkdtempSync(join(tmpdir(), 'prebuilt-'));
+    writeFileSync(join(prebuilt, 'index.mjs'), 'export const handler = async () => 1;');
+    const root = mkdtempSync(join(tmpdir(), 'staging-'));
+    const dir = stageLambdaCode(config, root, prebuilt);
+    expect(readdirSync(dir).sort()).toEqual(['config.json', 'index.mjs']);
+    expect(readFileSync(join(dir, 'config.json'), 'utf8')).toBe(renderBundleConfig(config));
+    expect(stageLambdaCode(config, root, prebuilt)).toBe(dir); // same content, same directory
+    const other = parseConfig({ connections: { pay: connection() } });
+    expect(stageLambdaCode(other, root, prebuilt)).not.toBe(dir); // another config is another asset
+    writeFileSync(join(prebuilt, 'index.mjs'), 'export const handler = async () => 2;');
+    expect(stageLambdaCode(config, root, prebuilt)).not.toBe(dir); // and so is other code
   });
 
-  it('esbuild bundle: index.mjs (ESM, createRequire banner), source map and config.json side by side', () => {
-    const stub = join(PROJECT_ROOT, 'test/infra/fixtures/stub-handler.ts');
-    const { app, stack } = synth('dev', { code: undefined, handlerEntry: stub });
+  it('refuses to synthesise without the prebuilt code, saying how to build it', () => {
+    const empty = mkdtempSync(join(tmpdir(), 'no-prebuilt-'));
+    expect(() => stageLambdaCode(config, mkdtempSync(join(tmpdir(), 'staging-')), empty)).toThrow(
+      `token-broker: the prebuilt Lambda code is missing (${join(empty, 'index.mjs')}): build @token-broker/cdk first (npm run build)`,
+    );
+  });
+
+  it('the synthesised function runs the package prebuilt code: index.handler, chunks and config.json in its asset', () => {
+    const { app, stack } = synth('dev');
     const assembly = app.synth();
-    const assets = readdirSync(assembly.directory).filter((d) => d.startsWith('asset.'));
-    expect(assets).toHaveLength(1);
-    const dir = join(assembly.directory, assets[0]!);
-    expect(readdirSync(dir).sort()).toEqual(['config.json', 'index.mjs', 'index.mjs.map']);
-    expect(JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8'))).toEqual(bundleConfigDocument(loadStageConfig('dev', CONFIG_DIR).config));
-    expect(readFileSync(join(dir, 'index.mjs'), 'utf8')).toMatch(/^import\{createRequire as \w+\}from"node:module";|^import \{ createRequire/);
-    const template = JSON.parse(readFileSync(join(assembly.directory, `${stack.artifactId}.template.json`), 'utf8'));
-    const lambda = Object.values(template.Resources as Record<string, { Type: string; Properties: Json }>).find(
-      (r) => r.Type === 'AWS::Lambda::Function',
-    )!;
-    expect(lambda.Properties.Handler).toBe('index.handler');
-  }, 120_000);
+    const template = JSON.parse(readFileSync(join(assembly.directory, stack.templateFile), 'utf8'));
+    const fn = Object.values(template.Resources as Record<string, { Type: string; Properties: Json }>).find((r) => r.Type === 'AWS::Lambda::Function')!;
+    expect(fn.Properties.Handler).toBe('index.handler');
+    const assetDir = join(assembly.directory, `asset.${(fn.Properties.Code.S3Key as string).replace(/\.zip$/, '')}`);
+    expect(existsSync(assetDir)).toBe(true);
+    const prebuilt = readdirSync(PREBUILT_LAMBDA_DIR, { recursive: true }).map(String).sort();
+    expect(readdirSync(assetDir, { recursive: true }).map(String).sort()).toEqual([...prebuilt, 'config.json'].sort());
+    expect(readFileSync(join(assetDir, 'index.mjs'), 'utf8')).toBe(readFileSync(join(PREBUILT_LAMBDA_DIR, 'index.mjs'), 'utf8'));
+    expect(JSON.parse(readFileSync(join(assetDir, 'config.json'), 'utf8'))).toEqual(bundleConfigDocument(loadStage('dev', CONFIG_DIR).config));
+  });
 });
 
 describe('stage options in the stack', () => {
-  const orgStage = { ...STAGES.prod!, name: 'org', principalOrgId: 'o-abcdefghij', privateEndpoint: { vpcEndpointIds: ['vpce-0123456789abcdef0'] } };
+  const org = { principalOrgId: 'o-abcdefghij' };
+  const vpce = { privateEndpoint: { vpcEndpointIds: ['vpce-0123456789abcdef0'] } };
 
   it('organisation and private endpoint: PRIVATE endpoint, explicit denies on aws:PrincipalOrgID and aws:SourceVpce', () => {
-    const dir = configDirWith('org', { connections: { pay: connection() } });
-    const { template } = synth('org', { stages: { org: orgStage }, configDir: dir });
+    const dir = configDirWith('org', { settings: { ...org, ...vpce }, connections: { pay: connection() } });
+    const { template } = synth('org', { configDir: dir });
     const api = only(resources(template, 'AWS::ApiGateway::RestApi'))[1].Properties;
     expect(api.EndpointConfiguration).toEqual({ Types: ['PRIVATE'], VpcEndpointIds: ['vpce-0123456789abcdef0'] });
     const s = bySid(api.Policy.Statement as Statement[]);
@@ -178,27 +162,26 @@ describe('stage options in the stack', () => {
       Resource: 'execute-api:/*',
       Condition: { StringNotEquals: { 'aws:PrincipalOrgID': 'o-abcdefghij' } },
     });
-    expect(s.DenyOutsideVpcEndpoints).toMatchObject({
-      Effect: 'Deny',
-      Condition: { StringNotEquals: { 'aws:SourceVpce': ['vpce-0123456789abcdef0'] } },
-    });
+    expect(s.DenyOutsideVpcEndpoints).toMatchObject({ Effect: 'Deny', Condition: { StringNotEquals: { 'aws:SourceVpce': ['vpce-0123456789abcdef0'] } } });
   });
 
   it('organisation without private endpoint: accounts allowed, other accounts and non-members denied', () => {
-    const dir = configDirWith('org', { connections: { pay: connection() } });
-    const stage = { ...STAGES.dev!, name: 'org', principalOrgId: 'o-abcdefghij' };
-    const { template } = synth('org', { stages: { org: stage }, configDir: dir });
+    const dir = configDirWith('org', { settings: org, connections: { pay: connection() } });
+    const { template } = synth('org', { configDir: dir });
     const api = only(resources(template, 'AWS::ApiGateway::RestApi'))[1].Properties;
     expect(api.EndpointConfiguration).toEqual({ Types: ['REGIONAL'] });
-    const s = bySid(api.Policy.Statement as Statement[]);
-    expect(Object.keys(s).sort()).toEqual(['AllowConfiguredCallers', 'DenyOtherAccounts', 'DenyOutsideOrganisation']);
+    expect(Object.keys(bySid(api.Policy.Statement as Statement[])).sort()).toEqual(['AllowConfiguredCallers', 'DenyOtherAccounts', 'DenyOutsideOrganisation']);
+  });
+
+  it('no account log role where the platform manages it', () => {
+    const dir = configDirWith('x', { settings: { apiGatewayAccountLogRole: false }, connections: { pay: connection() } });
+    expect(resources(synth('x', { configDir: dir }).template, 'AWS::ApiGateway::Account')).toEqual({});
+    expect(Object.keys(resources(synth('dev').template, 'AWS::ApiGateway::Account'))).toHaveLength(1);
   });
 
   it('an invalid config fails the synth with the file named as given', () => {
     const dir = configDirWith('dev', { connections: { pay: connection({ callers: [] }) } });
-    expect(() => synth('dev', { configDir: dir })).toThrow(
-      /^invalid config \(.*dev\.json\):\n {2}connections\.pay\.callers: must list at least one caller/,
-    );
+    expect(() => synth('dev', { configDir: dir })).toThrow(/^invalid config \(.*dev\.json\):\n {2}connections\.pay\.callers: must list at least one caller/);
   });
 
   it('a resource policy change forces a new API deployment (else it would not take effect)', () => {
@@ -217,9 +200,7 @@ describe('stage options in the stack', () => {
     const dir = configDirWith('dev', { connections: { pay: connection({ secret: arn }) } });
     const { template } = synth('dev', { configDir: dir });
     expect(resources(template, 'AWS::SecretsManager::Secret')).toEqual({});
-    const statements = Object.values(resources(template, 'AWS::IAM::Policy')).flatMap(
-      (p) => p.Properties.PolicyDocument.Statement as Statement[],
-    );
+    const statements = Object.values(resources(template, 'AWS::IAM::Policy')).flatMap((p) => p.Properties.PolicyDocument.Statement as Statement[]);
     const read = statements.filter((st) => asArray(st.Action).includes('secretsmanager:GetSecretValue'));
     expect(read).toHaveLength(1);
     expect(read[0]!.Resource).toBe(arn);
@@ -252,58 +233,5 @@ describe('cdk-nag (AwsSolutions)', () => {
       'AwsSolutions-SNS2',
     ]);
     for (const reason of acks.values()) expect(reason.length).toBeGreaterThan(40);
-  });
-});
-
-describe('the CDK app entry (infra/app.ts)', () => {
-  const run = (context: Record<string, unknown>) =>
-    spawnSync(join(PROJECT_ROOT, 'node_modules/.bin/tsx'), [join(PROJECT_ROOT, 'infra/app.ts')], {
-      cwd: PROJECT_ROOT,
-      encoding: 'utf8',
-      env: { ...process.env, CDK_CONTEXT_JSON: JSON.stringify(context), CDK_OUTDIR: mkdtempSync(join(tmpdir(), 'cdk-out-')) },
-    });
-
-  it('an unknown stage: exit 1, one line, no stack trace', () => {
-    const r = run({ stage: 'staging' });
-    expect(r.status).toBe(1);
-    expect(r.stderr.trim()).toBe('token-broker: unknown stage "staging" (known stages: dev, prod)');
-  }, 30_000);
-
-  it('no stage: exit 1 with the usage hint', () => {
-    const r = run({});
-    expect(r.status).toBe(1);
-    expect(r.stderr).toContain('token-broker: no stage given: run with -c stage=NAME');
-    expect(r.stderr).not.toMatch(/\n\s+at /);
-  }, 30_000);
-
-  it('a missing handler entry: exit 1 naming the file', () => {
-    const r = run({ stage: 'dev', handlerEntry: '/nonexistent/handler.ts' });
-    expect(r.status).toBe(1);
-    expect(r.stderr.trim()).toBe(
-      'token-broker: handler entry /nonexistent/handler.ts not found (synth with a stub: -c handlerEntry=PATH)',
-    );
-    expect(existsSync('/nonexistent')).toBe(false);
-  }, 30_000);
-
-  it('a handler entry outside the repository: exit 1', () => {
-    const r = run({ stage: 'dev', handlerEntry: join(tmpdir()) });
-    expect(r.status).toBe(1);
-    expect(r.stderr.trim()).toMatch(/^token-broker: handler entry .* must be inside the repository/);
-  }, 30_000);
-});
-
-describe('resource-policy principal patterns', () => {
-  it('allow a role with any path (the broker matches roles by account and name), users as given, no duplicates', () => {
-    expect(
-      principalArnPatterns([
-        'arn:aws:iam::111122223333:role/service-role/App',
-        'arn:aws:iam::111122223333:role/App',
-        'arn:aws:iam::111122223333:user/ops/alice',
-      ]),
-    ).toEqual([
-      'arn:aws:iam::111122223333:role/App',
-      'arn:aws:iam::111122223333:role/*/App',
-      'arn:aws:iam::111122223333:user/ops/alice',
-    ]);
   });
 });

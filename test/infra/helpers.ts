@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { App } from 'aws-cdk-lib';
 import { Template } from 'aws-cdk-lib/assertions';
-import { Code } from 'aws-cdk-lib/aws-lambda';
+import type { TokenBroker } from '../../cdk/src/index.js';
 import { buildStage, PROJECT_ROOT, type BuildOptions } from '../../infra/build';
 import type { TokenBrokerStack } from '../../infra/stack';
 
@@ -16,18 +16,15 @@ export function cdkContext(): Record<string, unknown> {
 export interface Synth {
   app: App;
   stack: TokenBrokerStack;
+  broker: TokenBroker;
   template: Template;
 }
 
-/** Synthesises one stage with inline code (no esbuild); cdk-nag runs as in the real app. */
+/** Synthesises one stage as `cdk synth -c stage=NAME` does (prebuilt Lambda, cdk-nag). */
 export function synth(stage: string, opts: Omit<BuildOptions, 'stage'> = {}): Synth {
   const app = new App({ context: cdkContext(), outdir: mkdtempSync(join(tmpdir(), 'broker-cdk-')) });
-  const stack = buildStage(app, {
-    code: Code.fromInline('exports.handler = async () => ({ statusCode: 500, body: "" });'),
-    ...opts,
-    stage,
-  });
-  return { app, stack, template: Template.fromStack(stack) };
+  const { stack, broker } = buildStage(app, { ...opts, stage });
+  return { app, stack, broker, template: Template.fromStack(stack) };
 }
 
 /** A temp config dir holding `<stage>.json` with this document. */

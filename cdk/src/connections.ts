@@ -1,39 +1,9 @@
-import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join, relative } from 'node:path';
-import {
-  ConfigError,
-  parseConfig,
-  parseConfigText,
-  type BrokerConfig,
-  configDocument,
-  type Connection,
-} from '../functions/core/config';
-import { StageError } from './stages';
+import { ConfigError, type BrokerConfig, type Connection, configDocument } from '../../functions/core/config.js';
 
 /**
- * The stage's connection config, as the CDK app sees it: load and validate `config/<stage>.json` with the
- * broker's own schema (functions/core/config.ts), render the file the function bundle carries, and derive
- * what the infrastructure needs from it (secrets to create or reference, caller accounts).
+ * What the infrastructure derives from the validated connections: the `config.json` the function ships,
+ * the secrets to create or reference, the caller accounts and principal patterns of the resource policy.
  */
-
-/**
- * Loads `<configDir>/<stage>.json` and validates it; StageError if missing, ConfigError if invalid.
- * `source` is the file as shown in messages (relative to cwd).
- */
-export function loadStageConfig(
-  stage: string,
-  configDir: string,
-  cwd = process.cwd(),
-): { config: BrokerConfig; source: string } {
-  const file = join(configDir, `${stage}.json`);
-  const source = relative(cwd, file) || file;
-  if (!existsSync(file)) {
-    throw new StageError(`stage "${stage}": connection config ${source} not found`);
-  }
-  return { config: parseConfig(parseConfigText(readFileSync(file, 'utf8'), source), source), source };
-}
 
 /**
  * The document written as `config.json` into the function bundle: `{ "connections": { NAME: {...} } }`, the
@@ -50,32 +20,6 @@ export function renderBundleConfig(config: BrokerConfig): string {
 
 /** File name the handler resolves against LAMBDA_TASK_ROOT (env `BROKER_CONFIG_FILE`). */
 export const BUNDLE_CONFIG_FILE = 'config.json';
-
-/**
- * Writes `config.json` text to a content-addressed file outside the repo and returns its path; the
- * bundling hook copies it into the bundle. A file (not an env var, 4 KB max; not a shell literal) works for
- * any number of connections.
- */
-export function stageBundleConfig(config: BrokerConfig, dir = join(tmpdir(), 'token-broker-config')): string {
-  const text = renderBundleConfig(config);
-  const hash = createHash('sha256').update(text).digest('hex').slice(0, 16);
-  mkdirSync(dir, { recursive: true });
-  const file = join(dir, `config-${hash}.json`);
-  writeFileSync(file, text);
-  return file;
-}
-
-/**
- * The `afterBundling` command that copies the staged config into the bundle output dir. It uses node
- * (always present where esbuild runs) rather than `cp`, so it works in bash and cmd alike.
- */
-export function copyConfigCommand(stagedFile: string, outputDir: string): string {
-  const dest = join(outputDir, BUNDLE_CONFIG_FILE);
-  for (const p of [stagedFile, dest]) {
-    if (/["$`\\\n]/.test(p)) throw new Error(`cannot quote path for the bundling shell: ${p}`);
-  }
-  return `node -e "require('node:fs').copyFileSync(process.argv[1], process.argv[2])" "${stagedFile}" "${dest}"`;
-}
 
 // ---------------------------------------------------------------------------------------------------------
 // Secrets
