@@ -257,6 +257,7 @@ describe('operator policy and outputs', () => {
       table: logicalId(dev.template, 'AWS::DynamoDB::Table'),
       fn: logicalId(dev.template, 'AWS::Lambda::Function'),
       tableKey: Object.keys(resources(dev.template, 'AWS::KMS::Key')).find((k) => k.startsWith('TableKey'))!,
+      logGroup: (dev.template.findOutputs('FunctionLogGroup').FunctionLogGroup!.Value as { Ref: string }).Ref,
     };
     const [id, policy] = Object.entries(resources(dev.template, 'AWS::IAM::ManagedPolicy')).find(([, p]) => p.Properties.ManagedPolicyName === 'TokenBroker-dev-ops')!;
     expect(policy.Properties.PolicyDocument.Statement).toEqual([
@@ -281,6 +282,14 @@ describe('operator policy and outputs', () => {
         },
       },
       { Sid: 'ReadDeployedConfig', Effect: 'Allow', Action: 'lambda:GetFunction', Resource: { 'Fn::GetAtt': [ids.fn, 'Arn'] } },
+      {
+        Sid: 'AuditLines',
+        Effect: 'Allow',
+        Action: ['logs:CreateLogStream', 'logs:PutLogEvents'],
+        Resource: {
+          'Fn::Join': ['', ['arn:', { Ref: 'AWS::Partition' }, ':logs:', { Ref: 'AWS::Region' }, ':', { Ref: 'AWS::AccountId' }, ':log-group:', { Ref: ids.logGroup }, ':log-stream:ops-cli']],
+        },
+      },
     ]);
     expect(dev.template.findOutputs('OpsPolicyArn').OpsPolicyArn?.Value).toEqual({ Ref: id });
   });

@@ -91,7 +91,7 @@ export class Operations extends Construct {
 
     this.budgetGauge = new BudgetGauge(this, 'BudgetGauge', { stage, handler });
     new BrokerQueries(this, 'Queries', { stage, logGroup: props.logGroup });
-    this.opsPolicy = opsPolicy(this, 'OpsPolicy', { stage, table: props.table, tableKey: props.tableKey, handler });
+    this.opsPolicy = opsPolicy(this, 'OpsPolicy', { stage, table: props.table, tableKey: props.tableKey, handler, logGroup: props.logGroup });
   }
 
   /** The stage's existing topic (settings.alarms.topicArn), or a new one with the e-mail subscribers. */

@@ -1,19 +1,23 @@
-import { Stack } from 'aws-cdk-lib';
+import { ArnFormat, Stack } from 'aws-cdk-lib';
 import type * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import type * as kms from 'aws-cdk-lib/aws-kms';
 import type * as lambda from 'aws-cdk-lib/aws-lambda';
+import type * as logs from 'aws-cdk-lib/aws-logs';
 import type { Construct } from 'constructs';
 import { DYNAMODB_VIA_SERVICE } from '../units/keys.js';
 
 /** Item kinds the operator CLI reads and edits: `tok#<connection>` and `rl#<ledger key>`. */
 export const OPS_ITEM_KEYS = ['tok#*', 'rl#*'];
+/** The log stream of the broker's log group the operator CLI writes its audit lines to. */
+export const OPS_AUDIT_STREAM = 'ops-cli';
 
 export interface OpsPolicyProps {
   readonly stage: string;
   readonly table: dynamodb.ITable;
   readonly tableKey: kms.IKey;
   readonly handler: lambda.IFunction;
+  readonly logGroup: logs.ILogGroup;
 }
 
 /**
@@ -22,7 +26,8 @@ export interface OpsPolicyProps {
  * - GetItem and UpdateItem on the broker's own items only (`tok#`, `rl#`: status, reset, refresh);
  * - the table key, only through DynamoDB and only for this table: DynamoDB decrypts the table's data key
  *   with the caller's permissions (once per caller every few minutes), for reads and writes alike;
- * - GetFunction on the broker (to read the deployed `config.json`).
+ * - GetFunction on the broker (to read the deployed `config.json`);
+ * - its audit lines into one stream (`ops-cli`) of the broker's log group, where the saved queries look.
  * No access to the seal key: the CLI never opens a cached token. No Scan, Query, Put or Delete.
  */
 export function opsPolicy(scope: Construct, id: string, props: OpsPolicyProps): iam.ManagedPolicy {
@@ -47,6 +52,11 @@ export function opsPolicy(scope: Construct, id: string, props: OpsPolicyProps): 
         },
       }),
       new iam.PolicyStatement({ sid: 'ReadDeployedConfig', actions: ['lambda:GetFunction'], resources: [props.handler.functionArn] }),
+      new iam.PolicyStatement({
+        sid: 'AuditLines',
+        actions: ['logs:CreateLogStream', 'logs:PutLogEvents'],
+        resources: [stack.formatArn({ service: 'logs', resource: 'log-group', resourceName: `${props.logGroup.logGroupName}:log-stream:${OPS_AUDIT_STREAM}`, arnFormat: ArnFormat.COLON_RESOURCE_NAME })],
+      }),
     ],
   });
 }
