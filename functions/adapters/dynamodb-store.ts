@@ -82,7 +82,7 @@ function toCircuit(cb: Record<string, AttributeValue> | undefined): Circuit | un
     probeAt: num(cb.probe) ?? 0,
     probes: num(cb.probes) ?? 0,
     secretVersion: str(cb.sv) ?? '',
-    configHash: str(cb.ch) ?? '',
+    configHashes: (str(cb.ch) ?? '').split(',').filter(Boolean),
     checkedAt: num(cb.chk) ?? 0,
   };
 }
@@ -95,7 +95,7 @@ function fromCircuit(c: Circuit): AttributeValue {
       probe: n(c.probeAt),
       probes: n(c.probes),
       sv: s(c.secretVersion),
-      ch: s(c.configHash),
+      ch: s(c.configHashes.join(',')),
       chk: n(c.checkedAt),
     },
   };
@@ -205,7 +205,7 @@ export class DynamoTokenStore implements TokenStore, LedgerStore {
     return item && !item.owner && item.fp === token.fp && item.expiresAt === token.expiresAt ? 'published' : 'superseded';
   }
 
-  async release(connection: string, lease: Lease, note: ReleaseNote = {}): Promise<void> {
+  async release(connection: string, lease: Lease, note: ReleaseNote = {}): Promise<boolean> {
     const names: Record<string, string> = { '#owner': 'owner', '#lu': 'leaseUntil', '#fence': 'fence' };
     const values: Item = { ':me': s(lease.owner), ':fence': n(lease.fence) };
     const set: string[] = [];
@@ -217,13 +217,17 @@ export class DynamoTokenStore implements TokenStore, LedgerStore {
     if (note.backoff) put('bo', fromBackoff(note.backoff));
     if (note.demandBackoff) put('dbo', fromBackoff(note.demandBackoff));
     if (note.circuit) put('cb', fromCircuit(note.circuit));
-    await this.conditionalUpdate({
+    const r = await this.conditionalUpdate({
       Key: tokenKey(connection),
       UpdateExpression: `${set.length ? `SET ${set.join(', ')} ` : ''}REMOVE #owner, #lu`,
       ConditionExpression: '#owner = :me AND #fence = :fence',
       ExpressionAttributeNames: names,
       ExpressionAttributeValues: values,
     });
+    if (r.ok) return true;
+    // Read-back: our own write retried by the SDK leaves the lease free at our fence and our note in place.
+    const item = r.item ? toTokenItem(r.item) : undefined;
+    return item !== undefined && !item.owner && item.fence === lease.fence && (!note.backoff || item.backoff?.until === note.backoff.until);
   }
 
   async invalidate(connection: string, fp: string, now: number, minGapMs?: number): Promise<InvalidateResult> {

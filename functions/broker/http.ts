@@ -12,12 +12,13 @@ import { CONNECTION_NAME } from '../core/config.js';
 import { BrokerError, type ErrorCode, invalidRequest, notFound, type RefreshReason, type Refusal } from '../core/errors.js';
 import { expiresInSeconds } from '../core/freshness.js';
 import { DIMENSIONS, METRICS, type MetricName, REQUEST_LOG_MESSAGE } from '../core/telemetry.js';
+import { DEFAULT_MIN_TTL_MS } from '../core/decide.js';
 import type { MetricSink, RequestLog } from './observability.js';
 
 export type ProxyEvent = APIGatewayProxyEvent | APIGatewayProxyEventV2;
 export type HttpHandler = (event: ProxyEvent, context?: Pick<Context, 'getRemainingTimeInMillis'>) => Promise<APIGatewayProxyResult>;
 
-export const DEFAULT_MIN_TTL = 60;
+export const DEFAULT_MIN_TTL = DEFAULT_MIN_TTL_MS / 1000;
 export const MAX_MIN_TTL = 86_400;
 export const MAX_BODY_BYTES = 8 * 1024;
 /** Time kept back from the Lambda's remaining time to write the response. */
@@ -45,6 +46,7 @@ const REFUSAL_METRIC: Partial<Record<Refusal, MetricName>> = {
   spacing: METRICS.refusedSpacing,
   upstream_429: METRICS.refusedUpstream429,
   circuit_open: METRICS.circuitRefusals,
+  held: METRICS.refusedHeld,
 };
 const INVALIDATION_METRIC = {
   invalidated: METRICS.invalidated,
@@ -223,6 +225,8 @@ export function createHttpHandler(deps: HttpDeps): HttpHandler {
           }),
         };
       } else {
+        // Deny before reading the body: an unauthorised caller learns nothing from it (403, not 400).
+        deps.broker.authorize(r.connection, principal);
         const accessToken = parseInvalidateBody(req.body, req.base64 ?? false);
         const answer = await deps.broker.invalidate({ connection: r.connection, principal, accessToken });
         const outcome = answer.invalidated ? 'invalidated' : answer.reason;

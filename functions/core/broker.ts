@@ -10,19 +10,19 @@
  */
 import { randomUUID } from 'node:crypto';
 import { type Principal, isAllowed } from './authz.js';
-import { backoffFor, backoffNote, errorForFailure } from './backoff.js';
-import { circuitError, openCircuit } from './circuit.js';
+import { backoffFor, backoffNote, errorForBackoff, errorForFailure } from './backoff.js';
+import { circuitError, openCircuit, probeFailed } from './circuit.js';
 import { type BrokerConfig, type Connection, requireUsableCredentials } from './config.js';
 import { DEMAND_REASONS, type Policy, type Step, aheadBlockedUntil, decide, tooShort } from './decide.js';
 import { type InvalidationResult, invalidateToken } from './invalidation.js';
-import { BrokerError, type RefreshReason, forbidden, notFound, unavailable } from './errors.js';
+import { BrokerError, type RefreshReason, forbidden, notFound, rateLimited, unavailable } from './errors.js';
 import { fingerprint } from './fingerprint.js';
 import { inAheadWindow, serves, tokenExpiry, tooShortFor } from './freshness.js';
 import { nextPoll } from './lease.js';
-import { ledgerMarginMs, retryAfterSeconds } from './ledger.js';
-import { DEFAULT_MARGIN_PARTS, HOLD_RATE_LIMITED_MS, HOLD_UNLIMITED_MS, LEASE_MS, MISCONFIGURED_RECHECK_MS, type MarginParts } from './limits.js';
+import { ledgerMarginMs } from './ledger.js';
+import { DEFAULT_MARGIN_PARTS, HOLD_RATE_LIMITED_MS, HOLD_UNLIMITED_MS, LEASE_MS, MISCONFIGURED_RECHECK_MS, type MarginParts, UNLIMITED_GAP_MS } from './limits.js';
 import type { Backoff, Clock, Lease, LedgerStore, ReleaseNote, SecretSource, SecretValue, Sealer, Token, TokenItem, TokenStore, Upstream } from './ports.js';
-import { RateLimiter } from './rate-limiter.js';
+import { RateLimiter, refusalError } from './rate-limiter.js';
 import { CREDENTIAL_ERRORS, UpstreamError } from './upstream-errors.js';
 
 export type Outcome = 'memory' | 'store' | 'refreshed' | 'waited';
@@ -124,6 +124,8 @@ interface RefreshContext {
   deadline: number;
   /** Upstream requests sent so far, by reason. */
   sent: RefreshReason[];
+  /** This refresh is an open circuit's probe: if it does not succeed, the next probe waits as after a failure. */
+  probe: boolean;
 }
 
 const silent: BrokerLog = { warn: () => {} };
@@ -140,6 +142,8 @@ export class TokenBroker {
   private readonly memory = new Map<string, MemoryEntry>();
   private readonly inflight = new Map<string, Promise<Served | undefined>>();
   private readonly pending = new Map<string, Pending>();
+  /** The token this container invalidated last, per connection (fingerprint and item version). */
+  private readonly invalidatedHere = new Map<string, { fp: string; ver: number }>();
   private readonly limiter: RateLimiter;
   private readonly log: BrokerLog;
 
@@ -195,15 +199,14 @@ export class TokenBroker {
         continue;
       }
       const work = this.sync(connection, minTtlMs, deadline);
-      this.inflight.set(
-        connection.name,
-        work.catch(() => undefined),
-      );
+      const shared = work.catch(() => undefined);
+      this.inflight.set(connection.name, shared);
       try {
         const served = await work;
         return waited && served.outcome === 'store' ? { ...served, outcome: 'waited' } : served;
       } finally {
-        this.inflight.delete(connection.name);
+        // Only our own entry: a newer request's must stay for its waiters.
+        if (this.inflight.get(connection.name) === shared) this.inflight.delete(connection.name);
       }
     }
   }
@@ -227,7 +230,9 @@ export class TokenBroker {
       return { invalidated: true, fp };
     }
     const answer = await this.storeCall(() => invalidateToken({ store: this.deps.store, limiter: this.limiter, now }, connection, fp));
-    // Honoured, or no longer current: this container stops serving it at once. Deferred: it stays in service.
+    // Honoured, or no longer current: this container stops serving it at once, also from a store read that was
+    // in flight when the report came (it still shows the token). Deferred: it stays in service.
+    if (answer.invalidated && answer.ver !== undefined) this.invalidatedHere.set(name, { fp, ver: answer.ver });
     if (answer.invalidated || answer.reason === 'not_current') forget();
     return { ...answer, fp };
   }
@@ -307,11 +312,13 @@ export class TokenBroker {
       fallback = again.do === 'refresh' ? again.fallback : undefined;
       if (again.do !== 'refresh') {
         await this.releaseQuietly(connection, lease);
-        if (again.do === 'serve') return { token: again.token, outcome: 'waited', connection };
+        // 'waited' only for a token published while this request waited: in-process waiters then take it
+        // without the skew allowance; a cached one keeps it.
+        if (again.do === 'serve') return { token: again.token, outcome: item.ver > firstVer ? 'waited' : 'store', connection };
         if (again.do === 'refuse') throw again.error;
         return undefined;
       }
-      return await this.refresh({ connection, lease, item, current, minTtlMs, deadline, sent: [] }, again);
+      return await this.refresh({ connection, lease, item, current, minTtlMs, deadline, sent: [], probe: again.circuit === 'probe' }, again);
     } catch (e) {
       if (!fallback || !serves(fallback, clock.now(), minTtlMs, this.options.skewMs)) throw e;
       const err = e instanceof BrokerError ? e : undefined;
@@ -383,10 +390,17 @@ export class TokenBroker {
     const stalled = debit !== undefined && now - debit.at > this.options.margin.sendCutoffMs;
     if (stalled || budget < Math.min(MIN_UPSTREAM_BUDGET_MS, this.options.upstreamTimeoutMs)) {
       // Nothing was sent, so nothing was spent: give the slot back.
+      let refunded = true;
       if (limit) {
-        await this.limiter.refund(limit, attemptId).catch((e: unknown) => this.log.warn('could not refund an unsent debit', { connection: connection.name, error: errorName(e) }));
+        refunded = await this.limiter.refund(limit, attemptId).then(
+          () => true,
+          (e: unknown) => {
+            this.log.warn('could not refund an unsent debit', { connection: connection.name, error: errorName(e) });
+            return false;
+          },
+        );
       }
-      throw new NotSent(stalled ? 'the rate-limit ledger answered too slowly to send the token request' : 'not enough time left to send the token request');
+      throw new NotSent(stalled ? 'the rate-limit ledger answered too slowly to send the token request' : 'not enough time left to send the token request', refunded);
     }
     ctx.sent.push(reason);
     const sentAt = clock.now();
@@ -419,10 +433,10 @@ export class TokenBroker {
       await this.releaseQuietly(connection, lease, DEMAND_REASONS.has(reason) ? { demandBackoff: hold } : { backoff: hold });
       this.log.warn('upstream answered with a token that expires no later than the cached one', { connection: connection.name, reason, fp: token.fp });
       if (serves(current, clock.now(), minTtlMs, this.options.skewMs)) return { token: current, outcome: 'store', connection, ...extra };
-      throw withSent(errorForHold(hold, clock.now()), ctx.sent);
+      throw withSent(errorForBackoff(hold, clock.now()), ctx.sent);
     }
     const satisfies = serves(token, clock.now(), minTtlMs, this.options.skewMs, true);
-    const demandBackoff = this.demandBackoffAfter(connection, debit?.at, satisfies || tooShortFor(token, minTtlMs) ? undefined : holdUntil);
+    const demandBackoff = this.demandBackoffAfter(connection, reason, debit?.at, satisfies || tooShortFor(token, minTtlMs) ? undefined : holdUntil);
     let published: boolean;
     try {
       const sealed = await sealer.seal(connection.name, token);
@@ -461,17 +475,23 @@ export class TokenBroker {
    * After a publish: demand refreshes wait for the guard's spacing (a hint; the ledger decides for sure),
    * and for the hold when the new token could not satisfy the request that fetched it.
    */
-  private demandBackoffAfter(connection: Connection, debitAt: number | undefined, holdUntil: number | undefined): Backoff | undefined {
+  private demandBackoffAfter(connection: Connection, reason: RefreshReason, debitAt: number | undefined, holdUntil: number | undefined): Backoff | undefined {
     const limit = connection.rateLimit;
-    const spacingUntil = limit && debitAt !== undefined && limit.minSpacingMs > 0 ? debitAt + limit.minSpacingMs : undefined;
-    if (holdUntil !== undefined && (spacingUntil === undefined || holdUntil >= spacingUntil)) {
+    const now = this.deps.clock.now();
+    // Rate-limited: the guard's spacing from this request's debit. Without rateLimit: demand refreshes, like
+    // invalidations, at most one per 10 s (a caller whose min_ttl only a fresh token meets would otherwise
+    // cost one upstream request per request).
+    const spacing = limit
+      ? debitAt !== undefined && limit.minSpacingMs > 0
+        ? { until: debitAt + limit.minSpacingMs, error: refusalError('spacing', limit.minSpacingMs, limit) }
+        : undefined
+      : DEMAND_REASONS.has(reason)
+        ? { until: now + UNLIMITED_GAP_MS, error: rateLimited(`token requests on demand are spaced at least ${UNLIMITED_GAP_MS / 1000} s apart (spacing)`, UNLIMITED_GAP_MS / 1000, 'spacing') }
+        : undefined;
+    if (holdUntil !== undefined && (spacing === undefined || holdUntil >= spacing.until)) {
       return backoffNote(unavailable("the upstream's newest token could not satisfy the requested min_ttl; try again later", 1), holdUntil);
     }
-    if (spacingUntil === undefined || !limit) return undefined;
-    return backoffNote(
-      new BrokerError('rate_limited', `token requests on demand are spaced at least ${Math.ceil(limit.minSpacingMs / 1000)} s apart (spacing; budget ${limit.max} per ${limit.windowSeconds} s)`, { refusal: 'spacing' }),
-      spacingUntil,
-    );
+    return spacing ? backoffNote(spacing.error, spacing.until) : undefined;
   }
 
   /**
@@ -486,9 +506,9 @@ export class TokenBroker {
     this.memory.set(connection.name, { token, ver: -1, readAt: now, aheadBlockedUntil: until });
     this.log.warn('fetched token could not be stored; this container serves it and stores it later', { connection: connection.name, fp: token.fp, error: errorName(cause) });
     const hold = backoffNote(unavailable('a token fetched for this connection is waiting to be stored; try again later', 1), until);
-    try {
-      await this.deps.store.release(connection.name, lease, { backoff: hold });
-    } catch {
+    const held = await this.deps.store.release(connection.name, lease, { backoff: hold }).catch(() => false);
+    if (!held) {
+      // The item did not take it (a failing store, or the lease was lost meanwhile): the ledger holds instead.
       if (connection.rateLimit) {
         await this.limiter.holdConnection(connection.rateLimit, connection.name, until).catch((e: unknown) =>
           this.log.warn('could not record the hold anywhere; the lease covers the next 20 s', { connection: connection.name, error: errorName(e) }),
@@ -574,13 +594,19 @@ export class TokenBroker {
           this.log.warn('could not record upstream backoff in the ledger', { connection: connection.name, error: errorName(err) }),
         );
       }
-      await this.releaseQuietly(connection, lease, { backoff });
+      await this.releaseQuietly(connection, lease, this.withProbe(ctx, { backoff }, now));
       this.log.warn('upstream token request failed', { connection: connection.name, failure: f.kind, status: 'status' in f ? f.status : undefined });
       return errorForFailure(f, backoff.until - now);
     }
     const err = e instanceof BrokerError ? e : this.storeError(e);
-    await this.releaseQuietly(connection, lease, releaseNoteFor(err, e, now));
+    await this.releaseQuietly(connection, lease, this.withProbe(ctx, releaseNoteFor(err, e, connection, item, now), now));
     return err;
+  }
+
+  /** A probe that did not succeed, whatever the reason, reschedules the circuit's next probe. */
+  private withProbe(ctx: RefreshContext, note: ReleaseNote | undefined, now: number): ReleaseNote | undefined {
+    if (!ctx.probe || !ctx.item.circuit || note?.circuit) return note;
+    return { ...note, circuit: probeFailed(ctx.item.circuit, ctx.connection.configHash, now) };
   }
 
   private async read(connection: Connection): Promise<TokenItem | undefined> {
@@ -618,7 +644,10 @@ export class TokenBroker {
   private async open(connection: Connection, item: TokenItem | undefined): Promise<Token | undefined> {
     const now = this.deps.clock.now();
     const name = connection.name;
-    if (!item?.sealed || item.invalidated || item.expiresAt === undefined) {
+    const gone = this.invalidatedHere.get(name);
+    if (gone && (gone.fp !== item?.fp || gone.ver !== item.ver)) this.invalidatedHere.delete(name);
+    const invalidated = item?.invalidated || (gone !== undefined && gone.fp === item?.fp && gone.ver === item.ver);
+    if (!item?.sealed || invalidated || item.expiresAt === undefined) {
       if (this.memory.get(name)?.ver !== -1) this.memory.delete(name);
       return undefined;
     }
@@ -631,6 +660,9 @@ export class TokenBroker {
     try {
       const token = await this.deps.sealer.open(name, item.sealed);
       if (token.expiresAt !== item.expiresAt || token.fp !== item.fp) throw new Error('sealed token does not match its item');
+      // Reported here while KMS was opening it: it is not served (nor cached) by this container any more.
+      const reported = this.invalidatedHere.get(name);
+      if (reported?.fp === item.fp && reported.ver === item.ver) return undefined;
       this.memory.set(name, { token, ver: item.ver, readAt: now, aheadBlockedUntil: aheadBlocked });
       return token;
     } catch (e) {
@@ -639,9 +671,13 @@ export class TokenBroker {
       if (isTransient(e)) throw this.storeError(e);
       // Tampered with, sealed for another connection or with another key: never serve it, and let a fresh
       // token replace it (publishing over a token that expires later needs it invalidated).
-      this.log.warn('cached token did not open; treating it as a miss', { connection: name, fp: item.fp, error: errorName(e) });
-      if (item.fp) await this.deps.store.invalidate(name, item.fp, now).catch(() => undefined);
-      return undefined;
+      // Replacing it costs a token request, so it goes through the budget guard like a caller's report: containers
+      // that cannot open each other's tokens (a key change mid-deploy) must not spend the budget in turn.
+      this.log.warn('cached token did not open; replacing it under the budget guard', { connection: name, fp: item.fp, error: errorName(e) });
+      if (!item.fp) return undefined;
+      const answer = await this.storeCall(() => invalidateToken({ store: this.deps.store, limiter: this.limiter, now }, connection, item.fp!));
+      if (answer.invalidated || answer.reason === 'not_current') return undefined;
+      throw unavailable('the cached token cannot be opened here and cannot be replaced yet', answer.retryAfterSeconds);
     }
   }
 }
@@ -652,9 +688,12 @@ interface Fetched {
   debit?: { remaining: number; at: number };
 }
 
-/** A debited request that was not sent (too slow or too late): the slot was refunded; no backoff. */
+/** A debited request that was not sent (too slow or too late). If its slot was refunded, no backoff. */
 class NotSent extends BrokerError {
-  constructor(message: string) {
+  constructor(
+    message: string,
+    readonly refunded: boolean,
+  ) {
     super('unavailable', `${message}; nothing was sent`, { retryAfterSeconds: 1 });
   }
 }
@@ -667,7 +706,7 @@ class Released extends Error {
 }
 
 /** What a holder leaves in the item when it gives up for `err`. */
-function releaseNoteFor(err: BrokerError, original: unknown, now: number): ReleaseNote | undefined {
+function releaseNoteFor(err: BrokerError, original: unknown, connection: Connection, item: TokenItem, now: number): ReleaseNote | undefined {
   const until = now + (err.extra.retryAfterSeconds ?? 1) * 1000;
   switch (err.extra.refusal) {
     // The guard keeps the reserve or the spacing: only demand refreshes wait.
@@ -682,17 +721,20 @@ function releaseNoteFor(err: BrokerError, original: unknown, now: number): Relea
     case 'upstream_429':
       return { backoff: backoffNote(err, until) };
   }
+  // A slot spent without a request (its refund failed): back off as after a failed attempt, so a slow ledger
+  // cannot drain the budget one unsent debit after another.
+  if (original instanceof NotSent) {
+    if (original.refunded) return undefined;
+    const b = backoffFor({ kind: 'unavailable', detail: 'unsent debit not refunded' }, connection, now, item.backoff);
+    return { backoff: { ...backoffNote(err, b.until), ...(b.failures ? { failures: b.failures } : {}) } };
+  }
   // A misconfigured secret (placeholder, missing fields): answered from the item until a holder re-reads it.
-  if (err.code === 'internal' && !(original instanceof NotSent)) return { backoff: backoffNote(err, now + MISCONFIGURED_RECHECK_MS) };
+  if (err.code === 'internal') return { backoff: backoffNote(err, now + MISCONFIGURED_RECHECK_MS) };
   return undefined;
 }
 
 function holdMs(connection: Connection): number {
   return connection.rateLimit ? HOLD_RATE_LIMITED_MS : HOLD_UNLIMITED_MS;
-}
-
-function errorForHold(hold: Backoff, now: number): BrokerError {
-  return new BrokerError(hold.code, hold.message, { retryAfterSeconds: retryAfterSeconds(hold.until - now) });
 }
 
 function withSent(err: BrokerError, sent: RefreshReason[]): BrokerError {

@@ -17,7 +17,7 @@ import type { Circuit } from './ports.js';
 export type CircuitState = 'closed' | 'probe' | 'check' | 'open';
 
 export function circuitState(c: Circuit | undefined, now: number, configHash: string): CircuitState {
-  if (!c || c.configHash !== configHash) return 'closed';
+  if (!c || !c.configHashes.includes(configHash)) return 'closed';
   if (now >= c.probeAt) return 'probe';
   if (now >= c.checkedAt + SECRET_CHECK_MS) return 'check';
   return 'open';
@@ -28,26 +28,37 @@ export function probeDelayMs(probes: number): number {
   return Math.min(PROBE_MAX_MS, PROBE_FIRST_MS * 2 ** Math.min(probes, 16));
 }
 
+/** How many config hashes a circuit remembers (old and new configs side by side during a deploy). */
+const CONFIGS_REMEMBERED = 4;
+
 /**
- * The circuit after a credential or configuration error with `secretVersion`. A failed probe of the same
- * secret and config doubles the probe interval; anything new starts over at 5 minutes.
+ * The circuit after a credential or configuration error with `secretVersion`, or after a probe that failed
+ * in any way. A failed probe of the same secret and a known config doubles the probe interval; a new secret
+ * or a new config starts over at 5 minutes. The same secret keeps the configs it already failed under.
  */
 export function openCircuit(
   prev: Circuit | undefined,
   failure: { upstreamError: string; secretVersion: string; configHash: string },
   now: number,
 ): Circuit {
-  const same = prev && prev.secretVersion === failure.secretVersion && prev.configHash === failure.configHash;
-  const probes = same ? prev.probes + 1 : 0;
+  const sameSecret = prev !== undefined && prev.secretVersion === failure.secretVersion;
+  const known = sameSecret && prev.configHashes.includes(failure.configHash);
+  const probes = known ? prev.probes + 1 : 0;
+  const configHashes = sameSecret ? [...prev.configHashes.filter((h) => h !== failure.configHash), failure.configHash].slice(-CONFIGS_REMEMBERED) : [failure.configHash];
   return {
     upstreamError: failure.upstreamError,
-    openedAt: same ? prev.openedAt : now,
+    openedAt: known ? prev.openedAt : now,
     probeAt: now + probeDelayMs(probes),
     probes,
     secretVersion: failure.secretVersion,
-    configHash: failure.configHash,
+    configHashes,
     checkedAt: now,
   };
+}
+
+/** A probe that did not succeed (the upstream down, the ledger refusing...): the next probe waits as for a failure. */
+export function probeFailed(c: Circuit, configHash: string, now: number): Circuit {
+  return openCircuit(c, { upstreamError: c.upstreamError, secretVersion: c.secretVersion, configHash }, now);
 }
 
 /** The 502 callers get while the circuit is open. */

@@ -10,7 +10,7 @@ import { type BrokerError, type RefreshReason, invalidRequest, unavailable } fro
 import { inAheadWindow, lifetimeMs, serves, tooShortFor } from './freshness.js';
 import { canRefresh, leaseState } from './lease.js';
 import { retryAfterSeconds } from './ledger.js';
-import { INVALIDATION_GAP_MS } from './limits.js';
+import { UNLIMITED_GAP_MS } from './limits.js';
 import type { Backoff, Token, TokenItem } from './ports.js';
 
 /** The min_ttl of a request that does not ask (DESIGN "HTTP API"): what `expired` is measured against. */
@@ -117,6 +117,6 @@ export function decideInvalidation(item: TokenItem | undefined, fp: string, now:
   const blocking = [active(item.backoff, now), active(item.demandBackoff, now)].filter((b) => b !== undefined);
   if (blocking.length) return { do: 'defer', until: Math.max(...blocking.map((b) => b.until)) };
   if (c.rateLimited) return { do: 'ask-ledger' };
-  if (item.invalidatedAt !== undefined && now - item.invalidatedAt < INVALIDATION_GAP_MS) return { do: 'defer', until: item.invalidatedAt + INVALIDATION_GAP_MS };
-  return { do: 'honour', minGapMs: INVALIDATION_GAP_MS };
+  if (item.invalidatedAt !== undefined && now - item.invalidatedAt < UNLIMITED_GAP_MS) return { do: 'defer', until: item.invalidatedAt + UNLIMITED_GAP_MS };
+  return { do: 'honour', minGapMs: UNLIMITED_GAP_MS };
 }

@@ -10,7 +10,8 @@ import type { TokenStore } from './ports.js';
 import type { RateLimiter } from './rate-limiter.js';
 
 export type InvalidationResult =
-  | { invalidated: true }
+  /** `ver`: the item version whose token was invalidated. */
+  | { invalidated: true; ver?: number }
   | { invalidated: false; reason: 'not_current' }
   | { invalidated: false; reason: 'deferred'; retryAfterSeconds: number };
 
@@ -37,5 +38,5 @@ export async function invalidateToken(deps: InvalidationDeps, connection: Connec
   if (step.do === 'not_current') return { invalidated: false, reason: 'not_current' };
   const r = await store.invalidate(connection.name, fp, now, step.minGapMs);
   if (r.kind === 'too_soon') return { invalidated: false, reason: 'deferred', retryAfterSeconds: retryAfterSeconds(r.until - now) };
-  return r.kind === 'invalidated' ? { invalidated: true } : { invalidated: false, reason: 'not_current' };
+  return r.kind === 'invalidated' ? { invalidated: true, ...(item ? { ver: item.ver } : {}) } : { invalidated: false, reason: 'not_current' };
 }

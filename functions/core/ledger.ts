@@ -52,11 +52,6 @@ export function liveEntries(entries: Record<string, number>, now: number, window
     .sort((a, b) => a[1] - b[1]);
 }
 
-/** Slots left in the window at `now`. */
-export function remainingSlots(state: LedgerState, now: number, limit: LedgerLimit, marginMs: number): number {
-  return Math.max(0, limit.max - liveEntries(state.entries, now, windowMs(limit, marginMs)).length);
-}
-
 /** When the ledger's last request was debited (undefined if it holds none). */
 export function lastDebitAt(state: LedgerState): number | undefined {
   const times = Object.values(state.entries);

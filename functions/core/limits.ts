@@ -38,8 +38,8 @@ export const DEFAULT_MARGIN_PARTS: MarginParts = {
 export const HOLD_RATE_LIMITED_MS = 5 * 60_000;
 export const HOLD_UNLIMITED_MS = 15_000;
 
-/** Connections without rateLimit honour at most one invalidation per this long. */
-export const INVALIDATION_GAP_MS = 10_000;
+/** Connections without rateLimit honour at most one invalidation, and make at most one demand refresh, per this long. */
+export const UNLIMITED_GAP_MS = 10_000;
 
 /** While a credential circuit is open, the secret is re-read (fleet-wide) at most this often. */
 export const SECRET_CHECK_MS = 15_000;

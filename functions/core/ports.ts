@@ -54,8 +54,12 @@ export interface Circuit {
   probes: number;
   /** Fingerprint of the secret version that failed. */
   secretVersion: string;
-  /** `Connection.configHash` when it opened: a config change closes it. */
-  configHash: string;
+  /**
+   * The `Connection.configHash`es it failed under (the last few): a config not among them closes it, so a
+   * deploy that changes the config is tried at once, while old and new containers running side by side
+   * during the deploy do not reopen it for each other.
+   */
+  configHashes: string[];
   /** Last time a holder re-read the secret to see whether it changed. */
   checkedAt: number;
 }
@@ -128,8 +132,11 @@ export interface TokenStore {
    * and circuit: the upstream just issued a token.
    */
   publish(connection: string, lease: Lease, token: SealedToken): Promise<PublishResult>;
-  /** Frees the lease (only if still ours), optionally leaving a backoff, a circuit or a demand hint. */
-  release(connection: string, lease: Lease, note?: ReleaseNote): Promise<void>;
+  /**
+   * Frees the lease (only if still ours), optionally leaving a backoff, a circuit or a demand backoff.
+   * False if the lease was no longer ours, so the note did not land.
+   */
+  release(connection: string, lease: Lease, note?: ReleaseNote): Promise<boolean>;
   /**
    * Marks the cached token invalid if its fingerprint is `fp` and it is not already, and, when `minGapMs`
    * is given, the last honoured invalidation was at least that long before `now`.

@@ -50,7 +50,7 @@ export interface ConnectionStatus {
     openedAt: string | null;
     probeAt: string | null;
     probes: number;
-    /** Open under another config: a deploy closed it. */
+    /** Opened under other configs only: a deploy closed it. */
     configChanged: boolean;
   };
   /** Null for a connection without rateLimit. */

@@ -36,6 +36,8 @@ export const METRICS = {
   refusedReserve: 'RefusedReserve',
   refusedSpacing: 'RefusedSpacing',
   refusedUpstream429: 'RefusedUpstream429',
+  /** 503 answered because a token fetched by another container waits to be stored (the connection is held). */
+  refusedHeld: 'RefusedHeld',
   /** 502 answered because the connection's credential circuit is open. */
   circuitRefusals: 'CircuitRefusals',
   /** Answers by error code. */

@@ -10,7 +10,7 @@ import { circuitState } from '../core/circuit.js';
 import type { Connection } from '../core/config.js';
 import { invalidateToken } from '../core/invalidation.js';
 import { type LedgerRefusal, debitRefusal } from '../core/ledger.js';
-import { INVALIDATION_GAP_MS } from '../core/limits.js';
+import { UNLIMITED_GAP_MS } from '../core/limits.js';
 import type { Clock, LedgerState, LedgerStore, TokenItem, TokenStore } from '../core/ports.js';
 import { RateLimiter } from '../core/rate-limiter.js';
 import { type ConnectionStatus, connectionStatus } from '../core/status.js';
@@ -130,7 +130,7 @@ export function deferralCause(connection: Connection, item: TokenItem, ledger: L
   // The broker leaves the ledger's spacing or reserve in the item, so that no container asks the ledger meanwhile.
   if (demand && connection.rateLimit && (demand.refusal === 'spacing' || demand.refusal === 'reserve')) return ruleWords(demand.refusal, connection);
   if (demand) return `demand refreshes are held back (${demand.refusal ?? demand.message})`;
-  if (!connection.rateLimit) return `at most one invalidation per ${INVALIDATION_GAP_MS / 1000} s is honoured`;
+  if (!connection.rateLimit) return `at most one invalidation per ${UNLIMITED_GAP_MS / 1000} s is honoured`;
   const refused = debitRefusal(ledger ?? { entries: {}, ver: 0 }, now, connection.rateLimit, marginMs, { demand: true, connection: connection.name });
   return refused ? ruleWords(refused.reason, connection) : 'the budget guard';
 }

@@ -235,7 +235,7 @@ describe('DynamoTokenStore against dynalite', () => {
       expect(await store.get(c)).toMatchObject({ owner: 'holder-b', fence: 2 });
       const backoff: Backoff = { until: T0 + 30_000, code: 'unavailable', message: 'upstream token endpoint unavailable', failures: 2 };
       const demandBackoff: Backoff = { until: T0 + 60_000, code: 'rate_limited', message: 'spacing', refusal: 'spacing' };
-      const circuit: Circuit = { upstreamError: 'invalid_grant', openedAt: T0, probeAt: T0 + 300_000, probes: 1, secretVersion: 'sv', configHash: 'ch', checkedAt: T0 + 5 };
+      const circuit: Circuit = { upstreamError: 'invalid_grant', openedAt: T0, probeAt: T0 + 300_000, probes: 1, secretVersion: 'sv', configHashes: ['ch', 'ch2'], checkedAt: T0 + 5 };
       await store.release(c, b.lease, { backoff, demandBackoff, circuit });
       const item = await store.get(c);
       expect(item?.owner).toBeUndefined();
@@ -252,7 +252,7 @@ describe('DynamoTokenStore against dynalite', () => {
     it('stores the token with its reason, frees the lease, bumps ver, clears a backoff and the circuit, sets the demand backoff', async () => {
       const c = name();
       const a = (await store.acquireLease(c, 'holder-a', T0, T0 + LEASE_MS))!;
-      const circuit: Circuit = { upstreamError: 'invalid_grant', openedAt: T0, probeAt: T0, probes: 0, secretVersion: 'sv', configHash: 'ch', checkedAt: T0 };
+      const circuit: Circuit = { upstreamError: 'invalid_grant', openedAt: T0, probeAt: T0, probes: 0, secretVersion: 'sv', configHashes: ['ch', 'ch2'], checkedAt: T0 };
       await store.release(c, a.lease, { backoff: { until: T0 + 1000, code: 'unavailable', message: 'x' }, circuit, demandBackoff: { until: T0 + 9, code: 'unavailable', message: 'old' } });
       const b = (await store.acquireLease(c, 'holder-b', T0, T0 + LEASE_MS))!;
       const spacing: Backoff = { until: T0 + 2_880_000, code: 'rate_limited', message: 'spacing', refusal: 'spacing' };
@@ -351,7 +351,7 @@ describe('DynamoTokenStore against dynalite', () => {
       const h = (await store.acquireLease(c, 'h', T0, T0 + LEASE_MS))!;
       await store.publish(c, h.lease, sealedToken('kept', T0 + 3_600_000));
       const h2 = (await store.acquireLease(c, 'h2', T0, T0 + LEASE_MS))!;
-      const circuit: Circuit = { upstreamError: 'invalid_grant', openedAt: T0, probeAt: T0 + 1, probes: 0, secretVersion: 'sv', configHash: 'ch', checkedAt: T0 };
+      const circuit: Circuit = { upstreamError: 'invalid_grant', openedAt: T0, probeAt: T0 + 1, probes: 0, secretVersion: 'sv', configHashes: ['ch', 'ch2'], checkedAt: T0 };
       await store.release(c, h2.lease, { circuit, backoff: { until: T0 + 9, code: 'unavailable', message: 'b' }, demandBackoff: { until: T0 + 9, code: 'rate_limited', message: 'd' } });
       const before = await store.reset(c);
       expect(before).toMatchObject({ circuit, backoff: { until: T0 + 9 }, demandBackoff: { until: T0 + 9 } });

@@ -21,7 +21,7 @@ const busy: TokenItem = {
   owner: 'container-7', leaseUntil: T0 + 5_000, invalidated: true,
   backoff: { until: T0 + 30_000, code: 'unavailable', message: 'upstream token endpoint unavailable', upstreamError: 'server_error' },
   demandBackoff: { until: T0 + 60_000, code: 'rate_limited', message: 'spacing', refusal: 'spacing' },
-  circuit: { upstreamError: 'invalid_grant', openedAt: T0 - 120_000, probeAt: T0 + 300_000, probes: 1, secretVersion: 'sv', configHash: vertex.configHash, checkedAt: T0 },
+  circuit: { upstreamError: 'invalid_grant', openedAt: T0 - 120_000, probeAt: T0 + 300_000, probes: 1, secretVersion: 'sv', configHashes: [vertex.configHash], checkedAt: T0 },
 };
 const entries = Object.fromEntries(Array.from({ length: 10 }, (_, i) => [`a${i}`, T0 - (10 - i) * 60_000]));
 const busyStatus = connectionStatus(vertex, busy, { entries, ver: 10, holds: { vertex: T0 + 1_000 }, backoffUntil: T0 + 90_000 }, T0, MARGIN);
@@ -69,7 +69,7 @@ describe('status output', () => {
   });
 
   it('human: a quiet connection, and one whose circuit a deploy closed', () => {
-    const quiet = statusLines(connectionStatus(free, { ver: 0, fence: 1, circuit: { ...busy.circuit!, configHash: 'old' } }, undefined, T0, MARGIN), T0);
+    const quiet = statusLines(connectionStatus(free, { ver: 0, fence: 1, circuit: { ...busy.circuit!, configHashes: ['old'] } }, undefined, T0, MARGIN), T0);
     expect(quiet).toEqual([
       'free',
       '  token     none cached',

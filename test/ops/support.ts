@@ -77,7 +77,7 @@ export const circuit = (now: number, configHash: string, over: Partial<Circuit> 
   probeAt: now + 4 * 60_000,
   probes: 0,
   secretVersion: 'v1',
-  configHash,
+  configHashes: [configHash],
   checkedAt: now - 1_000,
   ...over,
 });

@@ -3,7 +3,7 @@
  * clock but T0. Each row is one rule of DESIGN "Expiry and refresh" / "Budget guard".
  */
 import { describe, expect, it } from 'vitest';
-import { circuitRetryAt, circuitState, openCircuit, probeDelayMs } from '../../functions/core/circuit.js';
+import { circuitRetryAt, circuitState, openCircuit, probeDelayMs, probeFailed } from '../../functions/core/circuit.js';
 import { type Policy, type Situation, type Step, aheadBlockedUntil, decide, decideInvalidation } from '../../functions/core/decide.js';
 import type { Backoff, Circuit, Token, TokenItem } from '../../functions/core/ports.js';
 
@@ -27,7 +27,7 @@ const circuit = (extra: Partial<Circuit> = {}): Circuit => ({
   probeAt: T0 + 4 * MIN,
   probes: 0,
   secretVersion: 'sv-1',
-  configHash: 'cfg-1',
+  configHashes: ['cfg-1'],
   checkedAt: T0 - 5_000,
   ...extra,
 });
@@ -67,7 +67,8 @@ describe('decide: serve, refresh (with its reason), wait or refuse', () => {
     ['expired with an open circuit: 502 circuit_open, no I/O', { token: undefined, item: item({ circuit: circuit() }) }, 'refuse:upstream_error:circuit_open'],
     ['open circuit, 15 s since the last secret check: check', { token: undefined, item: item({ circuit: circuit({ checkedAt: T0 - 15_000 }) }) }, 'refresh:expired:check'],
     ['open circuit at its probe time: probe', { token: undefined, item: item({ circuit: circuit({ probeAt: T0 }) }) }, 'refresh:expired:probe'],
-    ['a circuit opened under another config is closed', { token: undefined, item: item({ circuit: circuit({ configHash: 'cfg-0' }) }) }, 'refresh:expired'],
+    ['a circuit opened under another config is closed', { token: undefined, item: item({ circuit: circuit({ configHashes: ['cfg-0'] }) }) }, 'refresh:expired'],
+    ['a circuit opened under this config among others is open', { token: undefined, item: item({ circuit: circuit({ configHashes: ['cfg-0', 'cfg-1'] }) }) }, 'refuse:upstream_error:circuit_open'],
     ['the circuit comes before a backoff', { token: undefined, item: item({ circuit: circuit(), backoff: backoff(T0 + 1) }) }, 'refuse:upstream_error:circuit_open'],
     ['a cached token serves even with the circuit open', { token: oneHour, item: item({ circuit: circuit() }) }, 'serve'],
     ['no time left to refresh: 503', { token: undefined, deadline: T0 + 6_999 }, 'refuse:unavailable'],
@@ -132,9 +133,22 @@ describe('circuit', () => {
     expect(c).toMatchObject({ probes: 0, probeAt: T0 + 5 * MIN, checkedAt: T0, openedAt: T0 });
     c = openCircuit(c, failure, T0 + 5 * MIN);
     expect(c).toMatchObject({ probes: 1, probeAt: T0 + 15 * MIN, openedAt: T0 });
-    // A new secret or a new config starts over.
-    expect(openCircuit(c, { ...failure, secretVersion: 'sv-2' }, T0 + 6 * MIN)).toMatchObject({ probes: 0, probeAt: T0 + 11 * MIN, openedAt: T0 + 6 * MIN });
-    expect(openCircuit(c, { ...failure, configHash: 'cfg-2' }, T0 + 6 * MIN)).toMatchObject({ probes: 0 });
+    // A new secret or a new config starts over; the same secret keeps the configs it failed under (a deploy
+    // where old and new containers run side by side does not reopen it for each other).
+    expect(openCircuit(c, { ...failure, secretVersion: 'sv-2' }, T0 + 6 * MIN)).toMatchObject({ probes: 0, probeAt: T0 + 11 * MIN, openedAt: T0 + 6 * MIN, configHashes: ['cfg-1'] });
+    const both = openCircuit(c, { ...failure, configHash: 'cfg-2' }, T0 + 6 * MIN);
+    expect(both).toMatchObject({ probes: 0, configHashes: ['cfg-1', 'cfg-2'] });
+    expect(circuitState(both, T0 + 6 * MIN, 'cfg-1')).toBe('open');
+    expect(circuitState(both, T0 + 6 * MIN, 'cfg-3')).toBe('closed');
+    // It remembers the last four configs.
+    let many = both;
+    for (const h of ['cfg-3', 'cfg-4', 'cfg-5']) many = openCircuit(many, { ...failure, configHash: h }, T0);
+    expect(many.configHashes).toEqual(['cfg-2', 'cfg-3', 'cfg-4', 'cfg-5']);
+  });
+
+  it('a probe that fails in any way reschedules the next one as a failed probe', () => {
+    const c = openCircuit(undefined, { upstreamError: 'invalid_grant', secretVersion: 'sv-1', configHash: 'cfg-1' }, T0);
+    expect(probeFailed(c, 'cfg-1', T0 + 5 * MIN)).toMatchObject({ probes: 1, probeAt: T0 + 15 * MIN, upstreamError: 'invalid_grant', secretVersion: 'sv-1' });
   });
 
   it('states: open, check every 15 s, probe at its time, closed by a config change', () => {

@@ -30,7 +30,7 @@ describe('connectionStatus', () => {
       owner: 'holder', leaseUntil: T0 + 5_000,
       backoff: { until: T0 + 30_000, code: 'rate_limited', message: 'ledger exhausted', refusal: 'ledger_exhausted' },
       demandBackoff: { until: T0 + 60_000, code: 'rate_limited', message: 'spacing', refusal: 'spacing' },
-      circuit: { upstreamError: 'invalid_grant', openedAt: T0 - 1, probeAt: T0 + 300_000, probes: 1, secretVersion: 'sv', configHash: vertex.configHash, checkedAt: T0 },
+      circuit: { upstreamError: 'invalid_grant', openedAt: T0 - 1, probeAt: T0 + 300_000, probes: 1, secretVersion: 'sv', configHashes: [vertex.configHash], checkedAt: T0 },
     };
     const entries = Object.fromEntries(Array.from({ length: 10 }, (_, i) => [`a${i}`, T0 - (10 - i) * 60_000]));
     const s = connectionStatus(vertex, item, { entries, ver: 10, holds: { vertex: T0 + 1_000 } }, T0, MARGIN);
@@ -51,7 +51,7 @@ describe('connectionStatus', () => {
   it('expired lease, backoff and hold are not reported; a circuit from another config is closed, flagged as changed', () => {
     const item: TokenItem = {
       ver: 1, fence: 1, owner: 'gone', leaseUntil: T0 - 1, backoff: { until: T0, code: 'unavailable', message: 'x' },
-      circuit: { upstreamError: 'invalid_client', openedAt: T0 - 1, probeAt: T0 + 1, probes: 0, secretVersion: 'sv', configHash: 'old', checkedAt: T0 },
+      circuit: { upstreamError: 'invalid_client', openedAt: T0 - 1, probeAt: T0 + 1, probes: 0, secretVersion: 'sv', configHashes: ['old'], checkedAt: T0 },
     };
     const s = connectionStatus(vertex, item, { entries: {}, ver: 1, holds: { vertex: T0 - 1 }, backoffUntil: T0 + 9_000 }, T0, MARGIN);
     expect(s).toMatchObject({ lease: null, backoffUntil: null, circuit: { state: 'closed', configChanged: true } });
