@@ -16,8 +16,9 @@ import {
   type KeyringNode,
 } from '@aws-crypto/client-node';
 import type { Sealer, Token } from '../core/ports.js';
+import { SEAL_PURPOSE } from '../core/limits.js';
 
-export const SEAL_PURPOSE = 'token-broker-cache';
+export { SEAL_PURPOSE };
 const SUITE = AlgorithmSuiteIdentifier.ALG_AES256_GCM_IV12_TAG16_HKDF_SHA512_COMMIT_KEY;
 
 const { encrypt, decrypt } = buildClient(CommitmentPolicy.REQUIRE_ENCRYPT_REQUIRE_DECRYPT);

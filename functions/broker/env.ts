@@ -1,4 +1,4 @@
-/** The environment the Lambda reads at cold start (set by infra/stack.ts; local mode does not use them). */
+/** The environment the Lambda reads at cold start (set by the CDK construct, cdk/src/units/function.ts; local mode does not use them). */
 export const BROKER_ENV = {
   /** DynamoDB table name. */
   table: 'BROKER_TABLE',

@@ -3,12 +3,10 @@ import * as iam from 'aws-cdk-lib/aws-iam';
 import * as kms from 'aws-cdk-lib/aws-kms';
 import { Construct } from 'constructs';
 
-/**
- * The encryption-context purpose the broker puts on every sealed token (functions/adapters/sealer.ts
- * SEAL_PURPOSE); the seal key policy requires it. A copy, so that synth does not load the Encryption SDK;
- * test/infra pins it to the sealer's constant.
- */
-export const SEAL_PURPOSE = 'token-broker-cache';
+import { SEAL_PURPOSE } from '../../../functions/core/limits.js';
+
+/** The encryption-context purpose the broker puts on every sealed token; the seal key policy requires it. */
+export { SEAL_PURPOSE };
 
 /** Key administration without key use: enough to manage, rotate, tag and delete a key, never to decrypt. */
 const KEY_ADMIN_ACTIONS = [
