@@ -7,7 +7,7 @@
  */
 import { Logger } from '@aws-lambda-powertools/logger';
 import { Metrics, MetricUnit } from '@aws-lambda-powertools/metrics';
-import { METRIC_NAMESPACE, METRICS, type MetricName, SERVICE } from '../core/telemetry.js';
+import { DIMENSIONS, METRIC_NAMESPACE, METRICS, type MetricName, SERVICE } from '../core/telemetry.js';
 
 export interface RequestLog {
   info(message: string, fields?: Record<string, unknown>): void;
@@ -55,10 +55,12 @@ export function powertoolsMetrics(): MetricSink {
     take: (dimensions = {}) => {
       if (recorded === 0) return {};
       for (const [k, v] of Object.entries(dimensions)) metrics.addDimension(k, v);
-      const emf = metrics.serializeMetrics() as unknown as Record<string, unknown>;
+      const { [DIMENSIONS.service]: _service, ...emf } = metrics.serializeMetrics() as unknown as Record<string, unknown>;
       metrics.clearMetrics();
       metrics.clearDimensions();
       recorded = 0;
+      // The `service` dimension's value is the logger's own `service` field (the same name): the logger writes
+      // it, and would drop (and warn about) a second one.
       return emf;
     },
   };

@@ -5,43 +5,23 @@
  */
 import { randomBytes } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { principalFromArn } from '../../functions/core/authz.js';
-import type { Served, TokenBroker } from '../../functions/core/broker.js';
-import type { BrokerError } from '../../functions/core/errors.js';
-import { FakeClock } from '../support/clock.js';
+import { attempt, fakeClock, faults, get, MIN, report, resetIdp, S, vertex } from '../support/calls.js';
 import { CALLER, connections, instance, startWorld, type World } from '../support/env.js';
 import { issue } from '../support/idp.js';
 
-const principal = principalFromArn(CALLER);
-const S = 1_000;
-const MIN = 60 * S;
 let world: World;
 
 beforeAll(async () => {
   world = await startWorld();
 });
 afterAll(async () => world.close());
-afterEach(() => {
-  world.idp.respond = issue();
-  world.idp.receipts.length = 0;
-  world.idp.now = Date.now;
-});
+afterEach(() => resetIdp(world));
 
-function fakeClock(): FakeClock {
-  const clock = new FakeClock(Date.now());
-  world.idp.now = () => clock.now();
-  return clock;
-}
-const get = (b: TokenBroker, connection: string, minTtlSeconds = 60) => b.getToken({ connection, principal, minTtlSeconds });
-const attempt = (b: TokenBroker, connection: string, minTtlSeconds = 60): Promise<Served | BrokerError> =>
-  get(b, connection, minTtlSeconds).catch((e: BrokerError) => e);
-const report = (b: TokenBroker, connection: string, accessToken: string) => b.invalidate({ connection, principal, accessToken });
-const vertex = { rateLimit: { max: 10, windowSeconds: 28_800 } };
 const pw = (password: string) => ({ client_id: 'cloud-client', client_secret: 'CANARY-CLOUD-SECRET', username: 'api-user', password });
 
 describe('R1: an open circuit whose probe meets a transient failure', () => {
   it('is not probed again at every backoff (2 s without rateLimit): one probe, next one 10 minutes later', async () => {
-    const clock = fakeClock();
+    const clock = fakeClock(world);
     world.secrets.set('sec/r1', pw('CANARY-WRONG'));
     world.idp.respond = () => ({ status: 400, body: { error: 'invalid_grant' } });
     const config = connections(world.idp, { r1: { grantType: 'password', scope: 'vtms-public-api openid profile', secret: 'sec/r1' } });
@@ -61,7 +41,7 @@ describe('R1: an open circuit whose probe meets a transient failure', () => {
 
 describe('R2: two configs of one connection live at once (rolling deploy, canary alias)', () => {
   it('an open circuit is not reopened and re-sent on every alternation between the old and the new config', async () => {
-    const clock = fakeClock();
+    const clock = fakeClock(world);
     world.secrets.set('sec/r2', pw('CANARY-WRONG'));
     world.idp.respond = () => ({ status: 400, body: { error: 'invalid_grant' } });
     const base = { grantType: 'password' as const, secret: 'sec/r2', scope: 'vtms-public-api' };
@@ -80,16 +60,15 @@ describe('R2: two configs of one connection live at once (rolling deploy, canary
 
 describe('R3: containers that cannot open each other\'s sealed tokens (KMS key changed in a deploy)', () => {
   it('do not spend the rate-limited budget, reserve included, invalidating and refetching in turn', async () => {
-    const clock = fakeClock();
+    const clock = fakeClock(world);
     const config = connections(world.idp, { r3: vertex });
     const a = instance(world, { clock, config }).broker;
     const key = world.sealKey;
     world.sealKey = randomBytes(32); // the other container seals with another key
     const b = instance(world, { clock, config }).broker;
     world.sealKey = key;
-    const answers: (Served | BrokerError)[] = [];
     for (let t = 0; t < 20; t++) {
-      answers.push(await attempt(t % 2 ? a : b, 'r3'));
+      await attempt(t % 2 ? a : b, 'r3');
       clock.advance(6 * S); // past the 5 s memory bound
     }
     // Invariant 7: no single fault spends a rate-limited connection's budget.
@@ -99,7 +78,7 @@ describe('R3: containers that cannot open each other\'s sealed tokens (KMS key c
 
 describe('R4: without rateLimit, a caller whose min_ttl only a token fresh from the upstream meets', () => {
   it('does not cost one upstream request per request', async () => {
-    const clock = fakeClock();
+    const clock = fakeClock(world);
     world.idp.respond = issue(300);
     const config = connections(world.idp, { r4: {} });
     const b = instance(world, { clock, config }).broker;
@@ -116,7 +95,7 @@ describe('R4: without rateLimit, a caller whose min_ttl only a token fresh from 
 
 describe('R6: an invalidation takes effect at once on the container that received it', () => {
   it('a store read that was in flight when the report arrived does not put the reported token back in memory', async () => {
-    const clock = fakeClock();
+    const clock = fakeClock(world);
     const config = connections(world.idp, { r6: {} });
     const first = await get(instance(world, { clock, config }).broker, 'r6');
     const x = instance(world, { clock, config });
@@ -141,7 +120,7 @@ describe('R6: an invalidation takes effect at once on the container that receive
 
 describe('R7: a slow ledger whose refunds fail', () => {
   it('does not spend the rate-limited budget (reserve included) without sending a single request', async () => {
-    const clock = fakeClock();
+    const clock = fakeClock(world);
     const config = connections(world.idp, { r7: vertex });
     const a = instance(world, { clock, config });
     const ledger = (a.broker as unknown as { deps: { ledger: { write: (...a: unknown[]) => Promise<unknown>; refund: () => Promise<void> } } }).deps.ledger;
@@ -169,7 +148,7 @@ describe('R7: a slow ledger whose refunds fail', () => {
 
 describe('gap: rule 20 (answer() checks min_ttl)', () => {
   it('a token whose answer took longer than its lifetime minus min_ttl is not served', async () => {
-    const clock = fakeClock();
+    const clock = fakeClock(world);
     const config = connections(world.idp, { gap20: {} });
     const tokens = issue(100);
     world.idp.respond = (r, i) => {
@@ -184,7 +163,7 @@ describe('gap: rule 20 (answer() checks min_ttl)', () => {
 
 describe('gap: rule 17 (fresh tokens served to waiters without the skew allowance)', () => {
   it('17b: an in-process waiter gets the token its neighbour just fetched: one upstream request', async () => {
-    const clock = fakeClock();
+    const clock = fakeClock(world);
     world.idp.respond = issue(20); // skew allowance 5 s: a cached 20 s token never serves min_ttl 16
     const config = connections(world.idp, { gap17b: { refreshBeforeSeconds: 0 } });
     const b = instance(world, { clock, config }).broker;
@@ -210,7 +189,7 @@ describe('gap: rule 17 (fresh tokens served to waiters without the skew allowanc
 describe('gap: rule 2 / rule 3 (the ledger decides spacing when no hint is in the item)', () => {
   const shared = { rateLimit: { max: 10, windowSeconds: 28_800, key: 'gap-shared' } };
   it('2: a min_ttl demand right after another connection on the same ledger spent a slot is refused for spacing', async () => {
-    const clock = fakeClock();
+    const clock = fakeClock(world);
     world.idp.respond = issue(3600);
     const config = connections(world.idp, { 'gap2-a': shared, 'gap2-b': shared });
     const b = instance(world, { clock, config }).broker;
@@ -222,7 +201,7 @@ describe('gap: rule 2 / rule 3 (the ledger decides spacing when no hint is in th
   });
 
   it('3: a report right after another connection on the same ledger spent a slot is deferred', async () => {
-    const clock = fakeClock();
+    const clock = fakeClock(world);
     world.idp.respond = issue(3600);
     const config = connections(world.idp, { 'gap3-a': { ...shared, rateLimit: { ...shared.rateLimit, key: 'gap-shared-3' } }, 'gap3-b': { ...shared, rateLimit: { ...shared.rateLimit, key: 'gap-shared-3' } } });
     const b = instance(world, { clock, config }).broker;
@@ -237,7 +216,7 @@ describe('gap: rule 2 / rule 3 (the ledger decides spacing when no hint is in th
 
 describe('gap: rule 5 (the demand backoff answers without the lease or the ledger)', () => {
   it('a min_ttl demand inside the spacing hint takes no lease and reads no ledger', async () => {
-    const clock = fakeClock();
+    const clock = fakeClock(world);
     const config = connections(world.idp, { gap5: vertex });
     const a = instance(world, { clock, config });
     await get(a.broker, 'gap5');
@@ -257,24 +236,16 @@ describe('gap: rule 5 (the demand backoff answers without the lease or the ledge
 });
 
 describe('gap: rule 21 (every store call of POST /invalidate maps to 503)', () => {
-  const fail = (when: (cmd: string, key: string) => boolean) => (c: import('@aws-sdk/client-dynamodb').DynamoDBClient) =>
-    c.middlewareStack.add(
-      (next, ctx) => async (args) => {
-        const key = (args.input as { Key?: { pk?: { S?: string } } }).Key?.pk?.S ?? '';
-        if (when(ctx.commandName ?? '', key)) throw Object.assign(new Error('InternalServerError'), { name: 'InternalServerError', $fault: 'server', $metadata: { httpStatusCode: 500 } });
-        return next(args);
-      },
-      { step: 'initialize', priority: 'high' },
-    );
+  const fail = (when: (cmd: string, key: string) => boolean) => faults((cmd, input) => when(cmd, input.Key?.pk?.S ?? ''));
   it('21b: the ledger read of a rate-limited report fails: 503', async () => {
-    const clock = fakeClock();
+    const clock = fakeClock(world);
     const config = connections(world.idp, { gap21b: { rateLimit: { max: 10, windowSeconds: 28_800, minSpacingSeconds: 0 } } });
     const t = await get(instance(world, { clock, config }).broker, 'gap21b');
     const broken = instance(world, { clock, config, maxAttempts: 1, onClient: fail((cmd, key) => cmd === 'GetItemCommand' && key.startsWith('rl#')) }).broker;
     await expect(report(broken, 'gap21b', t.token.accessToken)).rejects.toMatchObject({ code: 'unavailable', status: 503 });
   });
   it('21c: the invalidating write fails: 503', async () => {
-    const clock = fakeClock();
+    const clock = fakeClock(world);
     const config = connections(world.idp, { gap21c: {} });
     const t = await get(instance(world, { clock, config }).broker, 'gap21c');
     const broken = instance(world, { clock, config, maxAttempts: 1, onClient: fail((cmd) => cmd === 'UpdateItemCommand') }).broker;
@@ -285,7 +256,7 @@ describe('gap: rule 21 (every store call of POST /invalidate maps to 503)', () =
 describe('gap: rule 23d (requests sent before a failure are in the log line and metrics)', () => {
   it('a refresh that reached the upstream and failed logs its reason and counts it', async () => {
     const { createHttpHandler } = await import('../../functions/broker/http.js');
-    const clock = fakeClock();
+    const clock = fakeClock(world);
     const config = connections(world.idp, { gap23: {} });
     const { broker } = instance(world, { clock, config });
     const lines: Record<string, unknown>[] = [];

@@ -2,20 +2,16 @@
  * DESIGN "Budget guard" (invariant 7), bullet by bullet, with several independent broker instances on one
  * real DynamoDB API (dynalite) and a counting IdP whose receipt log is the ground truth. TEST-PLAN G1-G10.
  */
-import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { DynamoTokenStore } from '../../functions/adapters/dynamodb-store.js';
-import { principalFromArn } from '../../functions/core/authz.js';
-import type { Served, TokenBroker } from '../../functions/core/broker.js';
+import type { Served } from '../../functions/core/broker.js';
 import type { BrokerError } from '../../functions/core/errors.js';
 import { localDynamoClient } from '../../functions/local/dynamodb.js';
-import { brokerError, FakeClock } from '../support/clock.js';
-import { CALLER, connections, instance, startWorld, type World } from '../support/env.js';
+import { attempt, fakeClock, faults, get, isError, MIN, report, resetIdp, S, vertex } from '../support/calls.js';
+import { brokerError } from '../support/clock.js';
+import { connections, instance, startWorld, type World } from '../support/env.js';
 import { clientIdOf, issue, type Receipt, type Responder } from '../support/idp.js';
 
-const principal = principalFromArn(CALLER);
-const S = 1_000;
-const MIN = 60 * S;
 let world: World;
 let store: DynamoTokenStore;
 
@@ -24,40 +20,7 @@ beforeAll(async () => {
   store = new DynamoTokenStore(localDynamoClient(world.dynamo.endpoint), world.table);
 });
 afterAll(async () => world.close());
-afterEach(() => {
-  world.idp.respond = issue();
-  world.idp.receipts.length = 0;
-  world.idp.now = Date.now;
-});
-
-/** A fake clock that also stamps the IdP's receipts, so spacing is measured in the test's time. */
-function fakeClock(): FakeClock {
-  const clock = new FakeClock(Date.now());
-  world.idp.now = () => clock.now();
-  return clock;
-}
-
-const get = (b: TokenBroker, connection: string, minTtlSeconds = 60) => b.getToken({ connection, principal, minTtlSeconds });
-const report = (b: TokenBroker, connection: string, accessToken: string) => b.invalidate({ connection, principal, accessToken });
-/** A getToken that resolves with the answer or the BrokerError. */
-const attempt = (b: TokenBroker, connection: string, minTtlSeconds = 60): Promise<Served | BrokerError> =>
-  get(b, connection, minTtlSeconds).catch((e: BrokerError) => e);
-const isError = (r: Served | BrokerError): r is BrokerError => r instanceof Error;
-const vertex = { rateLimit: { max: 10, windowSeconds: 28_800 } };
-
-/** Fails DynamoDB calls of one client while `when` says so (a throttled hot partition, an outage). */
-function faults(when: (command: string, input: { Key?: { pk?: { S?: string } }; UpdateExpression?: string }) => boolean) {
-  return (c: DynamoDBClient) =>
-    c.middlewareStack.add(
-      (next, ctx) => async (args) => {
-        if (when(ctx.commandName ?? '', args.input as never)) {
-          throw Object.assign(new Error('InternalServerError'), { name: 'InternalServerError', $fault: 'server', $metadata: { httpStatusCode: 500 } });
-        }
-        return next(args);
-      },
-      { step: 'initialize', priority: 'high' },
-    );
-}
+afterEach(() => resetIdp(world));
 
 /** Upstream receipts at least `gap` apart, after the first (the bound of G6/G7). */
 function spacedBy(receipts: Receipt[], gap: number): boolean {
@@ -66,7 +29,7 @@ function spacedBy(receipts: Receipt[], gap: number): boolean {
 
 describe('G1: a caller that reports every token it gets', () => {
   it('rate-limited: its reports are deferred with retry_after; the upstream sees one request per minSpacing; others keep the token', async () => {
-    const clock = fakeClock();
+    const clock = fakeClock(world);
     world.idp.respond = issue(3600);
     const config = connections(world.idp, { g1: vertex });
     const looper = instance(world, { clock, config }).broker;
@@ -99,7 +62,7 @@ describe('G1: a caller that reports every token it gets', () => {
   });
 
   it('without rateLimit: at most one honoured invalidation per 10 s', async () => {
-    const clock = fakeClock();
+    const clock = fakeClock(world);
     const config = connections(world.idp, { 'g1-free': {} });
     const a = instance(world, { clock, config }).broker;
     const b = instance(world, { clock, config }).broker;
@@ -121,7 +84,7 @@ describe('G1: a caller that reports every token it gets', () => {
 
 describe('G2, G3: demands for a larger min_ttl', () => {
   it('min_ttl just under the lifetime, every 5 s for 10 minutes: no demand refresh inside the spacing; default callers unaffected', async () => {
-    const clock = fakeClock();
+    const clock = fakeClock(world);
     const config = connections(world.idp, { g2: vertex });
     const demanding = instance(world, { clock, config }).broker;
     const plain = instance(world, { clock, config }).broker;
@@ -147,7 +110,7 @@ describe('G2, G3: demands for a larger min_ttl', () => {
   });
 
   it('without spacing, demands stop at the reserve; an expiry may still spend the reserve (G3)', async () => {
-    const clock = fakeClock();
+    const clock = fakeClock(world);
     const config = connections(world.idp, { g3: { rateLimit: { max: 10, windowSeconds: 28_800, minSpacingSeconds: 0 } } });
     const demanding = instance(world, { clock, config }).broker;
     const plain = instance(world, { clock, config }).broker;
@@ -180,7 +143,7 @@ describe('G4: credential and configuration errors open the circuit', () => {
   };
 
   it('a wrong password is tried at most twice in 10 minutes (not every 15 s), across instances, without rateLimit', async () => {
-    const clock = fakeClock();
+    const clock = fakeClock(world);
     world.secrets.set('sec/g4', pw('CANARY-WRONG'));
     world.idp.respond = upstream();
     const config = connections(world.idp, { g4: { grantType: 'password', scope: 'vtms-public-api openid profile', secret: 'sec/g4' } });
@@ -217,7 +180,7 @@ describe('G4: credential and configuration errors open the circuit', () => {
   });
 
   it('rate-limited: invalid_request opens the circuit too; a config change closes it at once', async () => {
-    const clock = fakeClock();
+    const clock = fakeClock(world);
     world.idp.respond = () => ({ status: 400, body: { error: 'invalid_request' } });
     const config = connections(world.idp, { 'g4-rl': vertex });
     const a = instance(world, { clock, config }).broker;
@@ -234,7 +197,7 @@ describe('G4: credential and configuration errors open the circuit', () => {
   });
 
   it('invalid_client with a rotated secret is retried once at once (rotation), not held by the circuit', async () => {
-    const clock = fakeClock();
+    const clock = fakeClock(world);
     world.secrets.set('sec/g4-rot', { client_id: 'rot', client_secret: 'CANARY-OLD' });
     const config = connections(world.idp, { 'g4-rot': { secret: 'sec/g4-rot' } });
     const a = instance(world, { clock, config }).broker;
@@ -251,7 +214,7 @@ describe('G4: credential and configuration errors open the circuit', () => {
 
 describe('G5: a secret that still holds a placeholder', () => {
   it('is never sent: 500 without an upstream request or a ledger slot; the log names the secret; a fix is picked up within 15 s', async () => {
-    const clock = fakeClock();
+    const clock = fakeClock(world);
     world.secrets.set('sec/g5', { client_id: 'REPLACE_ME', client_secret: 'REPLACE_ME' });
     const config = connections(world.idp, { g5: { secret: 'sec/g5', ...vertex } });
     const a = instance(world, { clock, config }).broker;
@@ -284,7 +247,7 @@ describe('G6: a store or KMS fault after a successful upstream request', () => {
   const tokenWrites = (cmd: string, input: { Key?: { pk?: { S?: string } } }) => cmd === 'UpdateItemCommand' && (input.Key?.pk?.S ?? '').startsWith('tok#');
 
   it('rate-limited, publish fails for 20 s: the fetcher serves its token; nobody fetches another; it is published when writes succeed', async () => {
-    const clock = fakeClock();
+    const clock = fakeClock(world);
     const fault = faultAfterFetch();
     const publishes = (cmd: string, input: { Key?: { pk?: { S?: string } }; UpdateExpression?: string }) => fault.on && tokenWrites(cmd, input) && (input.UpdateExpression ?? '').includes('#ct');
     const config = connections(world.idp, { g6: vertex });
@@ -308,7 +271,7 @@ describe('G6: a store or KMS fault after a successful upstream request', () => {
   });
 
   it('rate-limited, every token-item write fails: the hold goes into the ledger; still one request in 5 minutes', async () => {
-    const clock = fakeClock();
+    const clock = fakeClock(world);
     const fault = faultAfterFetch();
     const config = connections(world.idp, { 'g6-all': vertex });
     const a = instance(world, { clock, config, maxAttempts: 1, onClient: faults((c, i) => fault.on && tokenWrites(c, i)) }).broker;
@@ -329,7 +292,7 @@ describe('G6: a store or KMS fault after a successful upstream request', () => {
   });
 
   it('KMS throttles the seal: the token is served and published once KMS answers', async () => {
-    const clock = fakeClock();
+    const clock = fakeClock(world);
     const config = connections(world.idp, { 'g6-kms': vertex });
     const a = instance(world, { clock, config });
     const sealer = (a.broker as unknown as { deps: { sealer: { seal: (...args: unknown[]) => Promise<Uint8Array> } } }).deps.sealer;
@@ -350,7 +313,7 @@ describe('G6: a store or KMS fault after a successful upstream request', () => {
   });
 
   it('without rateLimit: at most one more request per 15 s while the fetcher is gone', async () => {
-    const clock = fakeClock();
+    const clock = fakeClock(world);
     const fault = faultAfterFetch();
     const publishes = (cmd: string, input: { Key?: { pk?: { S?: string } }; UpdateExpression?: string }) => fault.on && tokenWrites(cmd, input) && (input.UpdateExpression ?? '').includes('#ct');
     const config = connections(world.idp, { 'g6-free': {} });
@@ -368,7 +331,7 @@ describe('G6: a store or KMS fault after a successful upstream request', () => {
 
 describe('G7: an upstream that answers a refresh with the same token', () => {
   it('costs at most one request per 5 minutes, not one per request', async () => {
-    const clock = fakeClock();
+    const clock = fakeClock(world);
     const issuedAt = clock.now();
     let n = 0;
     // Until the old token dies, the upstream hands it out again with what is left of its lifetime.
@@ -405,7 +368,7 @@ describe('G8: the ledger margin covers send delay and clock skew (defect 5)', ()
    * window.
    */
   async function scenario(margin?: { sendCutoffMs: number; connectTimeoutMs: number; clockSkewMs: number }): Promise<number> {
-    const clock = fakeClock();
+    const clock = fakeClock(world);
     const max = 5;
     const windowSeconds = 20;
     world.secrets.set('sec/g8-a', { client_id: 'g8-a', client_secret: 'CANARY-A' });
@@ -456,7 +419,7 @@ describe('G8: the ledger margin covers send delay and clock skew (defect 5)', ()
 
 describe('G9: refresh-ahead never serves less than min_ttl (defect 1)', () => {
   it('a concurrent invalidation and a shorter upstream token: no 200 with expires_in below min_ttl', async () => {
-    const clock = fakeClock();
+    const clock = fakeClock(world);
     const config = connections(world.idp, { g9: { refreshBeforeSeconds: 300 } });
     world.idp.respond = issue(600);
     const a = instance(world, { clock, config }).broker;
@@ -476,7 +439,7 @@ describe('G9: refresh-ahead never serves less than min_ttl (defect 1)', () => {
 
 describe('G10: short-lived tokens with default settings (defects 6, 7)', () => {
   it('2 s tokens: min_ttl 0 is served (no 400), to waiters and from cache', async () => {
-    const clock = fakeClock();
+    const clock = fakeClock(world);
     world.idp.respond = issue(2);
     const config = connections(world.idp, { 'g10-2s': {} });
     const brokers = [1, 2, 3].map(() => instance(world, { clock, config }).broker);
@@ -492,7 +455,7 @@ describe('G10: short-lived tokens with default settings (defects 6, 7)', () => {
   });
 
   it('10 s tokens with the 60 s refresh-ahead default: each token serves at least half its life', async () => {
-    const clock = fakeClock();
+    const clock = fakeClock(world);
     world.idp.respond = issue(10);
     const config = connections(world.idp, { 'g10-10s': {} });
     expect(config.connections.get('g10-10s')!.refreshBeforeSeconds).toBe(60);
@@ -509,7 +472,7 @@ describe('G10: short-lived tokens with default settings (defects 6, 7)', () => {
 
 describe('defects 3, 4, 8: store faults and upstream outages do not cost callers a still-valid token', () => {
   it('POST /invalidate with DynamoDB failing is 503 unavailable with Retry-After, not 500 (defect 3)', async () => {
-    const clock = fakeClock();
+    const clock = fakeClock(world);
     const config = connections(world.idp, { d3: {} });
     const t = await get(instance(world, { clock, config }).broker, 'd3');
     const broken = instance(world, { clock, config, maxAttempts: 1, onClient: faults(() => true) }).broker;
@@ -519,7 +482,7 @@ describe('defects 3, 4, 8: store faults and upstream outages do not cost callers
   });
 
   it('refresh-ahead with the lease write throttled serves the cached token (defect 4)', async () => {
-    const clock = fakeClock();
+    const clock = fakeClock(world);
     const config = connections(world.idp, { d4: { refreshBeforeSeconds: 60 } });
     await get(instance(world, { clock, config }).broker, 'd4', 0);
     clock.advance(250 * S); // 50 s left: inside the window, still serves min_ttl 30
@@ -530,7 +493,7 @@ describe('defects 3, 4, 8: store faults and upstream outages do not cost callers
   });
 
   it('the upstream down during refresh-ahead: the still-valid token keeps being served, fleet-wide (defect 8)', async () => {
-    const clock = fakeClock();
+    const clock = fakeClock(world);
     const config = connections(world.idp, { d8: { refreshBeforeSeconds: 60 } });
     const first = await get(instance(world, { clock, config }).broker, 'd8', 0);
     clock.advance(250 * S);

@@ -55,10 +55,13 @@ beforeAll(async () => {
   const config = connections(world.idp, { pay: {}, vertex: { rateLimit: { max: 10, windowSeconds: 28800 } } });
   const { broker } = instance(world, { clock: realClock, config });
   handler = createHttpHandler({ broker, logger: powertoolsLogger(), metrics: powertoolsMetrics() });
-  vi.spyOn(process.stdout, 'write').mockImplementation((chunk: string | Uint8Array) => {
-    output.push(String(chunk));
-    return true;
-  });
+  // Both streams: in Lambda, stderr lands in the same log group (a warning there is a second line too).
+  for (const stream of [process.stdout, process.stderr]) {
+    vi.spyOn(stream, 'write').mockImplementation((chunk: string | Uint8Array) => {
+      output.push(String(chunk));
+      return true;
+    });
+  }
 });
 afterAll(async () => {
   vi.restoreAllMocks();
@@ -95,6 +98,8 @@ describe('one line per request, with its metrics', () => {
       LedgerRemaining: 9,
     });
     expect(line._aws!.CloudWatchMetrics[0]!.Namespace).toBe('TokenBroker');
+    // The `service` dimension's value is the logger's own `service` field.
+    expect(line.service).toBe('token-broker');
     expect(dims(line)).toEqual([['service', 'connection']]);
     expect(metricNames(line)).toEqual(expect.arrayContaining(['Refreshed', 'RefreshExpired', 'LedgerRemaining', 'Latency']));
   });
