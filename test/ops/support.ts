@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import type { DynamoTokenStore } from '../../functions/adapters/dynamodb-store.js';
 import type { Backoff, Circuit, ReleaseNote } from '../../functions/core/ports.js';
 import type { Io } from '../../functions/ops/main.js';
-import { ROOT } from '../local/helpers.js';
+import { childEnv, ROOT } from '../local/helpers.js';
 
 export interface Captured {
   io: Io;
@@ -83,13 +83,6 @@ export const circuit = (now: number, configHash: string, over: Partial<Circuit> 
 });
 
 export const backoff = (until: number, over: Partial<Backoff> = {}): Backoff => ({ until, code: 'unavailable', message: 'upstream token endpoint unavailable', ...over });
-
-function childEnv(): NodeJS.ProcessEnv {
-  const env = { ...process.env };
-  delete env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED;
-  delete env.NODE_OPTIONS;
-  return env;
-}
 
 export interface Finished {
   code: number | null;
