@@ -81,10 +81,10 @@ export interface Finished {
   stderr: string;
 }
 
-/** Runs the CLI to completion (for the cases where it must refuse to start). */
-export function runCli(args: string[], timeoutMs = 45_000): Promise<Finished> {
+/** Runs a command to completion in the repository, with the child environment, and collects its output. */
+export function runToCompletion(cmd: string, argv: readonly string[], timeoutMs: number): Promise<Finished> {
   return new Promise((resolve) => {
-    const proc = spawn(process.execPath, [...CLI, ...args], { cwd: ROOT, env: childEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
+    const proc = spawn(cmd, [...argv], { cwd: ROOT, env: childEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     proc.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -95,6 +95,11 @@ export function runCli(args: string[], timeoutMs = 45_000): Promise<Finished> {
       resolve({ code, stdout, stderr });
     });
   });
+}
+
+/** Runs the CLI to completion (for the cases where it must refuse to start). */
+export function runCli(args: string[], timeoutMs = 45_000): Promise<Finished> {
+  return runToCompletion(process.execPath, [...CLI, ...args], timeoutMs);
 }
 
 export interface Signing {

@@ -1,11 +1,12 @@
 /** Helpers for the operator CLI's tests: captured output, a local config file, seeded store items, the CLI as a child. */
-import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { DynamoTokenStore } from '../../functions/adapters/dynamodb-store.js';
 import type { Backoff, Circuit, ReleaseNote } from '../../functions/core/ports.js';
 import type { Io } from '../../functions/ops/main.js';
-import { childEnv, ROOT } from '../local/helpers.js';
+import { type Finished, ROOT, runToCompletion } from '../local/helpers.js';
+
+export type { Finished };
 
 export interface Captured {
   io: Io;
@@ -84,11 +85,6 @@ export const circuit = (now: number, configHash: string, over: Partial<Circuit> 
 
 export const backoff = (until: number, over: Partial<Backoff> = {}): Backoff => ({ until, code: 'unavailable', message: 'upstream token endpoint unavailable', ...over });
 
-export interface Finished {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
 
 /**
  * Runs the CLI as a user does: `npm run --silent ops -- ARGS` (--silent keeps npm's own banner off stdout),
@@ -96,18 +92,7 @@ export interface Finished {
  */
 export function runOps(args: string[], via: 'npm' | 'bin' = 'npm', timeoutMs = 60_000): Promise<Finished> {
   const [cmd, argv] = via === 'npm' ? ['npm', ['run', '--silent', 'ops', '--', ...args]] : [process.execPath, [join(ROOT, 'bin', 'token-broker-ops.mjs'), ...args]];
-  return new Promise((resolve) => {
-    const proc = spawn(cmd as string, argv as string[], { cwd: ROOT, env: childEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    proc.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    proc.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => proc.kill('SIGKILL'), timeoutMs);
-    proc.once('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
+  return runToCompletion(cmd as string, argv as string[], timeoutMs);
 }
 
 /** Stdout of `status --json`: one object per line. */
