@@ -6,6 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { attempt, fakeClock, faults, get, MIN, report, resetIdp, S, vertex } from '../support/calls.js';
+import { realClock } from '../support/clock.js';
 import { CALLER, connections, instance, startWorld, type World } from '../support/env.js';
 import { issue } from '../support/idp.js';
 
@@ -103,12 +104,15 @@ describe('R6: an invalidation takes effect at once on the container that receive
     const open = sealer.open.bind(sealer);
     let release!: () => void;
     const gate = new Promise<void>((r) => (release = r));
+    let opening!: () => void;
+    const opened = new Promise<void>((r) => (opening = r));
     sealer.open = async (...args) => {
-      await gate; // the read is done, the KMS decrypt is slow
+      opening(); // the read is done...
+      await gate; // ...and the KMS decrypt is slow
       return open(...args);
     };
     const inflight = get(x.broker, 'r6'); // read the item (first token) before the report
-    await new Promise((r) => setTimeout(r, 100));
+    await opened;
     expect(await report(x.broker, 'r6', first.token.accessToken)).toMatchObject({ invalidated: true });
     release();
     await inflight; // may return the first token: it was read before the report
@@ -173,15 +177,30 @@ describe('gap: rule 17 (fresh tokens served to waiters without the skew allowanc
   });
 
   it('17a: a waiter in another container gets the token published while it waited: one upstream request', async () => {
-    world.idp.respond = () => ({ delayMs: 300, body: { access_token: `t-${Math.random()}`, token_type: 'Bearer', expires_in: 20 } });
+    let answer!: () => void;
+    const answered = new Promise<void>((r) => (answer = r));
+    world.idp.respond = async () => {
+      await answered; // a's token arrives only once b is waiting for it
+      return { body: { access_token: `t-${Math.random()}`, token_type: 'Bearer', expires_in: 20 } };
+    };
     const config = connections(world.idp, { gap17a: { refreshBeforeSeconds: 0 } });
-    const realClock = { now: () => Date.now(), sleep: (ms: number) => new Promise<void>((r) => setTimeout(r, ms)) };
     const a = instance(world, { clock: realClock, config }).broker;
-    const b = instance(world, { clock: realClock, config }).broker;
+    const b = instance(world, { clock: realClock, config });
+    const store = (b.broker as unknown as { deps: { store: { get: (c: string) => Promise<unknown> } } }).deps.store;
+    const get0 = store.get.bind(store);
+    let reading!: () => void;
+    const bRead = new Promise<void>((r) => (reading = r));
+    store.get = async (c) => {
+      const item = await get0(c);
+      reading(); // b has seen a's lease
+      return item;
+    };
     const first = get(a, 'gap17a', 0);
-    await new Promise((r) => setTimeout(r, 60)); // a holds the lease; b waits for it
-    const waiter = await get(b, 'gap17a', 15);
-    expect(waiter.token.accessToken).toBe((await first).token.accessToken);
+    while (world.idp.count() === 0) await new Promise((r) => setImmediate(r)); // a holds the lease
+    const waiter = get(b.broker, 'gap17a', 15);
+    await bRead;
+    answer();
+    expect((await waiter).token.accessToken).toBe((await first).token.accessToken);
     expect(world.idp.count()).toBe(1);
   });
 });
