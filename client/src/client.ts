@@ -253,21 +253,27 @@ export class TokenBrokerClient implements TokenSource {
     const body = JSON.stringify({ access_token: accessToken });
     const promise = this.#withRetries(connection, deadline, async (timeoutMs) => {
       const res = await this.#exchange(connection, 'POST', `/tokens/${connection}/invalidate`, undefined, body, timeoutMs);
-      if (res.status === 204) return { invalidated: true } as const; // a broker from before the 200 answers
       if (res.status === 200) return parseInvalidateResult(res.text, connection);
       throw redact(this.#errorFor(res, connection), accessToken);
     })
-      .then((result) => {
-        if (!result.invalidated && result.reason === 'deferred') {
-          // The broker keeps serving this token: so does this process (a new report may be honoured later).
-          this.#unreject(connection, accessToken);
-          if (dropped && !this.#cache.has(connection)) this.#cache.set(connection, dropped);
-          remember(this.#deferred, key, this.#now() + result.retryAfterSeconds * 1000);
-        } else {
-          remember(this.#reported, key);
-        }
-        return result;
-      })
+      .then(
+        (result) => {
+          if (!result.invalidated && result.reason === 'deferred') {
+            // The broker keeps serving this token: so does this process (a new report may be honoured later).
+            this.#keep(connection, accessToken, dropped);
+            remember(this.#deferred, key, this.#now() + result.retryAfterSeconds * 1000);
+          } else {
+            remember(this.#reported, key);
+          }
+          return result;
+        },
+        (e: unknown) => {
+          // The report did not get through (403, 5xx, time): the broker still serves this token, and a later
+          // report may. Refusing it here would fail every getToken of the connection until it expires.
+          this.#keep(connection, accessToken, dropped);
+          throw e;
+        },
+      )
       .finally(() => this.#invalidations.delete(key));
     this.#invalidations.set(key, promise);
     return promise;
@@ -303,8 +309,10 @@ export class TokenBrokerClient implements TokenSource {
     return dropped;
   }
 
-  #unreject(connection: string, accessToken: string): void {
+  /** Takes a reported token back into service in this process (the broker did not stop serving it). */
+  #keep(connection: string, accessToken: string, dropped: CachedToken | undefined): void {
     this.#rejected.get(connection)?.delete(accessToken);
+    if (dropped && !this.#cache.has(connection)) this.#cache.set(connection, dropped);
   }
 
   async #fetchToken(connection: string, minTtl: number, timeoutMs: number): Promise<CachedToken> {

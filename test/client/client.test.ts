@@ -471,13 +471,27 @@ describe('TokenBrokerClient: invalidate', () => {
     expect(broker.seen).toHaveLength(1);
   });
 
-  it('takes a 204 (a broker from before the 200 answers) as invalidated, and an unusable 200 body as InternalError', async () => {
+  it('a report that fails (403: the caller may not invalidate) keeps the token in service in this process', async () => {
+    broker = mockBroker();
+    replies([[200, tokenBody('tok-1', 3600)]]);
+    invalidateReplies(403, { error: 'forbidden', message: 'caller is not allowed to use this connection' });
+    replies([[200, tokenBody('tok-1', 3600)]]);
+    const client = newClient({ dispatcher: broker.agent });
+    await client.getToken(CONN);
+    await expect(client.invalidate(CONN, 'tok-1')).rejects.toBeInstanceOf(ForbiddenError);
+    // Served from the cache again, not refused until it expires (the broker still serves it).
+    expect((await client.getToken(CONN)).accessToken).toBe('tok-1');
+    client.clear(CONN);
+    expect((await client.getToken(CONN)).accessToken).toBe('tok-1');
+  });
+
+  it('an unusable 200 body is InternalError (a 204 is no answer this broker gives)', async () => {
     broker = mockBroker();
     invalidateReplies(204);
     invalidateReplies(200, { invalidated: 'maybe', access_token: 'tok-echo' });
     invalidateReplies(200, { invalidated: false, reason: 'deferred' });
     const client = newClient({ dispatcher: broker.agent });
-    expect(await client.invalidate(CONN, 'tok-old')).toEqual({ invalidated: true });
+    await expect(client.invalidate(CONN, 'tok-old')).rejects.toBeInstanceOf(InternalError);
     const error = await client.invalidate(CONN, 'tok-echo').catch((e: unknown) => e);
     expect(error).toBeInstanceOf(InternalError);
     expect(inspect(error)).not.toContain('tok-echo');
