@@ -3,7 +3,7 @@
  * - header: `Authorization: AWS4-HMAC-SHA256 Credential=AKID/DATE/REGION/execute-api/aws4_request,
  *   SignedHeaders=..., Signature=...` with the date in `X-Amz-Date` (or `Date`);
  * - query (presigned URL): `X-Amz-Algorithm`, `X-Amz-Credential`, `X-Amz-Date`, `X-Amz-SignedHeaders`,
- *   `X-Amz-Signature`, optional `X-Amz-Expires` (seconds, at most 7 days) and `X-Amz-Security-Token` in the
+ *   `X-Amz-Signature`, optional `X-Amz-Expires` (seconds; good for at most 15 minutes) and `X-Amz-Security-Token` in the
  *   query string. Every query parameter but `X-Amz-Signature` is part of the canonical query. Both forms in
  *   one request are refused, as AWS does.
  * The expected signature is computed here with node:crypto from the request as received; tests sign with
@@ -319,8 +319,10 @@ export function verifySigV4(req: SignedRequest, opts: VerifyOptions): Verified {
   const maxSkew = opts.maxSkewMs ?? MAX_SKEW_MS;
   if (time - opts.now > maxSkew) throw new SigV4Error(`Signature not yet current: ${requestDate} is more than 15 minutes after the server time ${amzDate(opts.now)}`);
   if (expiresSeconds !== undefined) {
-    // A presigned request with X-Amz-Expires is good until its date plus that many seconds.
-    if (opts.now > time + expiresSeconds * 1000) throw new SigV4Error(`Request has expired: ${requestDate} plus X-Amz-Expires ${expiresSeconds} s is before the server time ${amzDate(opts.now)}`);
+    // A presigned request is good until its date plus X-Amz-Expires, but never longer than 15 minutes: DESIGN
+    // refuses a signature more than 15 minutes from the clock, and API Gateway expires presigned URLs early.
+    const validMs = Math.min(expiresSeconds * 1000, maxSkew);
+    if (opts.now > time + validMs) throw new SigV4Error(`Request has expired: ${requestDate} plus ${validMs / 1000} s (X-Amz-Expires, at most 15 minutes) is before the server time ${amzDate(opts.now)}`);
   } else if (opts.now - time > maxSkew) {
     throw new SigV4Error(`Signature expired: ${requestDate} is more than 15 minutes before the server time ${amzDate(opts.now)}`);
   }

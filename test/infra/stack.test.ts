@@ -127,8 +127,7 @@ describe('API', () => {
       new RegExp(`":log-group:",\\{"Ref":"${accessGroup}"\\}\\]\\]\\}$`),
     );
     const format: string = stage.AccessLogSetting.Format;
-    // Valid JSON once API Gateway substitutes: replace the one unquoted variable by a JSON string.
-    const parsed = JSON.parse(format.replace('$context.error.messageString', '"x"')) as Record<string, string>;
+    const parsed = JSON.parse(format) as Record<string, string>;
     expect(parsed).toMatchObject({
       requestId: '$context.requestId',
       status: '$context.status',
@@ -136,15 +135,22 @@ describe('API', () => {
       resourcePath: '$context.resourcePath',
     });
     expect(format).not.toMatch(/\$input|requestOverride|responseOverride|\.body/);
+    // A bad signature's message quotes the canonical request, X-Amz-Security-Token included: never logged.
+    expect(format).not.toContain('messageString');
+    expect(parsed.errorType).toBe('$context.error.responseType');
   });
 
-  it('gateway errors use the contract error shape and are not cached', () => {
+  it('gateway errors use the contract error shape with fixed messages and are not cached', () => {
     dev.template.hasResourceProperties('AWS::ApiGateway::GatewayResponse', {
       ResponseType: 'MISSING_AUTHENTICATION_TOKEN',
       StatusCode: '403',
-      ResponseTemplates: { 'application/json': '{"error":"forbidden","message":$context.error.messageString}' },
+      ResponseTemplates: { 'application/json': JSON.stringify({ error: 'forbidden', message: 'unknown route, or the request is not signed (SigV4, service execute-api)' }) },
       ResponseParameters: Match.objectLike({ 'gatewayresponse.header.Cache-Control': "'no-store'" }),
     });
+    // API Gateway's own message (a bad signature's canonical request, session token included) never reaches a caller.
+    for (const [, r] of Object.entries(resources(dev.template, 'AWS::ApiGateway::GatewayResponse'))) {
+      expect(JSON.stringify(r.Properties.ResponseTemplates)).not.toContain('$context.error');
+    }
     dev.template.hasResourceProperties('AWS::ApiGateway::GatewayResponse', {
       ResponseType: 'THROTTLED',
       StatusCode: '429',

@@ -85,22 +85,24 @@ export class BrokerApi extends Construct {
 
   private addGatewayResponses(): void {
     const headers = { 'Cache-Control': "'no-store'", 'Content-Type': "'application/json'" };
-    const responses: [string, apigw.ResponseType, string, string?][] = [
-      ['Default4xx', apigw.ResponseType.DEFAULT_4XX, 'invalid_request'],
-      ['Default5xx', apigw.ResponseType.DEFAULT_5XX, 'internal'],
-      ['AccessDenied', apigw.ResponseType.ACCESS_DENIED, 'forbidden', '403'],
-      ['MissingAuth', apigw.ResponseType.MISSING_AUTHENTICATION_TOKEN, 'forbidden', '403'],
-      ['InvalidSignature', apigw.ResponseType.INVALID_SIGNATURE, 'forbidden', '403'],
-      ['ExpiredToken', apigw.ResponseType.EXPIRED_TOKEN, 'forbidden', '403'],
-      ['NotFound', apigw.ResponseType.RESOURCE_NOT_FOUND, 'not_found', '404'],
-      ['Throttled', apigw.ResponseType.THROTTLED, 'rate_limited', '429'],
+    // Fixed messages: API Gateway's own ($context.error.messageString) can quote the canonical request of a
+    // bad signature, X-Amz-Security-Token included.
+    const responses: [string, apigw.ResponseType, string, string, string?][] = [
+      ['Default4xx', apigw.ResponseType.DEFAULT_4XX, 'invalid_request', 'request refused by API Gateway'],
+      ['Default5xx', apigw.ResponseType.DEFAULT_5XX, 'internal', 'internal error'],
+      ['AccessDenied', apigw.ResponseType.ACCESS_DENIED, 'forbidden', 'caller is not allowed to call this API', '403'],
+      ['MissingAuth', apigw.ResponseType.MISSING_AUTHENTICATION_TOKEN, 'forbidden', 'unknown route, or the request is not signed (SigV4, service execute-api)', '403'],
+      ['InvalidSignature', apigw.ResponseType.INVALID_SIGNATURE, 'forbidden', 'the request signature does not match (SigV4, service execute-api)', '403'],
+      ['ExpiredToken', apigw.ResponseType.EXPIRED_TOKEN, 'forbidden', 'the credentials or the signature of the request have expired', '403'],
+      ['NotFound', apigw.ResponseType.RESOURCE_NOT_FOUND, 'not_found', 'unknown route', '404'],
+      ['Throttled', apigw.ResponseType.THROTTLED, 'rate_limited', 'too many requests; retry after 1 s', '429'],
     ];
-    for (const [id, type, code, statusCode] of responses) {
+    for (const [id, type, code, message, statusCode] of responses) {
       this.restApi.addGatewayResponse(id, {
         type,
         ...(statusCode ? { statusCode } : {}),
         responseHeaders: type === apigw.ResponseType.THROTTLED ? { ...headers, 'Retry-After': "'1'" } : headers,
-        templates: { 'application/json': `{"error":"${code}","message":$context.error.messageString}` },
+        templates: { 'application/json': JSON.stringify({ error: code, message }) },
       });
     }
   }
@@ -191,7 +193,8 @@ const ACCESS_LOG_FORMAT = `{${[
   ['accountId', '$context.identity.accountId'],
   ['caller', '$context.identity.caller'],
   ['userArn', '$context.identity.userArn'],
+  // The type only: the message can quote a bad signature's canonical request, session token included.
   ['errorType', '$context.error.responseType'],
 ]
   .map(([k, v]) => `"${k}":"${v}"`)
-  .join(',')},"errorMessage":$context.error.messageString}`;
+  .join(',')}}`;
