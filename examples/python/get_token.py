@@ -119,26 +119,34 @@ class BrokerClient:
         """Reports a rejected token; returns the broker's answer, e.g. {'invalidated': True}."""
         _check_connection(connection)
         with self._lock:
+            until = self._deferred.get((connection, access_token))
+            if until is not None and until > self.now():
+                # Still deferred: the token stays in service here too (it was never dropped).
+                return {'invalidated': False, 'reason': 'deferred', 'retry_after': math.ceil(until - self.now())}
             cached = self._cache.get(connection)
             dropped = cached if cached and cached[0].get('access_token') == access_token else None
             if dropped:
                 del self._cache[connection]
-            until = self._deferred.get((connection, access_token))
-            if until is not None and until > self.now():
-                return {'invalidated': False, 'reason': 'deferred', 'retry_after': math.ceil(until - self.now())}
         payload = json.dumps({'access_token': access_token}).encode()
 
         def attempt(timeout):
-            res = self._send('POST', f'/tokens/{quote(connection)}/invalidate', payload, timeout)
-            return {'invalidated': True} if res.status_code == 204 else _json(res)  # 204: a broker from before the 200 answers
+            return _json(self._send('POST', f'/tokens/{quote(connection)}/invalidate', payload, timeout))
 
-        answer = self._with_retries(attempt)
-        if answer.get('reason') == 'deferred':
-            # The broker keeps serving this token, and so does this process, until retry_after has passed.
+        def keep():
+            # The broker keeps serving this token (deferred, or the report did not get through): so does this process.
             with self._lock:
-                self._deferred[(connection, access_token)] = self.now() + int(answer.get('retry_after', 0))
                 if dropped and connection not in self._cache:
                     self._cache[connection] = dropped
+
+        try:
+            answer = self._with_retries(attempt)
+        except BrokerError:
+            keep()
+            raise
+        if answer.get('reason') == 'deferred':
+            with self._lock:
+                self._deferred[(connection, access_token)] = self.now() + int(answer.get('retry_after', 0))
+            keep()
         return answer
 
     def call_upstream(self, connection, method, url, min_ttl=None, **kwargs):
@@ -156,9 +164,11 @@ class BrokerClient:
         return self._upstream(method, url, fresh, kwargs)
 
     def _upstream(self, method, url, token, kwargs):
-        headers = {k: v for k, v in (kwargs.pop('headers', None) or {}).items() if k.lower() != 'authorization'}
+        # kwargs is not changed: a healed 401 replays the request with the same headers, body and options.
+        rest = {k: v for k, v in kwargs.items() if k != 'headers'}
+        headers = {k: v for k, v in (kwargs.get('headers') or {}).items() if k.lower() != 'authorization'}
         headers['Authorization'] = f'Bearer {token}'
-        return self.http.request(method, url, headers=headers, **kwargs)
+        return self.http.request(method, url, headers=headers, **rest)
 
     def _send(self, method, path, body, timeout):
         headers = {'Accept': 'application/json'}

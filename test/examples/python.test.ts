@@ -67,6 +67,7 @@ describe.skipIf(!PYTHON)('examples/python/get_token.py', () => {
   let dir = '';
   let issued = 0;
   const apiTokens: string[] = [];
+  const apiKeys: string[] = [];
 
   beforeAll(async () => {
     oauth = await listen((_req, res) => {
@@ -77,6 +78,7 @@ describe.skipIf(!PYTHON)('examples/python/get_token.py', () => {
     api = await listen((req, res) => {
       const token = req.headers.authorization?.replace(/^Bearer /, '') ?? '';
       apiTokens.push(token);
+      apiKeys.push(String(req.headers['idempotency-key'] ?? ''));
       const ok = token !== '' && token !== apiTokens[0];
       res.writeHead(ok ? 200 : 401, { 'content-type': 'application/json' }).end(JSON.stringify(ok ? { ok: true } : { error: 'invalid_token' }));
     });
@@ -132,15 +134,18 @@ describe.skipIf(!PYTHON)('examples/python/get_token.py', () => {
       "sys.path.insert(0, 'examples/python')",
       'from get_token import BrokerClient',
       `client = BrokerClient(${JSON.stringify(broker!.url)})`,
-      `res = client.call_upstream('py-demo', 'GET', ${JSON.stringify(`${api.url}/payments`)})`,
+      `res = client.call_upstream('py-demo', 'GET', ${JSON.stringify(`${api.url}/payments`)}, headers={'Idempotency-Key': 'k-1'})`,
       "print(json.dumps({'status': res.status_code, 'body': res.json()}))",
     ].join('\n');
     const before = issued;
+    apiKeys.length = 0;
     const r = await python(['-c', snippet], creds());
     expect(r.stderr).toBe('');
     expect(JSON.parse(r.stdout)).toEqual({ status: 200, body: { ok: true } });
     expect(apiTokens).toHaveLength(2);
     expect(apiTokens[1]).not.toBe(apiTokens[0]);
+    // The replay carries the caller's headers too.
+    expect(apiKeys).toEqual(['k-1', 'k-1']);
     // The broker honoured the report: one more upstream token request.
     expect(issued).toBe(before + 1);
   });
@@ -199,9 +204,9 @@ describe.skipIf(!PYTHON)('examples/python/get_token.py', () => {
         '                      now=lambda: clock[0], sleep=sleep, rand=lambda: 0.5)',
         `res = client.call_upstream('py-demo', 'GET', ${JSON.stringify(`${always401.url}/x`)})`,
         "again = client.invalidate('py-demo', 'fake-tok')",
-        // Cached while 300 s - elapsed >= min_ttl 60 + skew 5: 7.05 s passed, 222 more leave 70.95 s (hit);
-        // 10 more leave 60.95 s (miss: a third GET).
-        "client.get_token('py-demo'); clock[0] += 222; client.get_token('py-demo'); clock[0] += 10; client.get_token('py-demo')",
+        // The deferred token stays cached: it was sent at 7.05 s and lives 300 s, to 307.05 s. Cached while it has
+        // min_ttl 60 + skew 5 left: 222 s later 78 s are left (hit); 15 s more leave 63 s (miss: a third GET).
+        "client.get_token('py-demo'); clock[0] += 222; client.get_token('py-demo'); clock[0] += 15; client.get_token('py-demo')",
         "print(json.dumps({'status': res.status_code, 'sleeps': sleeps, 'again': again}))",
       ].join('\n');
       const r = await python(['-c', snippet]);
