@@ -98,10 +98,13 @@ export function tooShort(token: Pick<Token, 'expiresAt' | 'issuedAt'>): BrokerEr
   return invalidRequest(`min_ttl is longer than the tokens this upstream issues (${Math.floor(lifetimeMs(token) / 1000)} s)`);
 }
 
+/** Without rateLimit, how often an invalidation is honoured, in words. */
+export const UNLIMITED_GAP_RULE = `at most one invalidation per ${UNLIMITED_GAP_MS / 1000} s is honoured`;
+
 export type InvalidationStep =
   | { do: 'not_current' }
-  /** The guard will not spend a token request on it before `until`. */
-  | { do: 'defer'; until: number }
+  /** The guard will not spend a token request on it before `until`, `because` (a rule, in words). */
+  | { do: 'defer'; until: number; because: string }
   /** Rate-limited: honour only if a demand request could be made now (the ledger says). */
   | { do: 'ask-ledger' }
   /** Mark it invalidated (the store enforces the gap between honoured invalidations atomically). */
@@ -113,10 +116,13 @@ export type InvalidationStep =
  */
 export function decideInvalidation(item: TokenItem | undefined, fp: string, now: number, c: { rateLimited: boolean; configHash: string }): InvalidationStep {
   if (!item?.sealed || item.fp !== fp || item.invalidated) return { do: 'not_current' };
-  if (circuitState(item.circuit, now, c.configHash) === 'open') return { do: 'defer', until: circuitRetryAt(item.circuit!) };
-  const blocking = [active(item.backoff, now), active(item.demandBackoff, now)].filter((b) => b !== undefined);
-  if (blocking.length) return { do: 'defer', until: Math.max(...blocking.map((b) => b.until)) };
+  if (circuitState(item.circuit, now, c.configHash) === 'open') return { do: 'defer', until: circuitRetryAt(item.circuit!), because: circuitError(item.circuit!).message };
+  // The later of a backoff and a demand backoff, with its own message (the rule that left it).
+  const blocking = [active(item.backoff, now), active(item.demandBackoff, now)].filter((b) => b !== undefined).sort((a, b) => b.until - a.until)[0];
+  if (blocking) return { do: 'defer', until: blocking.until, because: blocking.message };
   if (c.rateLimited) return { do: 'ask-ledger' };
-  if (item.invalidatedAt !== undefined && now - item.invalidatedAt < UNLIMITED_GAP_MS) return { do: 'defer', until: item.invalidatedAt + UNLIMITED_GAP_MS };
+  if (item.invalidatedAt !== undefined && now - item.invalidatedAt < UNLIMITED_GAP_MS) {
+    return { do: 'defer', until: item.invalidatedAt + UNLIMITED_GAP_MS, because: UNLIMITED_GAP_RULE };
+  }
   return { do: 'honour', minGapMs: UNLIMITED_GAP_MS };
 }

@@ -4,7 +4,7 @@
  * for a rate-limited connection; the store applies it with one conditional write.
  */
 import type { Connection } from './config.js';
-import { decideInvalidation } from './decide.js';
+import { decideInvalidation, UNLIMITED_GAP_RULE } from './decide.js';
 import { retryAfterSeconds } from './ledger.js';
 import type { TokenStore } from './ports.js';
 import type { RateLimiter } from './rate-limiter.js';
@@ -13,7 +13,8 @@ export type InvalidationResult =
   /** `ver`: the item version whose token was invalidated. */
   | { invalidated: true; ver?: number }
   | { invalidated: false; reason: 'not_current' }
-  | { invalidated: false; reason: 'deferred'; retryAfterSeconds: number };
+  /** `because`: the rule that defers it, in words (operators see it; the HTTP answer carries only the time). */
+  | { invalidated: false; reason: 'deferred'; retryAfterSeconds: number; because: string };
 
 export interface InvalidationDeps {
   store: TokenStore;
@@ -32,11 +33,11 @@ export async function invalidateToken(deps: InvalidationDeps, connection: Connec
   if (opts.force && step.do !== 'not_current') step = { do: 'honour' };
   if (step.do === 'ask-ledger') {
     const { refusal } = await limiter.demandAllowed(connection.rateLimit!, connection.name);
-    step = refusal ? { do: 'defer', until: now + (refusal.extra.retryAfterSeconds ?? 1) * 1000 } : { do: 'honour' };
+    step = refusal ? { do: 'defer', until: now + (refusal.extra.retryAfterSeconds ?? 1) * 1000, because: refusal.message } : { do: 'honour' };
   }
-  if (step.do === 'defer') return { invalidated: false, reason: 'deferred', retryAfterSeconds: retryAfterSeconds(step.until - now) };
+  if (step.do === 'defer') return { invalidated: false, reason: 'deferred', retryAfterSeconds: retryAfterSeconds(step.until - now), because: step.because };
   if (step.do === 'not_current') return { invalidated: false, reason: 'not_current' };
   const r = await store.invalidate(connection.name, fp, now, step.minGapMs);
-  if (r.kind === 'too_soon') return { invalidated: false, reason: 'deferred', retryAfterSeconds: retryAfterSeconds(r.until - now) };
+  if (r.kind === 'too_soon') return { invalidated: false, reason: 'deferred', retryAfterSeconds: retryAfterSeconds(r.until - now), because: UNLIMITED_GAP_RULE };
   return r.kind === 'invalidated' ? { invalidated: true, ...(item ? { ver: item.ver } : {}) } : { invalidated: false, reason: 'not_current' };
 }

@@ -9,9 +9,7 @@
 import { circuitState } from '../core/circuit.js';
 import type { Connection } from '../core/config.js';
 import { invalidateToken } from '../core/invalidation.js';
-import { type LedgerRefusal, debitRefusal } from '../core/ledger.js';
-import { UNLIMITED_GAP_MS } from '../core/limits.js';
-import type { Clock, LedgerState, LedgerStore, TokenItem, TokenStore } from '../core/ports.js';
+import type { Clock, LedgerState, LedgerStore, TokenStore } from '../core/ports.js';
 import { RateLimiter } from '../core/rate-limiter.js';
 import { type ConnectionStatus, connectionStatus } from '../core/status.js';
 
@@ -103,38 +101,6 @@ export type RefreshResult =
   | { connection: string; result: 'not_current'; tokenFp: string }
   | { connection: string; result: 'deferred'; tokenFp: string; retryAfterSeconds: number; retryAt: string; because: string };
 
-/** A ledger rule in words. */
-function ruleWords(reason: LedgerRefusal, connection: Connection): string {
-  const limit = connection.rateLimit!;
-  const budget = `${limit.max} per ${limit.windowSeconds} s`;
-  switch (reason) {
-    case 'spacing':
-      return `spacing: on-demand token requests are at least ${Math.ceil(limit.minSpacingMs / 1000)} s apart`;
-    case 'reserve':
-      return `reserve: the last ${limit.reserve} requests of the budget (${budget}) are kept for expiring tokens`;
-    case 'exhausted':
-      return `the ledger is exhausted (${budget})`;
-    case 'upstream_backoff':
-      return 'the upstream asked to wait (429 Retry-After)';
-    case 'held':
-      return 'a token this connection fetched waits to be stored';
-  }
-}
-
-/** Why the guard defers an invalidation now, in words (the runner says only for how long). */
-export function deferralCause(connection: Connection, item: TokenItem, ledger: LedgerState | undefined, now: number, marginMs: number): string {
-  const state = circuitState(item.circuit, now, connection.configHash);
-  if (state === 'open') return `the credential circuit is open (${item.circuit!.upstreamError}); reset ${connection.name} closes it`;
-  if (item.backoff && item.backoff.until > now) return `the connection backs off after an upstream failure (${item.backoff.upstreamError ?? item.backoff.code})`;
-  const demand = item.demandBackoff && item.demandBackoff.until > now ? item.demandBackoff : undefined;
-  // The broker leaves the ledger's spacing or reserve in the item, so that no container asks the ledger meanwhile.
-  if (demand && connection.rateLimit && (demand.refusal === 'spacing' || demand.refusal === 'reserve')) return ruleWords(demand.refusal, connection);
-  if (demand) return `demand refreshes are held back (${demand.refusal ?? demand.message})`;
-  if (!connection.rateLimit) return `at most one invalidation per ${UNLIMITED_GAP_MS / 1000} s is honoured`;
-  const refused = debitRefusal(ledger ?? { entries: {}, ver: 0 }, now, connection.rateLimit, marginMs, { demand: true, connection: connection.name });
-  return refused ? ruleWords(refused.reason, connection) : 'the budget guard';
-}
-
 export async function refresh(deps: OpsDeps, connection: Connection, opts: { force: boolean }): Promise<RefreshResult> {
   const name = connection.name;
   const item = await deps.store.get(name);
@@ -149,13 +115,13 @@ export async function refresh(deps: OpsDeps, connection: Connection, opts: { for
     return { connection: name, result: 'invalidated', tokenFp: fp, forced: opts.force, circuitOpen: circuitState(item.circuit, now, connection.configHash) !== 'closed' };
   }
   if (r.reason === 'not_current') return { connection: name, result: 'not_current', tokenFp: fp };
-  const ledger = connection.rateLimit ? await deps.store.read(connection.rateLimit.key) : undefined;
+  const circuitOpen = circuitState(item.circuit, now, connection.configHash) !== 'closed';
   return {
     connection: name,
     result: 'deferred',
     tokenFp: fp,
     retryAfterSeconds: r.retryAfterSeconds,
     retryAt: iso(now + r.retryAfterSeconds * 1000),
-    because: deferralCause(connection, item, ledger, now, deps.marginMs),
+    because: circuitOpen ? `${r.because}; reset ${name} closes it` : r.because,
   };
 }

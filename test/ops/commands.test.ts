@@ -202,7 +202,7 @@ describe('refresh', () => {
     expect(r.code).toBe(1);
     // Default spacing: 28800 s / 10 = 2880 s after the last request, which was 60 s ago.
     expect(r.stdout).toBe(
-      'refresh vertex: deferred by the budget guard (spacing: on-demand token requests are at least 2880 s apart): ' +
+      'refresh vertex: deferred by the budget guard (token requests on demand are spaced at least 2880 s apart (spacing; budget 10 per 28800 s)): ' +
         'it can be honoured 2026-11-30T09:47:00.000Z (in 47m). Token fp fp-v stays in service meanwhile; --force skips the guard.\n',
     );
     expect(auditOf(r.stderr)).toMatchObject({ action: 'refresh', result: 'deferred', tokenFp: 'fp-v', retryAfterSeconds: 2820, retryAt: '2026-11-30T09:47:00.000Z' });
@@ -231,17 +231,17 @@ describe('refresh', () => {
 
   it('names the rule that defers it: the spacing the broker left in the item, or the reserve', async () => {
     await seedToken(store, 'vertex', { now: T0 - 60_000, expiresAt: T0 + HOUR, fp: 'fp-v' });
-    await seedNote(store, 'vertex', T0, { demandBackoff: backoff(T0 + 600_000, { code: 'rate_limited', refusal: 'spacing' }) });
+    await seedNote(store, 'vertex', T0, { demandBackoff: backoff(T0 + 600_000, { code: 'rate_limited', refusal: 'spacing', message: 'token requests on demand are spaced at least 2880 s apart (spacing; budget 10 per 28800 s)' }) });
     const spacing = await ops('refresh', 'vertex');
     expect(spacing.code).toBe(1);
-    expect(spacing.stdout).toContain('deferred by the budget guard (spacing: on-demand token requests are at least 2880 s apart): it can be honoured 2026-11-30T09:10:00.000Z (in 10m)');
+    expect(spacing.stdout).toContain('deferred by the budget guard (token requests on demand are spaced at least 2880 s apart (spacing; budget 10 per 28800 s)): it can be honoured 2026-11-30T09:10:00.000Z (in 10m)');
 
     await ops('reset', 'vertex');
     // 8 of 10 spent, the last an hour ago (past the spacing): a demand request would leave fewer than 2.
     for (let i = 0; i < 8; i++) await debit(`r${i}`, 2 * HOUR - i * 60_000);
     const reserve = await ops('refresh', 'vertex');
     expect(reserve.code).toBe(1);
-    expect(reserve.stdout).toContain('deferred by the budget guard (reserve: the last 2 requests of the budget (10 per 28800 s) are kept for expiring tokens)');
+    expect(reserve.stdout).toContain('deferred by the budget guard (the last 2 token requests of the budget (10 per 28800 s) are kept for expiring tokens (reserve))');
   });
 
   it('is deferred while the circuit is open, saying reset closes it', async () => {
@@ -249,7 +249,7 @@ describe('refresh', () => {
     await seedNote(store, 'circuit', T0, { circuit: circuit(T0, connections.get('circuit')!.configHash) });
     const r = await ops('refresh', 'circuit');
     expect(r.code).toBe(1);
-    expect(r.stdout).toContain('deferred by the budget guard (the credential circuit is open (invalid_client); reset circuit closes it)');
+    expect(r.stdout).toContain('deferred by the budget guard (upstream refused the credentials (invalid_client); no token requests until the secret or the config changes; reset circuit closes it)');
     const forced = await ops('refresh', 'circuit', '--force');
     expect(forced.code).toBe(0);
     expect(forced.stdout).toContain('But the credential circuit is open: callers get 502 until it closes (reset circuit closes it).');

@@ -125,7 +125,7 @@ describe('npm run ops against two local brokers on one store', () => {
 
     const deferred = await runOps(['refresh', 'guarded', ...target()], 'bin');
     expect(deferred.code).toBe(1);
-    expect(deferred.stdout).toMatch(/^refresh guarded: deferred by the budget guard \(spacing: on-demand token requests are at least 2880 s apart\): it can be honoured \S+ \(in 4\dm( \d+s)?\)\./);
+    expect(deferred.stdout).toMatch(/^refresh guarded: deferred by the budget guard \(token requests on demand are spaced at least 2880 s apart \(spacing; budget 10 per 28800 s\)\): it can be honoured \S+ \(in 4\dm( \d+s)?\)\./);
     expect(JSON.parse(deferred.stderr.trim())).toMatchObject({ message: 'ops', action: 'refresh', connection: 'guarded', result: 'deferred' });
     expect(await statusOf('guarded', 'bin')).toMatchObject({ invalidated: false, ledger: { used: 1 } });
 
