@@ -92,6 +92,8 @@ export const LOG_FIELDS = {
 /** The `message` of the per-request log line, and of an operator action's audit line. */
 export const REQUEST_LOG_MESSAGE = 'request';
 export const OPS_LOG_MESSAGE = 'ops';
+/** The stream of the broker's log group the operator CLI writes its audit lines to (and its policy allows). */
+export const OPS_LOG_STREAM = 'ops-cli';
 
 /**
  * The event a scheduled rule sends the broker function (every minute) so that it publishes the budget

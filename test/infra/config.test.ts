@@ -10,8 +10,6 @@ import {
   secretRefs,
 } from '../../cdk/src/connections';
 import { PREBUILT_LAMBDA_DIR, stageLambdaCode } from '../../cdk/src/lambda-code';
-import { SEAL_PURPOSE } from '../../cdk/src/units/keys';
-import { SEAL_PURPOSE as SEALER_PURPOSE } from '../../functions/adapters/sealer';
 import { parseConfig } from '../../functions/core/config';
 import { CONFIG_DIR } from '../../infra/build';
 import { loadStage } from '../../infra/stages';
@@ -79,10 +77,6 @@ describe('connections -> infrastructure', () => {
         'arn:aws:iam::111122223333:user/ops/alice',
       ]),
     ).toEqual(['arn:aws:iam::111122223333:role/App', 'arn:aws:iam::111122223333:role/*/App', 'arn:aws:iam::111122223333:user/ops/alice']);
-  });
-
-  it('the seal key policy requires the purpose the sealer writes', () => {
-    expect(SEAL_PURPOSE).toBe(SEALER_PURPOSE);
   });
 });
 

@@ -3,7 +3,6 @@
  * functions/core/telemetry.ts), the budget gauge's schedule, saved Logs Insights queries, the operator policy.
  */
 import { describe, expect, it } from 'vitest';
-import { budgetReserve } from '../../cdk/src/operations/metrics';
 import { QUERIES } from '../../cdk/src/operations/queries';
 import { BUDGET_GAUGE_EVENT, LOG_FIELDS, METRIC_NAMESPACE, METRICS, SERVICE } from '../../functions/core/telemetry';
 import { configDirWith, connection, type Json, logicalId, only, resources, synth } from './helpers';
@@ -82,15 +81,6 @@ describe('alarms', () => {
     });
     const budgets = Object.keys(alarms).filter((n) => n.endsWith('-Budget'));
     expect(budgets).toEqual(['TokenBroker-dev-vertex-oseries-Budget']); // vitesse and vertex-cloud have no ledger
-  });
-
-  it('the reserve is rateLimit.reserve, else ceil(max / 5) and at most max - 1', () => {
-    expect(budgetReserve({ max: 10 })).toBe(2);
-    expect(budgetReserve({ max: 11 })).toBe(3);
-    expect(budgetReserve({ max: 3 })).toBe(1);
-    expect(budgetReserve({ max: 1 })).toBe(0);
-    expect(budgetReserve({ max: 10, reserve: 4 })).toBe(4);
-    expect(budgetReserve({ max: 10, reserve: 0 })).toBe(0);
   });
 
   it('connections sharing a ledger each watch it under its own name; thresholds and period come from the stage file', () => {

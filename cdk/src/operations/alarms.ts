@@ -5,7 +5,7 @@ import { Construct } from 'constructs';
 import type { Connection } from '../../../functions/core/config.js';
 import { METRICS } from '../../../functions/core/telemetry.js';
 import type { StageSettings } from '../settings.js';
-import { budgetReserve, connectionMetric } from './metrics.js';
+import { connectionMetric } from './metrics.js';
 
 const GTE = cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD;
 const LTE = cloudwatch.ComparisonOperator.LESS_THAN_OR_EQUAL_TO_THRESHOLD;
@@ -66,7 +66,8 @@ export function connectionAlarmSpecs(c: Connection, alarms: StageSettings['alarm
     },
   };
   if (c.rateLimit) {
-    const reserve = budgetReserve(c.rateLimit);
+    // The guard's reserve as the config resolved it (DESIGN "Budget guard"): below it only expiries may spend.
+    const reserve = c.rateLimit.reserve;
     specs.Budget = {
       metric: m(METRICS.ledgerRemaining, 'Minimum', c.rateLimit.key),
       threshold: reserve,

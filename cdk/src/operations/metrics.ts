@@ -1,6 +1,5 @@
 import type { Duration } from 'aws-cdk-lib';
 import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
-import type { Connection } from '../../../functions/core/config.js';
 import { DIMENSIONS, METRIC_NAMESPACE, type MetricName, SERVICE } from '../../../functions/core/telemetry.js';
 
 /**
@@ -26,17 +25,4 @@ export function connectionMetric(
     period,
     ...(extra.label ? { label: extra.label } : {}),
   });
-}
-
-/**
- * Slots a rate-limited connection keeps for `expired` refreshes (DESIGN.md "Budget guard"):
- * `rateLimit.reserve`, by default ceil(max / 5), at most max - 1.
- */
-export function budgetReserve(rateLimit: { readonly max: number; readonly reserve?: number }): number {
-  return rateLimit.reserve ?? Math.min(Math.ceil(rateLimit.max / 5), rateLimit.max - 1);
-}
-
-/** The connections that have a rate-limit ledger, with their ledger key. */
-export function rateLimited(connections: Iterable<Connection>): (Connection & { rateLimit: NonNullable<Connection['rateLimit']> })[] {
-  return [...connections].filter((c): c is Connection & { rateLimit: NonNullable<Connection['rateLimit']> } => c.rateLimit !== undefined);
 }

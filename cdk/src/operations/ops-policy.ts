@@ -5,12 +5,12 @@ import type * as kms from 'aws-cdk-lib/aws-kms';
 import type * as lambda from 'aws-cdk-lib/aws-lambda';
 import type * as logs from 'aws-cdk-lib/aws-logs';
 import type { Construct } from 'constructs';
+import { OPS_LOG_STREAM } from '../../../functions/core/telemetry.js';
 import { DYNAMODB_VIA_SERVICE } from '../units/keys.js';
 
 /** Item kinds the operator CLI reads and edits: `tok#<connection>` and `rl#<ledger key>`. */
 export const OPS_ITEM_KEYS = ['tok#*', 'rl#*'];
-/** The log stream of the broker's log group the operator CLI writes its audit lines to. */
-export const OPS_AUDIT_STREAM = 'ops-cli';
+
 
 export interface OpsPolicyProps {
   readonly stage: string;
@@ -55,7 +55,7 @@ export function opsPolicy(scope: Construct, id: string, props: OpsPolicyProps): 
       new iam.PolicyStatement({
         sid: 'AuditLines',
         actions: ['logs:CreateLogStream', 'logs:PutLogEvents'],
-        resources: [stack.formatArn({ service: 'logs', resource: 'log-group', resourceName: `${props.logGroup.logGroupName}:log-stream:${OPS_AUDIT_STREAM}`, arnFormat: ArnFormat.COLON_RESOURCE_NAME })],
+        resources: [stack.formatArn({ service: 'logs', resource: 'log-group', resourceName: `${props.logGroup.logGroupName}:log-stream:${OPS_LOG_STREAM}`, arnFormat: ArnFormat.COLON_RESOURCE_NAME })],
       }),
     ],
   });

@@ -3,10 +3,8 @@ import * as iam from 'aws-cdk-lib/aws-iam';
 import * as kms from 'aws-cdk-lib/aws-kms';
 import { Construct } from 'constructs';
 
-import { SEAL_PURPOSE } from '../../../functions/core/limits.js';
-
 /** The encryption-context purpose the broker puts on every sealed token; the seal key policy requires it. */
-export { SEAL_PURPOSE };
+import { SEAL_PURPOSE } from '../../../functions/core/limits.js';
 
 /** Key administration without key use: enough to manage, rotate, tag and delete a key, never to decrypt. */
 const KEY_ADMIN_ACTIONS = [
