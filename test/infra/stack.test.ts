@@ -172,7 +172,6 @@ describe('function', () => {
       POWERTOOLS_SERVICE_NAME: 'token-broker',
       POWERTOOLS_METRICS_NAMESPACE: 'TokenBroker',
       POWERTOOLS_LOG_LEVEL: 'DEBUG',
-      NODE_OPTIONS: '--enable-source-maps',
     });
     const prodFn = only(resources(prod.template, 'AWS::Lambda::Function'))[1].Properties;
     expect(prodFn.Environment.Variables.POWERTOOLS_LOG_LEVEL).toBe('INFO');

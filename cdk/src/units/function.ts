@@ -94,7 +94,8 @@ export class BrokerFunction extends Construct {
         POWERTOOLS_SERVICE_NAME: SERVICE,
         POWERTOOLS_METRICS_NAMESPACE: METRIC_NAMESPACE,
         POWERTOOLS_LOG_LEVEL: settings.logLevel,
-        NODE_OPTIONS: '--enable-source-maps',
+        // No --enable-source-maps: it costs about 20 ms (16 %) of every cold start, and the broker logs error
+        // names, not stacks. The maps ship in the asset for reading a stack by hand.
       },
     });
     Validations.of(this.handler).acknowledge({
