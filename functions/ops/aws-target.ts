@@ -36,7 +36,7 @@ export const STACK_OUTPUTS = {
 
 export const stackName = (stage: string) => `TokenBroker-${stage}`;
 
-/** The deployed code package is at most 50 MB zipped (Lambda's limit for a direct upload; S3: 250 MB unzipped). */
+/** Larger than any Lambda code package (250 MB unzipped): a cap, not an expectation. */
 export const MAX_PACKAGE_BYTES = 256 * 1024 * 1024;
 export const MAX_CONFIG_BYTES = 16 * 1024 * 1024;
 const DOWNLOAD_TIMEOUT_MS = 120_000;
@@ -83,20 +83,43 @@ export function sdkEnv(): AwsEnv {
   };
 }
 
+const LOOPBACK = new Set(['localhost', '127.0.0.1', '[::1]']);
+
+/**
+ * Downloads the deployed code package from GetFunction's presigned URL: https only (loopback http for
+ * tests), no redirects, at most MAX_PACKAGE_BYTES read. Errors never quote the URL: it carries a presigned
+ * credential.
+ */
 export async function downloadPackage(url: string): Promise<Uint8Array> {
-  const res = await fetch(url, { signal: AbortSignal.timeout(DOWNLOAD_TIMEOUT_MS) });
-  if (!res.ok) {
+  const parsed = URL.canParse(url) ? new URL(url) : undefined;
+  if (!parsed || !(parsed.protocol === 'https:' || (parsed.protocol === 'http:' && LOOPBACK.has(parsed.hostname)))) {
+    throw new Error('the code package location is not an https URL');
+  }
+  let res: Response;
+  try {
+    res = await fetch(parsed, { redirect: 'error', signal: AbortSignal.timeout(DOWNLOAD_TIMEOUT_MS) });
+  } catch (e) {
+    // Never the fetch error's message: it may quote the URL.
+    const err = e as Error & { cause?: { code?: string } };
+    throw new Error(err.cause?.code ?? err.name);
+  }
+  if (!res.ok || !res.body) {
     await res.body?.cancel();
     throw new Error(`HTTP ${res.status}`);
   }
   const declared = Number(res.headers.get('content-length') ?? NaN);
   if (declared > MAX_PACKAGE_BYTES) {
-    await res.body?.cancel();
+    await res.body.cancel();
     throw new Error(`the package is ${declared} bytes, more than ${MAX_PACKAGE_BYTES}`);
   }
-  const body = new Uint8Array(await res.arrayBuffer());
-  if (body.length > MAX_PACKAGE_BYTES) throw new Error(`the package is more than ${MAX_PACKAGE_BYTES} bytes`);
-  return body;
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+    size += chunk.length;
+    if (size > MAX_PACKAGE_BYTES) throw new Error(`the package is more than ${MAX_PACKAGE_BYTES} bytes`);
+    chunks.push(chunk);
+  }
+  return new Uint8Array(Buffer.concat(chunks));
 }
 
 function output(outputs: Output[], key: string): string | undefined {
