@@ -280,6 +280,12 @@ describe('operator policy and outputs', () => {
           'Fn::Join': ['', ['arn:', { Ref: 'AWS::Partition' }, ':logs:', { Ref: 'AWS::Region' }, ':', { Ref: 'AWS::AccountId' }, ':log-group:', { Ref: ids.logGroup }, ':log-stream:ops-cli']],
         },
       },
+      {
+        Sid: 'AuditStreamCreate',
+        Effect: 'Allow',
+        Action: 'logs:CreateLogStream',
+        Resource: { 'Fn::Join': ['', ['arn:', { Ref: 'AWS::Partition' }, ':logs:', { Ref: 'AWS::Region' }, ':', { Ref: 'AWS::AccountId' }, ':log-group:', { Ref: ids.logGroup }]] },
+      },
     ]);
     expect(dev.template.findOutputs('OpsPolicyArn').OpsPolicyArn?.Value).toEqual({ Ref: id });
   });

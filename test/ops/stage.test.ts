@@ -301,11 +301,16 @@ describe('--stage: actions are audited in the broker log group', () => {
 
 describe('downloadPackage', () => {
   it('takes only https (loopback http for tests) and never quotes the presigned URL in an error', async () => {
+    const failure = (url: string): Promise<Error> =>
+      downloadPackage(url).then(
+        () => new Error('downloaded'),
+        (e: unknown) => e as Error,
+      );
     const secretUrl = 'http://example.com/pkg.zip?X-Amz-Security-Token=CANARY-SESSION&X-Amz-Signature=abc';
-    const err = await downloadPackage(secretUrl).catch((e: unknown) => e as Error);
-    expect(err.message).toBe('the code package location is not an https URL');
-    expect((await downloadPackage('not a url').catch((e: unknown) => e as Error)).message).not.toContain('not a url');
-    const refused = await downloadPackage('http://127.0.0.1:1/pkg.zip?X-Amz-Security-Token=CANARY-SESSION').catch((e: unknown) => e as Error);
+    expect((await failure(secretUrl)).message).toBe('the code package location is not an https URL');
+    expect((await failure('not a url')).message).not.toContain('not a url');
+    const refused = await failure('http://127.0.0.1:1/pkg.zip?X-Amz-Security-Token=CANARY-SESSION');
+    expect(refused.message).not.toBe('downloaded');
     expect(refused.message).not.toContain('CANARY');
   });
 });

@@ -32,6 +32,8 @@ export interface OpsPolicyProps {
  */
 export function opsPolicy(scope: Construct, id: string, props: OpsPolicyProps): iam.ManagedPolicy {
   const stack = Stack.of(scope);
+  const group = stack.formatArn({ service: 'logs', resource: 'log-group', resourceName: props.logGroup.logGroupName, arnFormat: ArnFormat.COLON_RESOURCE_NAME });
+  const auditStream = `${group}:log-stream:${OPS_LOG_STREAM}`;
   return new iam.ManagedPolicy(scope, id, {
     managedPolicyName: `TokenBroker-${props.stage}-ops`,
     description: `token-broker ${props.stage}: the operator CLI (npm run ops -- status|reset|refresh --stage ${props.stage})`,
@@ -52,11 +54,14 @@ export function opsPolicy(scope: Construct, id: string, props: OpsPolicyProps): 
         },
       }),
       new iam.PolicyStatement({ sid: 'ReadDeployedConfig', actions: ['lambda:GetFunction'], resources: [props.handler.functionArn] }),
+      // PutLogEvents only to the audit stream. CreateLogStream also on the group: IAM may authorise it against
+      // the group's ARN rather than the stream's, and creating an empty stream writes nothing.
       new iam.PolicyStatement({
         sid: 'AuditLines',
         actions: ['logs:CreateLogStream', 'logs:PutLogEvents'],
-        resources: [stack.formatArn({ service: 'logs', resource: 'log-group', resourceName: `${props.logGroup.logGroupName}:log-stream:${OPS_LOG_STREAM}`, arnFormat: ArnFormat.COLON_RESOURCE_NAME })],
+        resources: [auditStream],
       }),
+      new iam.PolicyStatement({ sid: 'AuditStreamCreate', actions: ['logs:CreateLogStream'], resources: [group] }),
     ],
   });
 }
