@@ -268,9 +268,10 @@ export class TokenBrokerClient implements TokenSource {
           return result;
         },
         (e: unknown) => {
-          // The report did not get through (403, 5xx, time): the broker still serves this token, and a later
-          // report may. Refusing it here would fail every getToken of the connection until it expires.
-          this.#keep(connection, accessToken, dropped);
+          // The report did not get through (403, 5xx, time): the broker may still serve this token. Ask it again
+          // (it may have a newer one), but do not refuse this one: that would fail every getToken of the
+          // connection until it expires.
+          this.#rejected.get(connection)?.delete(accessToken);
           throw e;
         },
       )
