@@ -1,5 +1,5 @@
 /**
- * The credential circuit (DESIGN "Budget guard"): pure decisions over the `Circuit` stored in a connection's
+ * The credential circuit (docs/protocol.md "Credential circuit"): pure decisions over the `Circuit` stored in a connection's
  * item. A credential or configuration error that survived a secret re-read opens it; while it is open no
  * upstream request is made, until the secret's version changes (re-read at most every SECRET_CHECK_MS,
  * fleet-wide), the connection's config changes, or the probe time comes (5 min, doubling up to 1 h).

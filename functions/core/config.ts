@@ -7,7 +7,7 @@ import { fingerprint } from './fingerprint.js';
 z.config(en());
 
 /**
- * Connection config: the schema of DESIGN.md "Connection config". One file per stage; local mode adds
+ * Connection config: the schema of docs/design.md "Connection config". One file per stage; local mode adds
  * `secrets` and `callers` beside `connections` (see functions/local/config.ts).
  * Invalid config fails loudly, naming the connection and the field.
  *
@@ -64,7 +64,7 @@ export const ConnectionSchema = z.strictObject({
         max: boundedInt(1, 1000),
         windowSeconds: boundedInt(1, 7 * 24 * 3600),
         key: z.optional(z.string().check(z.regex(/^[A-Za-z0-9_.-]{1,128}$/))),
-        /** Slots kept for `expired` and `rotation` refreshes (DESIGN "Budget guard"). Default ceil(max / 5), at most max - 1. */
+        /** Slots kept for `expired` and `rotation` refreshes (docs/protocol.md "Budget guard"). Default ceil(max / 5), at most max - 1. */
         reserve: z.optional(boundedInt(0, 999)),
         /** Least time between the ledger's last request and a demand refresh. Default windowSeconds / max. */
         minSpacingSeconds: z.optional(boundedInt(0, 7 * 24 * 3600)),
@@ -144,7 +144,7 @@ export interface Connection extends Omit<ParsedConnection, 'rateLimit' | 'refres
   rateLimit?: RateLimit;
   /**
    * Fingerprint of the connection's settings: a credential circuit opened under one config is closed by
-   * a config change (DESIGN "Budget guard").
+   * a config change (docs/protocol.md "Credential circuit").
    */
   configHash: string;
 }
@@ -194,7 +194,7 @@ export function resolveConnection(name: string, c: ParsedConnection): Connection
 }
 
 /**
- * The config document (DESIGN "Connection config" schema) of a validated config, every default written
+ * The config document (docs/design.md "Connection config") of a validated config, every default written
  * out: what the Lambda bundle carries. `parseConfig` of it gives the same connections, hashes included.
  */
 export function configDocument(config: BrokerConfig): { connections: Record<string, ConnectionInput> } {

@@ -1,8 +1,8 @@
 /**
  * The broker's protocol as pure decisions: given what a request knows (the connection's item, its opened
  * token, the request, the time), what to do next. `TokenBroker` (core/broker.ts) runs the steps against the
- * ports; every rule of DESIGN "Expiry and refresh" and "Budget guard" that does not need I/O lives here and
- * is table-tested without DynamoDB.
+ * ports; every rule of docs/protocol.md "Expiry and refresh" and docs/protocol.md "Budget guard" that does not
+ * need I/O lives here and is table-tested without DynamoDB.
  */
 import { errorForBackoff } from './backoff.js';
 import { type CircuitState, circuitError, circuitRetryAt, circuitState } from './circuit.js';
@@ -13,7 +13,7 @@ import { retryAfterSeconds } from './ledger.js';
 import { UNLIMITED_GAP_MS } from './limits.js';
 import type { Backoff, Token, TokenItem } from './ports.js';
 
-/** The min_ttl of a request that does not ask (DESIGN "HTTP API"): what `expired` is measured against. */
+/** The min_ttl of a request that does not ask (docs/design.md "HTTP API"): what `expired` is measured against. */
 export const DEFAULT_MIN_TTL_MS = 60_000;
 
 /** Demand refreshes: they must leave the budget's reserve and keep its spacing. */
@@ -112,7 +112,7 @@ export type InvalidationStep =
 
 /**
  * What to do with a caller's report that its upstream rejected the token with fingerprint `fp`
- * (DESIGN "HTTP API", POST /invalidate, and "Budget guard").
+ * (POST /invalidate, docs/protocol.md "Invalidations").
  */
 export function decideInvalidation(item: TokenItem | undefined, fp: string, now: number, c: { rateLimited: boolean; configHash: string }): InvalidationStep {
   if (!item?.sealed || item.fp !== fp || item.invalidated) return { do: 'not_current' };

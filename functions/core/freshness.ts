@@ -3,7 +3,7 @@ import { MAX_TOKEN_LIFETIME_SECONDS, jwtExpiry } from './token-response.js';
 import { UpstreamError } from './upstream-errors.js';
 
 /**
- * Whether a token can serve a request (invariant 3 and DESIGN "Limits"):
+ * Whether a token can serve a request (invariant 3; docs/protocol.md "Expiry and refresh"):
  *  - a cached token needs min_ttl plus a skew allowance left: `skewMs`, or a quarter of the token's lifetime
  *    if that is less (a 5 s allowance would make a 2 s token uncacheable);
  *  - a token fresh from the upstream (fetched by this request, or published while it waited) needs only
@@ -56,7 +56,7 @@ export function expiresInSeconds(expiresAt: number, now: number): number {
 }
 
 /**
- * When a token from the upstream expires (DESIGN.md "Expiry and refresh"): the time the request was
+ * When a token from the upstream expires (docs/protocol.md "Expiry and refresh"): the time the request was
  * sent plus `expires_in`; else the JWT `exp`; else the connection's default TTL. When both `expires_in`
  * and a JWT `exp` are present the earlier wins. Lifetimes are clamped to MAX_TOKEN_LIFETIME_SECONDS.
  */

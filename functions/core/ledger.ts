@@ -66,7 +66,7 @@ function freeAt(live: [string, number][], allowed: number, window: number): numb
 /**
  * Whether one more request may be debited at `now`, and if not, why and for how long. `demand` marks a
  * demand refresh or an invalidation: it must leave `reserve` slots and come `minSpacingMs` after the
- * ledger's last request (DESIGN "Budget guard").
+ * ledger's last request (docs/protocol.md "Budget guard").
  */
 export function debitRefusal(
   state: LedgerState,

@@ -319,8 +319,9 @@ export function verifySigV4(req: SignedRequest, opts: VerifyOptions): Verified {
   const maxSkew = opts.maxSkewMs ?? MAX_SKEW_MS;
   if (time - opts.now > maxSkew) throw new SigV4Error(`Signature not yet current: ${requestDate} is more than 15 minutes after the server time ${amzDate(opts.now)}`);
   if (expiresSeconds !== undefined) {
-    // A presigned request is good until its date plus X-Amz-Expires, but never longer than 15 minutes: DESIGN
-    // refuses a signature more than 15 minutes from the clock, and API Gateway expires presigned URLs early.
+    // A presigned request is good until its date plus X-Amz-Expires, but never longer than 15 minutes: a signature
+    // more than 15 minutes from the clock is refused (docs/design.md "Local mode"), and API Gateway expires
+    // presigned URLs early.
     const validMs = Math.min(expiresSeconds * 1000, maxSkew);
     if (opts.now > time + validMs) throw new SigV4Error(`Request has expired: ${requestDate} plus ${validMs / 1000} s (X-Amz-Expires, at most 15 minutes) is before the server time ${amzDate(opts.now)}`);
   } else if (opts.now - time > maxSkew) {

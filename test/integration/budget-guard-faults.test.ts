@@ -35,7 +35,7 @@ describe('R1: an open circuit whose probe meets a transient failure', () => {
       await attempt(b, 'r1');
       clock.advance(S);
     }
-    // DESIGN "Budget guard": while the circuit is open, no upstream request but a probe (5 min, doubling).
+    // docs/protocol.md "Credential circuit": while it is open, no upstream request but a probe (5 min, doubling).
     expect(world.idp.count()).toBeLessThanOrEqual(2);
   });
 });
@@ -88,7 +88,7 @@ describe('R4: without rateLimit, a caller whose min_ttl only a token fresh from 
       if ('token' in r) expect(r.token.expiresAt - clock.now()).toBeGreaterThanOrEqual(297 * S);
       clock.advance(S);
     }
-    // DESIGN "The problem": a new token per request is "not an acceptable practice" and trips rate limits. Without
+    // docs/design.md "Why a broker": the upstreams discourage a new token per request; it trips rate limits. Without
     // rateLimit demand refreshes are spaced 10 s apart: the first fetch plus one demand per 10 s.
     expect(world.idp.count()).toBeLessThanOrEqual(4);
   });
@@ -117,7 +117,7 @@ describe('R6: an invalidation takes effect at once on the container that receive
     release();
     await inflight; // may return the first token: it was read before the report
     sealer.open = open;
-    // DESIGN "Limits": "an invalidation takes effect at once on the container that received it".
+    // docs/protocol.md "Invalidations": the receiving container stops serving the token at once.
     expect((await get(x.broker, 'r6')).token.accessToken).not.toBe(first.token.accessToken);
   });
 });

@@ -1,6 +1,6 @@
 /**
- * DESIGN "Budget guard" (invariant 7), bullet by bullet, with several independent broker instances on one
- * real DynamoDB API (dynalite) and a counting IdP whose receipt log is the ground truth. TEST-PLAN G1-G10.
+ * docs/protocol.md "Budget guard" (invariant 7), rule by rule, with several independent broker instances on
+ * one real DynamoDB API (dynalite) and a counting IdP whose receipt log is the ground truth. Cases G1-G10.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { DynamoTokenStore } from '../../functions/adapters/dynamodb-store.js';

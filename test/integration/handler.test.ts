@@ -1,6 +1,6 @@
 /**
  * The Lambda's HTTP layer end to end over the real core, store (dynalite) and a fake IdP: routes, status
- * codes and bodies of DESIGN.md's HTTP API, identity only from the request context, and nothing secret in
+ * codes and bodies of docs/design.md "HTTP API", identity only from the request context, and nothing secret in
  * any log line (Powertools Logger output captured from stdout).
  */
 import type { APIGatewayProxyEvent, APIGatewayProxyEventV2 } from 'aws-lambda';

@@ -1,6 +1,6 @@
 /**
  * The broker's protocol as a table: (item, opened token, request, now) -> next step. No DynamoDB, no
- * clock but T0. Each row is one rule of DESIGN "Expiry and refresh" / "Budget guard".
+ * clock but T0. Each row is one rule of docs/protocol.md "Expiry and refresh" / docs/protocol.md "Budget guard".
  */
 import { describe, expect, it } from 'vitest';
 import { circuitRetryAt, circuitState, openCircuit, probeDelayMs, probeFailed } from '../../functions/core/circuit.js';

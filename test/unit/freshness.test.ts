@@ -15,7 +15,7 @@ describe('serves: cached tokens need min_ttl + skew, fresh ones min_ttl + a resp
     expect(serves(token, boundary + 1, 60_000, 5_000)).toBe(false);
   });
 
-  it('a token fresh from the upstream needs only min_ttl + FRESH_MARGIN_MS (DESIGN "Limits")', () => {
+  it('a token fresh from the upstream needs only min_ttl + FRESH_MARGIN_MS (docs/protocol.md "Expiry and refresh")', () => {
     const boundary = token.expiresAt - (60_000 + FRESH_MARGIN_MS);
     expect(serves(token, boundary, 60_000, 5_000, true)).toBe(true);
     expect(serves(token, boundary + 1, 60_000, 5_000, true)).toBe(false);

@@ -123,7 +123,7 @@ describe('decideDebit', () => {
   });
 });
 
-describe('budget guard: demand debits and holds (DESIGN "Budget guard")', () => {
+describe('budget guard: demand debits and holds (docs/protocol.md "Budget guard")', () => {
   // 10 per 8 h: reserve 2, spacing 48 min.
   const stateWith = (times: number[], extra: Partial<LedgerState> = {}): LedgerState => ({
     entries: Object.fromEntries(times.map((t, i) => [`e${i}`, t])),
@@ -199,7 +199,7 @@ describe('parseRetryAfter (B9)', () => {
   );
 });
 
-describe('B8-style property: the margin covers send delay and clock skew (DESIGN "Limits")', () => {
+describe('B8-style property: the margin covers send delay and clock skew (docs/protocol.md "The margin")', () => {
   interface Arrival {
     /** True-time gap since the previous arrival. */
     gap: number;
