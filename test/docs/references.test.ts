@@ -1,47 +1,217 @@
 /**
- * Dangling references: every `*.md` / `*.yaml` file that code, help text and docs name exists, and every
- * README section that help text names (`README.md, section "..."`) is a heading of README.md.
+ * Dangling references: whoever clones the repository alone can follow every reference in it.
+ *  - every `*.md` / `*.yaml` file that code, help text and docs name exists;
+ *  - no file cites the team's shared documents that live outside the repository (the design is in docs/);
+ *  - every `FILE.md "Heading"` reference (`docs/protocol.md "Budget guard"`, `README.md, section "..."`)
+ *    names a heading of that file, and every markdown link `FILE.md#anchor` an anchor of it.
+ * Files are every repository file, minus what .gitignore leaves out (node_modules, dist, cdk/lambda...).
  */
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { basename, dirname, join, normalize, relative } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { USAGE } from '../../functions/local/flags.js';
 
 const ROOT = join(import.meta.dirname, '..', '..');
-const SOURCES = ['functions', 'client', 'examples', 'bench', 'infra', 'test', '.ci', 'README.md'];
-const SKIP = new Set(['node_modules', 'dist', 'cdk.out', '.work']);
+const SELF = relative(ROOT, import.meta.filename);
 
-function files(path: string): string[] {
-  const full = join(ROOT, path);
-  if (!existsSync(full)) return [];
-  if (statSync(full).isFile()) return [path];
-  return readdirSync(full).flatMap((name) => (SKIP.has(name) ? [] : files(join(path, name))));
+/**
+ * TEMPORARY, remove at merge: files that other branches own and that still cite the shared design document.
+ * The wip/docs report lists the replacement of each of their lines; whoever applies it deletes the entry (an
+ * entry whose file no longer cites it fails the test).
+ */
+const STILL_CITING = new Set([
+  'bench/run.ts',
+  'cdk/src/connections.ts',
+  'cdk/src/operations/alarms.ts',
+  'client/src/errors.ts',
+  'functions/broker/http.ts',
+  'functions/core/broker.ts',
+  'functions/core/errors.ts',
+  'functions/core/limits.ts',
+  'functions/core/ports.ts',
+  'functions/core/telemetry.ts',
+]);
+
+/**
+ * TEMPORARY, remove at merge: docs pages that another branch (wip/cold) writes. Links to them are not checked
+ * while they are missing; once one exists, its entry fails the test until it is deleted.
+ */
+const PENDING_DOCS = new Set(['docs/sealing.md', 'docs/cold-start.md']);
+
+/** The team's shared documents beside the repository: the shared design, its test plan, the shared folder. */
+const SHARED_CITATION = /\bDESIGN\b|\bTEST-PLAN\b|(?:\.\.|\/work)\/shared\//;
+
+/** .gitignore as simple matchers: `dir/` (a directory name or path), `*.ext`, a name, or a path. */
+const IGNORED = readFileSync(join(ROOT, '.gitignore'), 'utf8')
+  .split('\n')
+  .map((l) => l.trim())
+  .filter((l) => l && !l.startsWith('#'));
+
+function ignored(path: string, isDir: boolean): boolean {
+  const name = basename(path);
+  if (name === '.git') return true;
+  return IGNORED.some((pattern) => {
+    const dirOnly = pattern.endsWith('/');
+    const p = pattern.replace(/^\/|\/$/g, '');
+    if (dirOnly && !isDir) return false;
+    if (p.startsWith('*.')) return name.endsWith(p.slice(1));
+    return p.includes('/') ? path === p : name === p;
+  });
 }
 
-const headings = readFileSync(join(ROOT, 'README.md'), 'utf8')
-  .split('\n')
-  .filter((l) => /^#{1,4} /.test(l))
-  .map((l) => l.replace(/^#+ /, '').trim());
+/** Every repository file (relative to ROOT), read once. Files that vanish mid-walk (a test's build) are skipped. */
+function walk(path: string): string[] {
+  const full = join(ROOT, path);
+  let stat;
+  try {
+    stat = statSync(full);
+  } catch {
+    return [];
+  }
+  if (path && ignored(path, stat.isDirectory())) return [];
+  if (!stat.isDirectory()) return [path];
+  return readdirSync(full).flatMap((name) => walk(path ? join(path, name) : name));
+}
+
+const TEXT = /\.(ts|mts|mjs|js|cjs|md|py|sh|json|yaml|yml|txt)$|(^|\/)(run|LICENSE|\.gitignore)$/;
+const FILES = new Map<string, string>();
+for (const file of walk('')) {
+  if (!TEXT.test(file)) continue;
+  try {
+    FILES.set(file, readFileSync(join(ROOT, file), 'utf8'));
+  } catch {
+    // gone meanwhile
+  }
+}
+
+/** GitHub's heading anchors: lower case, punctuation dropped, spaces to `-`, repeats numbered. */
+function slug(heading: string): string {
+  return heading
+    .toLowerCase()
+    .replace(/[^\p{L}\p{N}\s_-]/gu, '')
+    .replace(/ /g, '-');
+}
+
+/** The headings of a markdown file, outside fenced code blocks. */
+function headingsOf(file: string): string[] {
+  return headingsIn(FILES.get(file) ?? readFileSync(join(ROOT, file), 'utf8'));
+}
+
+function headingsIn(text: string): string[] {
+  const out: string[] = [];
+  let fenced = false;
+  for (const line of text.split('\n')) {
+    if (/^\s*(```|~~~)/.test(line)) fenced = !fenced;
+    else if (!fenced && /^#{1,6} /.test(line)) out.push(line.replace(/^#+ /, '').replace(/\s+#+\s*$/, '').trim());
+  }
+  return out;
+}
+
+function anchorsOf(file: string): Set<string> {
+  return anchorsIn(headingsOf(file));
+}
+
+function anchorsIn(headings: string[]): Set<string> {
+  const seen = new Map<string, number>();
+  const anchors = new Set<string>();
+  for (const h of headings) {
+    const base = slug(h);
+    const n = seen.get(base) ?? 0;
+    seen.set(base, n + 1);
+    anchors.add(n ? `${base}-${n}` : base);
+  }
+  return anchors;
+}
+
+/** What a reference from `from` to `ref` may mean: a path from the repository root, or from the naming file. */
+const candidates = (from: string, ref: string) => [normalize(ref), normalize(join(dirname(from), ref))].filter((c) => !c.startsWith('..'));
+
+/** Where the reference points, if the file exists. */
+function resolve(from: string, ref: string): string | undefined {
+  return candidates(from, ref).find((c) => existsSync(join(ROOT, c)));
+}
+
+/** A reference to a page another branch writes (PENDING_DOCS), not there yet; or a STILL_CITING file's citation. */
+const pending = (from: string, ref: string) =>
+  !resolve(from, ref) && (candidates(from, ref).some((c) => PENDING_DOCS.has(c)) || (STILL_CITING.has(from) && SHARED_CITATION.test(ref)));
+
+describe('reading markdown', () => {
+  it('headings outside fenced code, anchored as GitHub does', () => {
+    const md = ['# A title', '```sh', '# not a heading', '```', '## Local mode (`npm start`) ##', '## Notes', '### Notes', 'text # no'].join('\n');
+    const headings = headingsIn(md);
+    expect(headings).toEqual(['A title', 'Local mode (`npm start`)', 'Notes', 'Notes']);
+    expect([...anchorsIn(headings)]).toEqual(['a-title', 'local-mode-npm-start', 'notes', 'notes-1']);
+  });
+});
 
 describe('references', () => {
   it('every repository file a source or doc names exists (relative to the repo root or to the naming file)', () => {
+    expect(FILES.size).toBeGreaterThan(100);
     const missing: string[] = [];
-    for (const file of SOURCES.flatMap(files).filter((f) => /\.(ts|md|py|sh|json|yaml)$|\/run$/.test(f))) {
-      const text = readFileSync(join(ROOT, file), 'utf8');
+    for (const [file, text] of FILES) {
+      if (file === SELF || !/\.(ts|md|py|sh|json|yaml)$|\/run$/.test(file) || file === 'package-lock.json') continue;
       for (const m of text.matchAll(/(?<![\w@/.-])((?:\.\.?\/)*(?:[\w-]+\/)*[\w-]+\.(?:md|yaml))(?![\w/-])/g)) {
         const ref = m[1]!;
-        if (/^(?:DESIGN|TEST-PLAN)\.md$/.test(ref) || ref.startsWith('../shared/')) continue; // the shared docs live beside the repo
         if (ref.includes('/tmp') || /^(?:my-|your-)/.test(ref)) continue;
-        const candidates = [join(ROOT, ref), join(ROOT, dirname(file), ref)];
-        if (!candidates.some((c) => existsSync(c))) missing.push(`${file}: ${ref}`);
+        if (!resolve(file, ref) && !pending(file, ref)) missing.push(`${file}: ${ref}`);
       }
     }
     expect(missing).toEqual([]);
   });
 
+  it('no file cites the shared documents outside the repository (the design is docs/)', () => {
+    const citing = [...FILES].filter(([file, text]) => file !== SELF && SHARED_CITATION.test(text)).map(([file]) => file);
+    expect(citing.filter((f) => !STILL_CITING.has(f))).toEqual([]);
+    // The temporary allow-list shrinks as its files are fixed: an entry that no longer cites must go.
+    expect([...STILL_CITING].filter((f) => !citing.includes(f))).toEqual([]);
+    // Likewise a pending page that exists now is checked like any other: its entry must go.
+    expect([...PENDING_DOCS].filter((f) => existsSync(join(ROOT, f)))).toEqual([]);
+  });
+
+  it('every `FILE.md "Heading"` reference names a heading of that file', () => {
+    const bad: string[] = [];
+    let checked = 0;
+    for (const [file, text] of FILES) {
+      if (file === SELF) continue;
+      for (const m of text.matchAll(/(?<![\w@/.-])((?:\.\.?\/)*(?:[\w-]+\/)*[\w-]+\.md)(?:,? section)? "((?:[^"\n\\]|\\.)+)"/g)) {
+        const [ref, heading] = [m[1]!, m[2]!.replace(/\\(.)/g, '$1')];
+        const target = resolve(file, ref);
+        if (!target) {
+          if (!pending(file, ref)) bad.push(`${file}: ${ref} does not exist`);
+          continue;
+        }
+        checked++;
+        if (!headingsOf(target).includes(heading)) bad.push(`${file}: ${ref} has no heading "${heading}"`);
+      }
+    }
+    expect(bad).toEqual([]);
+    expect(checked).toBeGreaterThan(20);
+  });
+
+  it('every markdown link to `FILE.md#anchor` (or `#anchor`) names a heading of that file', () => {
+    const bad: string[] = [];
+    let checked = 0;
+    for (const [file, text] of FILES) {
+      if (!file.endsWith('.md')) continue;
+      for (const m of text.matchAll(/\]\(([^)\s#]*)#([^)\s]+)\)/g)) {
+        const [ref, anchor] = [m[1]!, m[2]!];
+        if (/^[a-z]+:/.test(ref)) continue; // another site
+        const target = ref ? resolve(file, ref) : file;
+        if (!target) {
+          if (!pending(file, ref)) bad.push(`${file}: ${ref} does not exist`);
+          continue;
+        }
+        checked++;
+        if (!anchorsOf(target).has(anchor)) bad.push(`${file}: ${ref || '(self)'}#${anchor} is no heading`);
+      }
+    }
+    expect(bad).toEqual([]);
+    expect(checked).toBeGreaterThan(5);
+  });
+
   it('README sections named by `npm start -- --help` exist', () => {
     const named = [...USAGE.matchAll(/README\.md, section "([^"]+)"/g)].map((m) => m[1]!.replace(/\\`/g, '`'));
     expect(named.length).toBeGreaterThan(0);
-    for (const section of named) expect(headings).toContain(section);
+    for (const section of named) expect(headingsOf('README.md')).toContain(section);
   });
 });
