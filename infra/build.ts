@@ -3,6 +3,7 @@ import { fileURLToPath } from 'node:url';
 import { Validations, type App } from 'aws-cdk-lib';
 import { AwsSolutionsChecks } from 'cdk-nag';
 import { TokenBroker, type TokenBrokerConfig } from '../cdk/src/index.js';
+import { SERVICE, stackName } from '../functions/contract/index.js';
 import { TokenBrokerStack } from './stack.js';
 import { loadStage } from './stages.js';
 
@@ -30,12 +31,12 @@ export interface Built {
  */
 export function buildStage(app: App, opts: BuildOptions): Built {
   const stage = loadStage(opts.stage, opts.configDir ?? CONFIG_DIR, PROJECT_ROOT);
-  const stack = new TokenBrokerStack(app, `TokenBroker-${stage.name}`, {
-    stackName: `TokenBroker-${stage.name}`,
+  const stack = new TokenBrokerStack(app, stackName(stage.name), {
+    stackName: stackName(stage.name),
     description: `token-broker (${stage.name}): OAuth 2.0 token broker for internal callers`,
     brokerId: 'Broker',
     ...(stage.settings.env ? { env: stage.settings.env } : {}),
-    tags: { service: 'token-broker', stage: stage.name },
+    tags: { service: SERVICE, stage: stage.name },
   });
   const broker = new TokenBroker(stack, 'Broker', {
     stage: stage.name,

@@ -1,7 +1,8 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
+import { STAGE_NAME } from '../functions/contract/deployment.js';
 import { parseConfigText } from '../functions/core/config.js';
-import { parseBrokerDocument, type ParsedDocument, StageError, STAGE_NAME } from '../cdk/src/settings.js';
+import { parseBrokerDocument, type ParsedDocument, StageError } from '../cdk/src/settings.js';
 
 /**
  * Stages are data: `config/<stage>.json` holds a stage's connections and settings (the schema of

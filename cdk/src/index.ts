@@ -14,4 +14,4 @@ export {
   type TokenBrokerConfig,
 } from './settings.js';
 export { ConfigError, type BrokerConfig, type Connection, type ConnectionInput } from '../../functions/core/config.js';
-export { BUDGET_GAUGE_EVENT, DIMENSIONS, METRIC_NAMESPACE, METRICS, SERVICE } from '../../functions/core/telemetry.js';
+export { BUDGET_GAUGE_EVENT, DIMENSIONS, METRIC_NAMESPACE, METRICS, SERVICE } from '../../functions/contract/telemetry.js';

@@ -7,6 +7,7 @@
  */
 import { RetentionDays } from 'aws-cdk-lib/aws-logs';
 import * as z from 'zod/mini';
+import { STAGE_NAME } from '../../functions/contract/deployment.js';
 import { type BrokerConfig, ConfigError, ConnectionsSchema, formatIssues, resolveConnections } from '../../functions/core/config.js';
 
 const boundedInt = (min: number, max: number) => z.int().check(z.gte(min), z.lte(max));
@@ -122,8 +123,6 @@ export function parseBrokerDocument(doc: unknown, source = 'config'): ParsedDocu
 export class StageError extends Error {
   override readonly name = 'StageError';
 }
-
-export const STAGE_NAME = /^[a-z][a-z0-9-]{0,19}$/;
 
 export function validateStageName(name: string): string {
   if (!STAGE_NAME.test(name)) {

@@ -9,6 +9,8 @@ import type * as logs from 'aws-cdk-lib/aws-logs';
 import type * as sns from 'aws-cdk-lib/aws-sns';
 import * as ssm from 'aws-cdk-lib/aws-ssm';
 import { Construct } from 'constructs';
+import { STACK_OUTPUTS } from '../../functions/contract/deployment.js';
+import { ROUTE_KINDS, ROUTES, routePath } from '../../functions/contract/routes.js';
 import type { BrokerConfig } from '../../functions/core/config.js';
 import { secretRefs } from './connections.js';
 import { brokerCode } from './lambda-code.js';
@@ -122,14 +124,15 @@ export class TokenBroker extends Construct {
     this.opsPolicy = ops.opsPolicy;
 
     // Stable names for callers, their IaC and the operator CLI.
+    const routeSuffixes = ROUTE_KINDS.map((kind) => `/${ROUTES[kind].method}${routePath(kind, 'NAME')}`);
     new ssm.StringParameter(this, 'UrlParameter', {
       parameterName: `/token-broker/${stage}/url`,
-      description: `token-broker ${stage}: base URL of the API (GET {url}tokens/NAME)`,
+      description: `token-broker ${stage}: base URL of the API (${ROUTES.token.method} {url}${routePath('token', 'NAME').slice(1)})`,
       stringValue: this.url,
     });
     new ssm.StringParameter(this, 'ExecuteApiArnPrefixParameter', {
       parameterName: `/token-broker/${stage}/execute-api-arn-prefix`,
-      description: `token-broker ${stage}: execute-api ARN prefix for caller policies (+ /GET/tokens/NAME, /POST/tokens/NAME/invalidate)`,
+      description: `token-broker ${stage}: execute-api ARN prefix for caller policies (+ ${routeSuffixes.join(', ')})`,
       stringValue: this.executeApiArnPrefix,
     });
     stableOutput(this, 'ApiUrl', this.url, `Base URL of the token-broker API; also SSM parameter /token-broker/${stage}/url`);
@@ -138,14 +141,14 @@ export class TokenBroker extends Construct {
       'ExecuteApiArnPrefix',
       this.executeApiArnPrefix,
       "Callers in other accounts cannot attach this account's managed policies: grant execute-api:Invoke on " +
-        '<prefix>/GET/tokens/NAME and <prefix>/POST/tokens/NAME/invalidate in their own account',
+        `${routeSuffixes.map((suffix) => `<prefix>${suffix}`).join(' and ')} in their own account`,
     );
-    stableOutput(this, 'TableName', this.table.tableName);
-    stableOutput(this, 'FunctionName', this.function.functionName);
+    stableOutput(this, STACK_OUTPUTS.table, this.table.tableName);
+    stableOutput(this, STACK_OUTPUTS.function, this.function.functionName);
     stableOutput(this, 'OpsPolicyArn', this.opsPolicy.managedPolicyArn, 'Managed policy for operator roles: what npm run ops needs');
     stableOutput(this, 'SealKeyArn', this.sealKey.keyArn);
     stableOutput(this, 'AlarmTopicArn', this.alarmTopic.topicArn);
-    stableOutput(this, 'FunctionLogGroup', this.logGroup.logGroupName);
+    stableOutput(this, STACK_OUTPUTS.functionLogGroup, this.logGroup.logGroupName);
     stableOutput(this, 'ApiAccessLogGroup', api.accessLogs.logGroupName);
     if (secrets.created.length > 0) {
       stableOutput(

@@ -19,6 +19,17 @@
 import { SignatureV4 } from '@smithy/signature-v4';
 import type { AwsCredentialIdentity, AwsCredentialIdentityProvider } from '@smithy/types';
 import {
+  CONNECTION_NAME,
+  DEFAULT_MIN_TTL_SECONDS,
+  MAX_MIN_TTL_SECONDS,
+  MIN_TTL_PARAM,
+  parseRetryAfter,
+  RETRY_AFTER_HEADER,
+  RETRYABLE_CODES,
+  ROUTES,
+  routePath,
+} from './contract.js';
+import {
   BrokerUnreachableError,
   ForbiddenError,
   InternalError,
@@ -137,8 +148,6 @@ interface RawResponse {
   text: string;
 }
 
-const CONNECTION_NAME = /^[a-z0-9-]{1,64}$/;
-const MAX_TTL = 86_400;
 const REJECTED_PER_CONNECTION = 16;
 const REPORTED_MAX = 64;
 
@@ -178,7 +187,7 @@ export class TokenBrokerClient implements TokenSource {
       credentials: options.credentials ?? lazyDefaultCredentials(),
     });
     this.#dispatcher = options.dispatcher;
-    this.#minTtl = checkTtl(options.minTtl ?? 60, 'minTtl');
+    this.#minTtl = checkTtl(options.minTtl ?? DEFAULT_MIN_TTL_SECONDS, 'minTtl');
     this.#skewMs = Math.max(0, options.skewSeconds ?? 5) * 1000;
     this.#deadlineMs = options.deadlineMs ?? 10_000;
     this.#attemptTimeoutMs = options.attemptTimeoutMs ?? 5_000;
@@ -252,7 +261,7 @@ export class TokenBrokerClient implements TokenSource {
     const deadline = this.#now() + (options.deadlineMs ?? this.#deadlineMs);
     const body = JSON.stringify({ access_token: accessToken });
     const promise = this.#withRetries(connection, deadline, async (timeoutMs) => {
-      const res = await this.#exchange(connection, 'POST', `/tokens/${connection}/invalidate`, undefined, body, timeoutMs);
+      const res = await this.#exchange(connection, ROUTES.invalidate.method, routePath('invalidate', connection), undefined, body, timeoutMs);
       if (res.status === 200) return parseInvalidateResult(res.text, connection);
       throw redact(this.#errorFor(res, connection), accessToken);
     })
@@ -318,9 +327,9 @@ export class TokenBrokerClient implements TokenSource {
 
   async #fetchToken(connection: string, minTtl: number, timeoutMs: number): Promise<CachedToken> {
     // Ask the broker for the skew too, so that a fresh token also satisfies the cache rule above.
-    const minTtlQuery = Math.min(MAX_TTL, minTtl + Math.ceil(this.#skewMs / 1000));
+    const minTtlQuery = Math.min(MAX_MIN_TTL_SECONDS, minTtl + Math.ceil(this.#skewMs / 1000));
     const sentAt = this.#now();
-    const res = await this.#exchange(connection, 'GET', `/tokens/${connection}`, { min_ttl: String(minTtlQuery) }, undefined, timeoutMs);
+    const res = await this.#exchange(connection, ROUTES.token.method, routePath('token', connection), { [MIN_TTL_PARAM]: String(minTtlQuery) }, undefined, timeoutMs);
     if (res.status !== 200) throw this.#errorFor(res, connection);
     const token = parseToken(res.text, sentAt, connection);
     if (this.#rejected.get(connection)?.has(token.accessToken)) {
@@ -341,7 +350,7 @@ export class TokenBrokerClient implements TokenSource {
     } catch {
       body = undefined;
     }
-    return errorFromResponse(res.status, body, retryAfterSeconds(res.headers['retry-after'], this.#now()), connection);
+    return errorFromResponse(res.status, body, parseRetryAfter(res.headers[RETRY_AFTER_HEADER], this.#now()), connection);
   }
 
   async #withRetries<T>(connection: string, deadline: number, attempt: (timeoutMs: number) => Promise<T>): Promise<T> {
@@ -425,7 +434,7 @@ export class TokenBrokerClient implements TokenSource {
         redirect: 'manual',
       });
       const text = await res.text();
-      return { status: res.status, headers: { 'retry-after': res.headers.get('retry-after') ?? undefined }, text };
+      return { status: res.status, headers: { [RETRY_AFTER_HEADER]: res.headers.get(RETRY_AFTER_HEADER) ?? undefined }, text };
     } catch (e) {
       const why = abort.signal.aborted ? `timed out after ${timeoutMs} ms` : describe(e);
       throw new BrokerUnreachableError(`token broker unreachable for connection "${connection}": ${why}`, { connection, cause: e });
@@ -436,7 +445,7 @@ export class TokenBrokerClient implements TokenSource {
 }
 
 function retryable(e: TokenBrokerError): boolean {
-  return e.code === 'rate_limited' || e.code === 'unavailable';
+  return RETRYABLE_CODES.includes(e.code);
 }
 
 function parseToken(text: string, sentAt: number, connection: string): CachedToken {
@@ -514,15 +523,6 @@ function redact(error: TokenBrokerError, accessToken: string): TokenBrokerError 
   return error;
 }
 
-function retryAfterSeconds(header: string | string[] | undefined, now: number): number | undefined {
-  const value = Array.isArray(header) ? header[0] : header;
-  if (value === undefined || value.trim() === '') return undefined;
-  if (/^\s*\d+\s*$/.test(value)) return Number(value);
-  const date = Date.parse(value);
-  if (Number.isNaN(date)) return undefined;
-  return Math.max(0, Math.ceil((date - now) / 1000));
-}
-
 function checkConnection(connection: string): void {
   if (typeof connection !== 'string' || !CONNECTION_NAME.test(connection)) {
     throw new InvalidRequestError(
@@ -533,8 +533,8 @@ function checkConnection(connection: string): void {
 }
 
 function checkTtl(value: number, name: string): number {
-  if (!Number.isInteger(value) || value < 0 || value > MAX_TTL) {
-    throw new InvalidRequestError(`${name} must be an integer number of seconds in 0..${MAX_TTL}`, { status: 0 });
+  if (!Number.isInteger(value) || value < 0 || value > MAX_MIN_TTL_SECONDS) {
+    throw new InvalidRequestError(`${name} must be an integer number of seconds in 0..${MAX_MIN_TTL_SECONDS}`, { status: 0 });
   }
   return value;
 }

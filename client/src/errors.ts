@@ -6,14 +6,9 @@
  * token: they are built from the connection name and the broker's own `message`, which the contract
  * keeps free of secrets.
  */
-export type TokenBrokerErrorCode =
-  | 'invalid_request'
-  | 'forbidden'
-  | 'not_found'
-  | 'rate_limited'
-  | 'upstream_error'
-  | 'unavailable'
-  | 'internal';
+import { ERROR_STATUS, type TokenBrokerErrorCode } from './contract.js';
+
+export type { TokenBrokerErrorCode };
 
 export interface TokenBrokerErrorDetails {
   /** HTTP status received; 0 when there was no response (network error, timeout). */
@@ -34,7 +29,7 @@ export class TokenBrokerError extends Error {
   constructor(code: TokenBrokerErrorCode, message: string, details: TokenBrokerErrorDetails = {}) {
     super(message, details.cause === undefined ? undefined : { cause: details.cause });
     this.code = code;
-    this.status = details.status ?? STATUS[code];
+    this.status = details.status ?? ERROR_STATUS[code];
     if (details.retryAfterSeconds !== undefined) this.retryAfterSeconds = details.retryAfterSeconds;
     if (details.connection !== undefined) this.connection = details.connection;
   }
@@ -106,16 +101,6 @@ export class InternalError extends TokenBrokerError {
   }
 }
 
-const STATUS: Record<TokenBrokerErrorCode, number> = {
-  invalid_request: 400,
-  forbidden: 403,
-  not_found: 404,
-  rate_limited: 429,
-  upstream_error: 502,
-  unavailable: 503,
-  internal: 500,
-};
-
 const CODE_BY_STATUS: Record<number, TokenBrokerErrorCode> = {
   400: 'invalid_request',
   403: 'forbidden',
@@ -138,7 +123,7 @@ export function errorFromResponse(
   connection: string,
 ): TokenBrokerError {
   const fields = typeof body === 'object' && body !== null ? (body as Record<string, unknown>) : {};
-  const bodyCode = typeof fields.error === 'string' && fields.error in STATUS ? (fields.error as TokenBrokerErrorCode) : undefined;
+  const bodyCode = typeof fields.error === 'string' && fields.error in ERROR_STATUS ? (fields.error as TokenBrokerErrorCode) : undefined;
   let code = bodyCode ?? CODE_BY_STATUS[status] ?? 'internal';
   if (code === 'upstream_error' && bodyCode === undefined) code = 'internal';
   const brokerMessage = typeof fields.message === 'string' ? clip(fields.message) : typeof fields.Message === 'string' ? clip(fields.Message) : '';

@@ -6,7 +6,7 @@
  */
 import { Agent, type Dispatcher, request } from 'undici';
 import { type Connection, requireGrantFields } from '../core/config.js';
-import { parseRetryAfter } from '../core/ledger.js';
+import { parseRetryAfter } from '../contract/retry-after.js';
 import { type Clock, type ClientCredentials, systemClock, type Upstream, type UpstreamToken } from '../core/ports.js';
 import { parseOAuthError, parseTokenResponse } from '../core/token-response.js';
 import { UpstreamError } from '../core/upstream-errors.js';

@@ -1,11 +1,3 @@
-/** The environment the Lambda reads at cold start (set by the CDK construct, cdk/src/units/function.ts; local mode does not use them). */
-export const BROKER_ENV = {
-  /** DynamoDB table name. */
-  table: 'BROKER_TABLE',
-  /** KMS key ARN for the token envelope encryption. */
-  sealKeyArn: 'BROKER_SEAL_KEY_ARN',
-  /** The connection config shipped in the bundle, relative to LAMBDA_TASK_ROOT (default config.json). */
-  configFile: 'BROKER_CONFIG_FILE',
-  /** Optional: how long a container answers from memory, 0..5000 ms (default 5000). */
-  memoryMaxAgeMs: 'BROKER_MEMORY_MAX_AGE_MS',
-} as const;
+// shim: remove at merge. BROKER_ENV moved to functions/contract/env.ts; this re-export serves
+// functions/broker/compose.ts and cdk/src/units/function.ts until they import it from there.
+export { BROKER_ENV } from '../contract/env.js';

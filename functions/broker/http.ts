@@ -6,21 +6,20 @@
  */
 import type { APIGatewayProxyEvent, APIGatewayProxyEventV2, APIGatewayProxyResult, Context } from 'aws-lambda';
 import { performance } from 'node:perf_hooks';
+import type { ErrorCode } from '../contract/errors.js';
+import { CONNECTION_NAME } from '../contract/names.js';
+import { formatRetryAfter, RETRY_AFTER_HEADER } from '../contract/retry-after.js';
+import { DEFAULT_MIN_TTL_SECONDS, matchRoute, MAX_BODY_BYTES, MAX_MIN_TTL_SECONDS, MIN_TTL_PARAM } from '../contract/routes.js';
+import { DIMENSIONS, METRICS, type MetricName, REQUEST_LOG_MESSAGE } from '../contract/telemetry.js';
 import { principalArn, principalFromArn } from '../core/authz.js';
 import type { InvalidationAnswer, TokenBroker } from '../core/broker.js';
-import { CONNECTION_NAME } from '../core/config.js';
-import { BrokerError, type ErrorCode, invalidRequest, notFound, type RefreshReason, type Refusal } from '../core/errors.js';
+import { BrokerError, invalidRequest, notFound, type RefreshReason, type Refusal } from '../core/errors.js';
 import { expiresInSeconds } from '../core/freshness.js';
-import { DIMENSIONS, METRICS, type MetricName, REQUEST_LOG_MESSAGE } from '../core/telemetry.js';
-import { DEFAULT_MIN_TTL_MS } from '../core/decide.js';
 import type { MetricSink, RequestLog } from './observability.js';
 
 export type ProxyEvent = APIGatewayProxyEvent | APIGatewayProxyEventV2;
 export type HttpHandler = (event: ProxyEvent, context?: Pick<Context, 'getRemainingTimeInMillis'>) => Promise<APIGatewayProxyResult>;
 
-export const DEFAULT_MIN_TTL = DEFAULT_MIN_TTL_MS / 1000;
-export const MAX_MIN_TTL = 86_400;
-export const MAX_BODY_BYTES = 8 * 1024;
 /** Time kept back from the Lambda's remaining time to write the response. */
 const RESPONSE_MARGIN_MS = 500;
 
@@ -61,11 +60,6 @@ const BASE_HEADERS = {
   'X-Content-Type-Options': 'nosniff',
 };
 
-interface Route {
-  kind: 'token' | 'invalidate';
-  connection: string;
-}
-
 export interface HttpDeps {
   broker: TokenBroker;
   logger: RequestLog;
@@ -100,27 +94,12 @@ function requestShape(event: ProxyEvent) {
   };
 }
 
-/** Matches the two routes; the connection segment is returned decoded and validated by the caller. */
-export function route(method: string, path: string): Route | undefined {
-  const m = /^\/tokens\/([^/]+)(\/invalidate)?\/?$/.exec(path);
-  if (!m) return undefined;
-  let connection: string;
-  try {
-    connection = decodeURIComponent(m[1]!);
-  } catch {
-    connection = m[1]!;
-  }
-  if (!m[2] && method === 'GET') return { kind: 'token', connection };
-  if (m[2] && method === 'POST') return { kind: 'invalidate', connection };
-  return undefined;
-}
-
-/** Parses `min_ttl`: an integer 0..86400, default 60. */
+/** Parses `min_ttl`: an integer 0..86400, default 60 (contract/routes.ts). */
 export function parseMinTtl(query: Record<string, string | undefined>, multi: Record<string, string[] | undefined>): number {
-  if ((multi.min_ttl?.length ?? 0) > 1) throw invalidRequest('min_ttl must be given once');
-  const raw = query.min_ttl;
-  if (raw === undefined) return DEFAULT_MIN_TTL;
-  if (!/^\d{1,5}$/.test(raw) || Number(raw) > MAX_MIN_TTL) throw invalidRequest(`min_ttl must be an integer from 0 to ${MAX_MIN_TTL}`);
+  if ((multi[MIN_TTL_PARAM]?.length ?? 0) > 1) throw invalidRequest(`${MIN_TTL_PARAM} must be given once`);
+  const raw = query[MIN_TTL_PARAM];
+  if (raw === undefined) return DEFAULT_MIN_TTL_SECONDS;
+  if (!/^\d{1,5}$/.test(raw) || Number(raw) > MAX_MIN_TTL_SECONDS) throw invalidRequest(`${MIN_TTL_PARAM} must be an integer from 0 to ${MAX_MIN_TTL_SECONDS}`);
   return Number(raw);
 }
 
@@ -151,7 +130,7 @@ export function invalidationBody(answer: InvalidationAnswer): Record<string, unk
 
 export function errorResponse(e: BrokerError): APIGatewayProxyResult {
   const headers: Record<string, string> = { ...BASE_HEADERS };
-  if (e.extra.retryAfterSeconds !== undefined) headers['Retry-After'] = String(e.extra.retryAfterSeconds);
+  if (e.extra.retryAfterSeconds !== undefined) headers[RETRY_AFTER_HEADER] = formatRetryAfter(e.extra.retryAfterSeconds);
   return {
     statusCode: e.status,
     headers,
@@ -186,7 +165,7 @@ export function createHttpHandler(deps: HttpDeps): HttpHandler {
     };
     let response: APIGatewayProxyResult;
     try {
-      const r = route(req.method, req.path);
+      const r = matchRoute(req.method, req.path);
       if (!r) throw notFound('unknown route');
       fields.route = r.kind;
       if (!CONNECTION_NAME.test(r.connection)) throw invalidRequest('connection names are lowercase letters, digits and -, at most 64 characters');

@@ -3,9 +3,9 @@
  * the error callers get meanwhile. Connections without a rate limit never back off longer than 15 s.
  * Credential and configuration errors open the circuit instead (core/circuit.ts).
  */
+import { retryAfterSeconds } from '../contract/retry-after.js';
 import type { Connection } from './config.js';
 import { BrokerError } from './errors.js';
-import { retryAfterSeconds } from './ledger.js';
 import type { Backoff } from './ports.js';
 import type { UpstreamFailure } from './upstream-errors.js';
 

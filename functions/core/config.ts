@@ -1,5 +1,6 @@
 import * as z from 'zod/mini';
 import { en } from 'zod/locales';
+import { CONNECTION_NAME } from '../contract/names.js';
 import { misconfiguredCredentials } from './errors.js';
 import { fingerprint } from './fingerprint.js';
 
@@ -14,8 +15,6 @@ z.config(en());
  * Written with `zod/mini` (the same zod 4 core, tree-shakable): about 20 KB in the Lambda bundle
  * instead of 440 KB, which is cold-start time on every container.
  */
-
-export const CONNECTION_NAME = /^[a-z0-9-]{1,64}$/;
 
 const RESERVED_PARAMS = ['grant_type', 'client_id', 'client_secret', 'username', 'password', 'scope'];
 

@@ -4,17 +4,18 @@
  * ports; every rule of docs/protocol.md "Expiry and refresh" and docs/protocol.md "Budget guard" that does not
  * need I/O lives here and is table-tested without DynamoDB.
  */
+import { retryAfterSeconds } from '../contract/retry-after.js';
+import { DEFAULT_MIN_TTL_SECONDS } from '../contract/routes.js';
 import { errorForBackoff } from './backoff.js';
 import { type CircuitState, circuitError, circuitRetryAt, circuitState } from './circuit.js';
 import { type BrokerError, type RefreshReason, invalidRequest, unavailable } from './errors.js';
 import { inAheadWindow, lifetimeMs, serves, tooShortFor } from './freshness.js';
 import { canRefresh, leaseState } from './lease.js';
-import { retryAfterSeconds } from './ledger.js';
 import { UNLIMITED_GAP_MS } from './limits.js';
 import type { Backoff, Token, TokenItem } from './ports.js';
 
 /** The min_ttl of a request that does not ask (docs/design.md "HTTP API"): what `expired` is measured against. */
-export const DEFAULT_MIN_TTL_MS = 60_000;
+export const DEFAULT_MIN_TTL_MS = DEFAULT_MIN_TTL_SECONDS * 1000;
 
 /** Demand refreshes: they must leave the budget's reserve and keep its spacing. */
 export const DEMAND_REASONS: ReadonlySet<RefreshReason> = new Set(['ahead', 'min_ttl']);

@@ -1,26 +1,14 @@
 /**
  * The broker's error vocabulary. Every failure that reaches a caller is a BrokerError with one of the
- * contract's codes (DESIGN.md "HTTP API"); anything else is a bug and becomes 500 `internal`.
+ * contract's codes (functions/contract/errors.ts, DESIGN.md "HTTP API"); anything else is a bug and becomes
+ * 500 `internal`.
  * Messages are written for callers: they never carry a token, a secret or an internal detail.
  */
-export type ErrorCode =
-  | 'invalid_request'
-  | 'forbidden'
-  | 'not_found'
-  | 'rate_limited'
-  | 'upstream_error'
-  | 'unavailable'
-  | 'internal';
+import { type ErrorCode, ERROR_STATUS } from '../contract/errors.js';
 
-export const STATUS: Record<ErrorCode, number> = {
-  invalid_request: 400,
-  forbidden: 403,
-  not_found: 404,
-  rate_limited: 429,
-  upstream_error: 502,
-  unavailable: 503,
-  internal: 500,
-};
+// shim: remove at merge. ErrorCode lives in functions/contract/errors.ts; this re-export serves
+// functions/core/ports.ts and functions/adapters/dynamodb-store.ts until they import it from there.
+export type { ErrorCode };
 
 /**
  * Why a request was refused without a token: the 429 causes, the open credential circuit (502), and a
@@ -55,7 +43,7 @@ export class BrokerError extends Error {
     super(message, options);
   }
   get status(): number {
-    return this.extra.status ?? STATUS[this.code];
+    return this.extra.status ?? ERROR_STATUS[this.code];
   }
 }
 

@@ -3,9 +3,9 @@
  * the operator's `refresh`. The decision is core/decide.ts `decideInvalidation`; the ledger is asked only
  * for a rate-limited connection; the store applies it with one conditional write.
  */
+import { retryAfterSeconds } from '../contract/retry-after.js';
 import type { Connection } from './config.js';
 import { decideInvalidation, UNLIMITED_GAP_RULE } from './decide.js';
-import { retryAfterSeconds } from './ledger.js';
 import type { TokenStore } from './ports.js';
 import type { RateLimiter } from './rate-limiter.js';
 

@@ -112,23 +112,3 @@ export function decideDebit(
   const newest = Math.max(...Object.values(entries));
   return { allow: true, entries, expiresAt: newest + windowMs(limit, marginMs) };
 }
-
-/** Retry-After in whole seconds (at least 1) for a delay in milliseconds. */
-export function retryAfterSeconds(ms: number): number {
-  return Math.max(1, Math.ceil(ms / 1000));
-}
-
-/**
- * Parses an HTTP Retry-After header (delta-seconds or HTTP-date) into a delay in ms from `now`.
- * Undefined for a missing or garbage value.
- */
-export function parseRetryAfter(value: string | undefined | null, now: number): number | undefined {
-  if (!value) return undefined;
-  const v = value.trim();
-  if (/^\d{1,9}$/.test(v)) return Number(v) * 1000;
-  if (/^[A-Za-z]{3}, \d{2} [A-Za-z]{3} \d{4} \d{2}:\d{2}:\d{2} GMT$/.test(v)) {
-    const at = Date.parse(v);
-    if (Number.isFinite(at)) return Math.max(0, at - now);
-  }
-  return undefined;
-}

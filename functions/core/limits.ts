@@ -53,8 +53,6 @@ export const MISCONFIGURED_RECHECK_MS = 15_000;
 /** A lease holder that dies is taken over within this (DESIGN: 30 s). */
 export const LEASE_MS = 20_000;
 
-/**
- * The encryption-context `purpose` of every sealed token; the seal key's policy allows the key only with it.
- * Here (no dependencies) so the CDK construct can use it without loading the Encryption SDK at synth.
- */
-export const SEAL_PURPOSE = 'token-broker-cache';
+// shim: remove at merge. SEAL_PURPOSE moved to functions/contract/names.ts; this re-export serves
+// functions/adapters/sealer.ts and cdk/src/units/keys.ts until they import it from there.
+export { SEAL_PURPOSE } from '../contract/names.js';

@@ -1,7 +1,8 @@
 /** The ledger protocol: read, decide (core/ledger.ts), conditional write, retry on a lost race. */
+import { retryAfterSeconds } from '../contract/retry-after.js';
 import type { RateLimit } from './config.js';
 import { BrokerError, type Refusal, rateLimited } from './errors.js';
-import { type LedgerRefusal, decideDebit, debitRefusal, retryAfterSeconds } from './ledger.js';
+import { type LedgerRefusal, decideDebit, debitRefusal } from './ledger.js';
 import type { Clock, LedgerState, LedgerStore } from './ports.js';
 
 export interface DebitResult {

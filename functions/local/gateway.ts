@@ -7,13 +7,13 @@ import type { APIGatewayProxyEvent, APIGatewayProxyResult } from 'aws-lambda';
 import { createHash, randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { CONNECTION_PARAM, matchRoute, MAX_BODY_BYTES, ROUTE_KINDS, ROUTES } from '../contract/routes.js';
 import { principalFromArn } from '../core/authz.js';
-import { type HttpHandler, route } from '../broker/http.js';
+import type { HttpHandler } from '../broker/http.js';
 import type { RequestLog } from '../broker/observability.js';
 import { StartupError } from './config.js';
 import { queryPairs, SigV4Error, uriDecode, verifySigV4 } from './sigv4.js';
 
-export const MAX_BODY_BYTES = 8 * 1024;
 /** API Gateway's integration timeout: the handler's time budget per request. */
 export const INTEGRATION_TIMEOUT_MS = 29_000;
 /** The account that "owns" the local API (requestContext.accountId). */
@@ -136,8 +136,10 @@ export function identityFor(accessKeyId: string, caller: LocalCaller, sourceIp: 
 
 /** The API Gateway resource a path falls under (the broker's two resources, else a catch-all). */
 function resourceOf(path: string): { resource: string; pathParameters: Record<string, string> | null } {
-  const r = route('GET', path) ?? route('POST', path);
-  if (r) return { resource: r.kind === 'token' ? '/tokens/{connection}' : '/tokens/{connection}/invalidate', pathParameters: { connection: r.connection } };
+  for (const kind of ROUTE_KINDS) {
+    const r = matchRoute(ROUTES[kind].method, path);
+    if (r) return { resource: ROUTES[r.kind].path, pathParameters: { [CONNECTION_PARAM]: r.connection } };
+  }
   return { resource: '/{proxy+}', pathParameters: path === '/' ? null : { proxy: uriDecode(path.slice(1)) } };
 }
 

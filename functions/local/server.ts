@@ -6,6 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import { DynamoTokenStore } from '../adapters/dynamodb-store.js';
 import { rawAesSealer } from '../adapters/sealer.js';
+import { DEFAULT_MIN_TTL_SECONDS, MIN_TTL_PARAM, routePath } from '../contract/routes.js';
 import { HttpUpstream } from '../adapters/upstream-http.js';
 import { isAllowed, principalFromArn } from '../core/authz.js';
 import { TokenBroker } from '../core/broker.js';
@@ -52,7 +53,7 @@ export function jsonLogger(write: (line: string) => void): RequestLog {
 }
 
 export function curlLine(region: string, accessKeyId: string, secret: string, url: string, connection: string): string {
-  return `curl --aws-sigv4 "aws:amz:${region}:execute-api" --user "${accessKeyId}:${secret}" "${url}/tokens/${connection}?min_ttl=60"`;
+  return `curl --aws-sigv4 "aws:amz:${region}:execute-api" --user "${accessKeyId}:${secret}" "${url}${routePath('token', connection)}?${MIN_TTL_PARAM}=${DEFAULT_MIN_TTL_SECONDS}"`;
 }
 
 /** The URL a client on this machine uses (a wildcard listen address is not one to connect to). */

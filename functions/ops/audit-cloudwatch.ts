@@ -1,10 +1,7 @@
 /** The audit sink of a deployed stage: the broker's own CloudWatch Logs group (loaded only for --stage). */
 import { CreateLogStreamCommand, PutLogEventsCommand, type CloudWatchLogsClient } from '@aws-sdk/client-cloudwatch-logs';
-import { OPS_LOG_STREAM } from '../core/telemetry.js';
+import { OPS_LOG_STREAM } from '../contract/telemetry.js';
 import { type AuditSink, auditLine } from './audit.js';
-
-/** The stream in the broker's log group that operator actions go to (one name with the ops policy's). */
-export { OPS_LOG_STREAM };
 
 /**
  * Lines to a CloudWatch Logs group, stream `ops-cli` (created on first use; logs:CreateLogStream and

@@ -1,10 +1,10 @@
 /**
  * The audit trail of operator actions (`reset`, `refresh`): one JSON line per action, `message: "ops"`
- * (core/telemetry.ts OPS_LOG_MESSAGE), written to stderr always and, for a deployed stage, to the broker's
+ * (contract/telemetry.ts OPS_LOG_MESSAGE), written to stderr always and, for a deployed stage, to the broker's
  * own log group (audit-cloudwatch.ts) so that Logs Insights finds it beside the broker's request lines. Never a token or secret:
  * tokens appear only as fingerprints.
  */
-import { OPS_LOG_MESSAGE } from '../core/telemetry.js';
+import { OPS_LOG_MESSAGE } from '../contract/telemetry.js';
 
 export type OpsAction = 'reset' | 'refresh';
 

@@ -19,6 +19,8 @@ import { GetFunctionCommand, LambdaClient } from '@aws-sdk/client-lambda';
 import { GetCallerIdentityCommand, STSClient } from '@aws-sdk/client-sts';
 import { defaultProvider } from '@aws-sdk/credential-provider-node';
 import { DynamoTokenStore } from '../adapters/dynamodb-store.js';
+import { STACK_OUTPUTS as OUTPUTS, stackName } from '../contract/deployment.js';
+import { BROKER_ENV } from '../contract/env.js';
 import { type BrokerConfig, ConfigError, parseConfig, parseConfigText } from '../core/config.js';
 import { cloudWatchSink } from './audit-cloudwatch.js';
 import { OpsError, describeAwsError } from './errors.js';
@@ -28,13 +30,11 @@ import { ZipError, readZipEntry } from './zip.js';
 
 /** The stack outputs the CLI reads (infra: the ops policy and the outputs must match). */
 export const STACK_OUTPUTS = {
-  table: 'TableName',
-  function: 'FunctionName',
+  table: OUTPUTS.table,
+  function: OUTPUTS.function,
   /** The first present names the broker's log group; without either, /aws/lambda/<FunctionName>. */
-  logGroup: ['LogGroupName', 'FunctionLogGroup'],
+  logGroup: ['LogGroupName', OUTPUTS.functionLogGroup],
 } as const;
-
-export const stackName = (stage: string) => `TokenBroker-${stage}`;
 
 /** Larger than any Lambda code package (250 MB unzipped): a cap, not an expectation. */
 export const MAX_PACKAGE_BYTES = 256 * 1024 * 1024;
@@ -129,7 +129,7 @@ function output(outputs: Output[], key: string): string | undefined {
 
 /** The config file the function reads (BROKER_CONFIG_FILE, relative to its code root; default config.json). */
 function configPath(env: Record<string, string> | undefined): string {
-  const file = env?.BROKER_CONFIG_FILE;
+  const file = env?.[BROKER_ENV.configFile];
   if (!file) return 'config.json';
   return file.replace(/^\.\//, '');
 }

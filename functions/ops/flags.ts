@@ -4,13 +4,12 @@
  * error; whether a stage, table or connection exists is found out later (exit 1).
  */
 import { parseArgs } from 'node:util';
-import { CONNECTION_NAME } from '../core/config.js';
+import { STAGE_NAME } from '../contract/deployment.js';
+import { CONNECTION_NAME } from '../contract/names.js';
 
 export const COMMANDS = ['status', 'reset', 'refresh'] as const;
 export type Command = (typeof COMMANDS)[number];
 
-/** Stage names as infra/stages.ts accepts them: stack `TokenBroker-<stage>`. */
-export const STAGE_NAME = /^[a-z][a-z0-9-]{0,19}$/;
 const REGION = /^[a-z]{2}(-[a-z0-9]+){1,4}$/;
 const TABLE = /^[A-Za-z0-9_.-]{3,255}$/;
 

@@ -5,7 +5,7 @@
 import type { Connection } from '../core/config.js';
 import { ledgerMarginMs } from '../core/ledger.js';
 import { DEFAULT_MARGIN_PARTS } from '../core/limits.js';
-import { OPS_LOG_MESSAGE } from '../core/telemetry.js';
+import { OPS_LOG_MESSAGE } from '../contract/telemetry.js';
 import { type AuditRecord, type AuditSink, type OpsAction, streamSink } from './audit.js';
 import { type OpsDeps, type RefreshResult, type ResetResult, refresh, reset, status } from './commands.js';
 import { OpsError, describeAwsError, errorLine } from './errors.js';

@@ -129,6 +129,8 @@ describe('@token-broker/client as an installed package', () => {
       'README.md',
       'dist/client.d.ts',
       'dist/client.js',
+      'dist/contract.d.ts',
+      'dist/contract.js',
       'dist/errors.d.ts',
       'dist/errors.js',
       'dist/index.d.ts',

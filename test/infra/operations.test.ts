@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { QUERIES } from '../../cdk/src/operations/queries';
-import { BUDGET_GAUGE_EVENT, LOG_FIELDS, METRIC_NAMESPACE, METRICS, SERVICE } from '../../functions/core/telemetry';
+import { BUDGET_GAUGE_EVENT, LOG_FIELDS, METRIC_NAMESPACE, METRICS, SERVICE } from '../../functions/contract/telemetry';
 import { configDirWith, connection, type Json, logicalId, only, resources, synth } from './helpers';
 
 const dev = synth('dev');

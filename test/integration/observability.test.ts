@@ -16,7 +16,7 @@ import { powertoolsLogger, powertoolsMetrics } from '../../functions/broker/obse
 import { configDocument } from '../../functions/core/config.js';
 import { ledgerMarginMs } from '../../functions/core/ledger.js';
 import { DEFAULT_MARGIN_PARTS } from '../../functions/core/limits.js';
-import { BUDGET_GAUGE_EVENT } from '../../functions/core/telemetry.js';
+import { BUDGET_GAUGE_EVENT } from '../../functions/contract/telemetry.js';
 import { localDynamoClient } from '../../functions/local/dynamodb.js';
 import { realClock } from '../support/clock.js';
 import { CALLER, connections, instance, startWorld, type World } from '../support/env.js';

@@ -1,6 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { type GuardedLimit, debitRefusal, decideDebit, ledgerMarginMs, liveEntries, parseRetryAfter, retryAfterSeconds, windowMs } from '../../functions/core/ledger.js';
+import { parseRetryAfter, retryAfterSeconds } from '../../functions/contract/retry-after.js';
+import { type GuardedLimit, debitRefusal, decideDebit, ledgerMarginMs, liveEntries, windowMs } from '../../functions/core/ledger.js';
 import type { LedgerState } from '../../functions/core/ports.js';
 
 const T0 = Date.UTC(2026, 10, 23, 12, 0, 0);

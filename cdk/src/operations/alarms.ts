@@ -3,7 +3,7 @@ import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
 import type { IAlarmAction } from 'aws-cdk-lib/aws-cloudwatch';
 import { Construct } from 'constructs';
 import type { Connection } from '../../../functions/core/config.js';
-import { METRICS } from '../../../functions/core/telemetry.js';
+import { METRICS } from '../../../functions/contract/telemetry.js';
 import type { StageSettings } from '../settings.js';
 import { connectionMetric } from './metrics.js';
 

@@ -3,7 +3,7 @@ import * as events from 'aws-cdk-lib/aws-events';
 import * as targets from 'aws-cdk-lib/aws-events-targets';
 import type * as lambda from 'aws-cdk-lib/aws-lambda';
 import { Construct } from 'constructs';
-import { BUDGET_GAUGE_EVENT } from '../../../functions/core/telemetry.js';
+import { BUDGET_GAUGE_EVENT } from '../../../functions/contract/telemetry.js';
 
 export interface BudgetGaugeProps {
   readonly stage: string;

@@ -4,7 +4,7 @@ import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
 import type * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
 import type * as lambda from 'aws-cdk-lib/aws-lambda';
 import type { Connection } from '../../../functions/core/config.js';
-import { METRICS, type MetricName } from '../../../functions/core/telemetry.js';
+import { METRICS, type MetricName } from '../../../functions/contract/telemetry.js';
 import { connectionMetric } from './metrics.js';
 
 const graph = (title: string, left: cloudwatch.IMetric[], right: cloudwatch.IMetric[] = [], width = 8) =>

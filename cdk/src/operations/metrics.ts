@@ -1,9 +1,9 @@
 import type { Duration } from 'aws-cdk-lib';
 import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
-import { DIMENSIONS, METRIC_NAMESPACE, type MetricName, SERVICE } from '../../../functions/core/telemetry.js';
+import { DIMENSIONS, METRIC_NAMESPACE, type MetricName, SERVICE } from '../../../functions/contract/telemetry.js';
 
 /**
- * The broker's own metrics (EMF), named by functions/core/telemetry.ts: every one carries
+ * The broker's own metrics (EMF), named by functions/contract/telemetry.ts: every one carries
  * `service=token-broker` and `connection`; the budget gauges add `ledger` (the connection's ledger key).
  */
 export function connectionMetric(

@@ -5,7 +5,7 @@ import type * as kms from 'aws-cdk-lib/aws-kms';
 import type * as lambda from 'aws-cdk-lib/aws-lambda';
 import type * as logs from 'aws-cdk-lib/aws-logs';
 import type { Construct } from 'constructs';
-import { OPS_LOG_STREAM } from '../../../functions/core/telemetry.js';
+import { OPS_LOG_STREAM } from '../../../functions/contract/telemetry.js';
 import { DYNAMODB_VIA_SERVICE } from '../units/keys.js';
 
 /** Item kinds the operator CLI reads and edits: `tok#<connection>` and `rl#<ledger key>`. */

@@ -1,12 +1,12 @@
 import * as logs from 'aws-cdk-lib/aws-logs';
 import { Construct } from 'constructs';
-import { LOG_FIELDS as F, OPS_LOG_MESSAGE, REQUEST_LOG_MESSAGE } from '../../../functions/core/telemetry.js';
+import { LOG_FIELDS as F, OPS_LOG_MESSAGE, REQUEST_LOG_MESSAGE } from '../../../functions/contract/telemetry.js';
 
 const isRequest = `${F.message} = "${REQUEST_LOG_MESSAGE}"`;
 
 /**
  * Saved Logs Insights queries on the broker's log group, over the one JSON line the broker writes per request
- * (functions/core/telemetry.ts LOG_FIELDS) and the operator CLI's audit lines. Each answers one operator
+ * (functions/contract/telemetry.ts LOG_FIELDS) and the operator CLI's audit lines. Each answers one operator
  * question; to narrow one to a connection, add `| filter connection = "NAME"`.
  */
 export const QUERIES: Record<string, logs.QueryStringProps> = {

@@ -5,9 +5,15 @@ import * as iam from 'aws-cdk-lib/aws-iam';
 import type * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import { Construct } from 'constructs';
+import { type ErrorCode, ERROR_STATUS } from '../../../functions/contract/errors.js';
+import { formatRetryAfter, RETRY_AFTER_HEADER } from '../../../functions/contract/retry-after.js';
+import { CONNECTION_PARAM, ROUTE_KINDS, ROUTES, routePath, routeSegments } from '../../../functions/contract/routes.js';
 import type { BrokerConfig } from '../../../functions/core/config.js';
 import { callerAccounts, principalArnPatterns } from '../connections.js';
 import type { StageSettings } from '../settings.js';
+
+/** What API Gateway's own 429 (stage throttling) tells a caller to wait. */
+const THROTTLED_RETRY_AFTER_SECONDS = 1;
 
 export interface BrokerApiProps {
   readonly stage: string;
@@ -36,7 +42,7 @@ export class BrokerApi extends Construct {
 
     this.restApi = new apigw.RestApi(this, 'RestApi', {
       restApiName: `TokenBroker-${stage}`,
-      description: `token-broker ${stage}: GET /tokens/{connection}, POST /tokens/{connection}/invalidate`,
+      description: `token-broker ${stage}: ${ROUTE_KINDS.map((kind) => `${ROUTES[kind].method} ${ROUTES[kind].path}`).join(', ')}`,
       endpointConfiguration: settings.privateEndpoint
         ? {
             types: [apigw.EndpointType.PRIVATE],
@@ -72,13 +78,12 @@ export class BrokerApi extends Construct {
     const methodOptions: apigw.MethodOptions = {
       authorizationType: apigw.AuthorizationType.IAM,
       requestValidator: validator,
-      requestParameters: { 'method.request.path.connection': true },
+      requestParameters: { [`method.request.path.${CONNECTION_PARAM}`]: true },
     };
-    const connectionResource = this.restApi.root.addResource('tokens').addResource('{connection}');
-    const methods = [
-      connectionResource.addMethod('GET', integration, methodOptions),
-      connectionResource.addResource('invalidate').addMethod('POST', integration, methodOptions),
-    ];
+    // The contract's routes, resource by resource: /tokens/{connection} (GET), /tokens/{connection}/invalidate (POST).
+    const resourceAt = (segments: string[]) =>
+      segments.reduce<apigw.IResource>((parent, part) => parent.getResource(part) ?? parent.addResource(part), this.restApi.root);
+    const methods = ROUTE_KINDS.map((kind) => resourceAt(routeSegments(kind)).addMethod(ROUTES[kind].method, integration, methodOptions));
     this.addGatewayResponses();
     this.acknowledgeNagFindings(methods);
   }
@@ -87,21 +92,23 @@ export class BrokerApi extends Construct {
     const headers = { 'Cache-Control': "'no-store'", 'Content-Type': "'application/json'" };
     // Fixed messages: API Gateway's own ($context.error.messageString) can quote the canonical request of a
     // bad signature, X-Amz-Security-Token included.
-    const responses: [string, apigw.ResponseType, string, string, string?][] = [
-      ['Default4xx', apigw.ResponseType.DEFAULT_4XX, 'invalid_request', 'request refused by API Gateway'],
-      ['Default5xx', apigw.ResponseType.DEFAULT_5XX, 'internal', 'internal error'],
-      ['AccessDenied', apigw.ResponseType.ACCESS_DENIED, 'forbidden', 'caller is not allowed to call this API', '403'],
-      ['MissingAuth', apigw.ResponseType.MISSING_AUTHENTICATION_TOKEN, 'forbidden', 'unknown route, or the request is not signed (SigV4, service execute-api)', '403'],
-      ['InvalidSignature', apigw.ResponseType.INVALID_SIGNATURE, 'forbidden', 'the request signature does not match (SigV4, service execute-api)', '403'],
-      ['ExpiredToken', apigw.ResponseType.EXPIRED_TOKEN, 'forbidden', 'the credentials or the signature of the request have expired', '403'],
-      ['NotFound', apigw.ResponseType.RESOURCE_NOT_FOUND, 'not_found', 'unknown route', '404'],
-      ['Throttled', apigw.ResponseType.THROTTLED, 'rate_limited', 'too many requests; retry after 1 s', '429'],
+    // [id, type, the contract's code, message, answer with the code's status (else API Gateway's own 4xx/5xx)]
+    const responses: [string, apigw.ResponseType, ErrorCode, string, boolean][] = [
+      ['Default4xx', apigw.ResponseType.DEFAULT_4XX, 'invalid_request', 'request refused by API Gateway', false],
+      ['Default5xx', apigw.ResponseType.DEFAULT_5XX, 'internal', 'internal error', false],
+      ['AccessDenied', apigw.ResponseType.ACCESS_DENIED, 'forbidden', 'caller is not allowed to call this API', true],
+      ['MissingAuth', apigw.ResponseType.MISSING_AUTHENTICATION_TOKEN, 'forbidden', 'unknown route, or the request is not signed (SigV4, service execute-api)', true],
+      ['InvalidSignature', apigw.ResponseType.INVALID_SIGNATURE, 'forbidden', 'the request signature does not match (SigV4, service execute-api)', true],
+      ['ExpiredToken', apigw.ResponseType.EXPIRED_TOKEN, 'forbidden', 'the credentials or the signature of the request have expired', true],
+      ['NotFound', apigw.ResponseType.RESOURCE_NOT_FOUND, 'not_found', 'unknown route', true],
+      ['Throttled', apigw.ResponseType.THROTTLED, 'rate_limited', `too many requests; retry after ${THROTTLED_RETRY_AFTER_SECONDS} s`, true],
     ];
-    for (const [id, type, code, message, statusCode] of responses) {
+    for (const [id, type, code, message, withStatus] of responses) {
       this.restApi.addGatewayResponse(id, {
         type,
-        ...(statusCode ? { statusCode } : {}),
-        responseHeaders: type === apigw.ResponseType.THROTTLED ? { ...headers, 'Retry-After': "'1'" } : headers,
+        ...(withStatus ? { statusCode: String(ERROR_STATUS[code]) } : {}),
+        responseHeaders:
+          type === apigw.ResponseType.THROTTLED ? { ...headers, [RETRY_AFTER_HEADER]: `'${formatRetryAfter(THROTTLED_RETRY_AFTER_SECONDS)}'` } : headers,
         templates: { 'application/json': JSON.stringify({ error: code, message }) },
       });
     }
@@ -142,7 +149,7 @@ export class BrokerApi extends Construct {
  */
 function resourcePolicyStatements({ stage, settings, config, configSource }: BrokerApiProps): iam.PolicyStatement[] {
   const accounts = callerAccounts(config, configSource);
-  const routes = ['GET/tokens/*', 'POST/tokens/*/invalidate'].map((r) => `execute-api:/${stage}/${r}`);
+  const routes = ROUTE_KINDS.map((kind) => `execute-api:/${stage}/${ROUTES[kind].method}${routePath(kind, '*')}`);
   const deny = (sid: string, conditions: Record<string, unknown>) =>
     new iam.PolicyStatement({
       sid,

@@ -1,13 +1,11 @@
 import type * as apigw from 'aws-cdk-lib/aws-apigateway';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import { Construct } from 'constructs';
+import { ROUTE_KINDS, ROUTES, routePath } from '../../../functions/contract/routes.js';
 import { stableOutput } from '../outputs.js';
 
-/** The two routes of a connection, as API Gateway method ARN suffixes. */
-export const routeArnSuffixes = (connection: string): [string, string] => [
-  `GET/tokens/${connection}`,
-  `POST/tokens/${connection}/invalidate`,
-];
+/** The two routes of a connection, as API Gateway method ARN suffixes: `GET/tokens/NAME`, `POST/tokens/NAME/invalidate`. */
+export const routeArnSuffixes = (connection: string): string[] => ROUTE_KINDS.map((kind) => `${ROUTES[kind].method}${routePath(kind, connection)}`);
 
 export interface CallerPoliciesProps {
   readonly stage: string;
@@ -30,10 +28,9 @@ export class CallerPolicies extends Construct {
     this.stage = props.stage;
     const outputIds = new Set<string>();
     for (const name of [...props.connections].sort()) {
-      const [getSuffix, postSuffix] = routeArnSuffixes(name);
       const policy = new iam.ManagedPolicy(this, name, {
         managedPolicyName: `TokenBroker-${props.stage}-${name}-caller`,
-        description: `Get and invalidate tokens of token-broker connection "${name}" (${props.stage}): ${getSuffix}, ${postSuffix}`,
+        description: `Get and invalidate tokens of token-broker connection "${name}" (${props.stage}): ${routeArnSuffixes(name).join(', ')}`,
         statements: [new iam.PolicyStatement({ sid: 'InvokeTokenBroker', actions: ['execute-api:Invoke'], resources: this.routeArns(name) })],
       });
       this.policies.set(name, policy);
@@ -47,10 +44,7 @@ export class CallerPolicies extends Construct {
 
   /** The execute-api ARNs of a connection's two routes in this stage. */
   routeArns(connection: string): string[] {
-    return [
-      this.restApi.arnForExecuteApi('GET', `/tokens/${connection}`, this.stage),
-      this.restApi.arnForExecuteApi('POST', `/tokens/${connection}/invalidate`, this.stage),
-    ];
+    return ROUTE_KINDS.map((kind) => this.restApi.arnForExecuteApi(ROUTES[kind].method, routePath(kind, connection), this.stage));
   }
 
   policy(connection: string): iam.ManagedPolicy | undefined {

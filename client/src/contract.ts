@@ -1,0 +1,60 @@
+/**
+ * The client's copy of the broker's HTTP contract (the server's is functions/contract/): error codes and
+ * statuses, which answers are retried, the connection-name rule, the routes, `min_ttl` and `Retry-After`.
+ * A copy because this package must not import server code; test/client/contract-parity.test.ts fails when
+ * the two disagree. Internal: not an entry point of the package.
+ */
+
+export const ERROR_CODES = ['invalid_request', 'forbidden', 'not_found', 'rate_limited', 'upstream_error', 'unavailable', 'internal'] as const;
+
+export type TokenBrokerErrorCode = (typeof ERROR_CODES)[number];
+
+/** The HTTP status the broker answers each code with. */
+export const ERROR_STATUS: Readonly<Record<TokenBrokerErrorCode, number>> = {
+  invalid_request: 400,
+  forbidden: 403,
+  not_found: 404,
+  rate_limited: 429,
+  upstream_error: 502,
+  unavailable: 503,
+  internal: 500,
+};
+
+/** The codes the client retries (with backoff, honouring Retry-After). */
+export const RETRYABLE_CODES: readonly TokenBrokerErrorCode[] = ['rate_limited', 'unavailable'];
+
+/** Lowercase letters, digits and `-`, 1 to 64 characters. */
+export const CONNECTION_NAME = /^[a-z0-9-]{1,64}$/;
+
+export const ROUTES = {
+  token: { method: 'GET', path: '/tokens/{connection}' },
+  invalidate: { method: 'POST', path: '/tokens/{connection}/invalidate' },
+} as const;
+
+export type RouteKind = keyof typeof ROUTES;
+
+/** The route's path for a connection (already checked against CONNECTION_NAME, so nothing to encode). */
+export function routePath(kind: RouteKind, connection: string): string {
+  return ROUTES[kind].path.replace('{connection}', connection);
+}
+
+/** The token route's query parameter, its default and its largest value (seconds). */
+export const MIN_TTL_PARAM = 'min_ttl';
+export const DEFAULT_MIN_TTL_SECONDS = 60;
+export const MAX_MIN_TTL_SECONDS = 86_400;
+
+/** The header name as received (lowercase). */
+export const RETRY_AFTER_HEADER = 'retry-after';
+
+/**
+ * Seconds to wait from a `Retry-After` header (delta-seconds or an HTTP-date, relative to `now`); undefined
+ * when there is none or it is not understood.
+ */
+export function parseRetryAfter(header: string | string[] | undefined, now: number): number | undefined {
+  const value = Array.isArray(header) ? header[0] : header;
+  if (value === undefined || value.trim() === '') return undefined;
+  if (/^\s*\d+\s*$/.test(value)) return Number(value);
+  const date = Date.parse(value);
+  if (Number.isNaN(date)) return undefined;
+  return Math.max(0, Math.ceil((date - now) / 1000));
+}
