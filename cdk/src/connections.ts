@@ -7,7 +7,7 @@ import { ConfigError, type BrokerConfig, type Connection, configDocument } from 
 
 /**
  * The document written as `config.json` into the function bundle: `{ "connections": { NAME: {...} } }`, the
- * DESIGN.md schema with every default resolved. Parsing it again with `parseConfig` gives the same config.
+ * schema of docs/design.md "Connection config" with every default resolved. Parsing it again with `parseConfig` gives the same config.
  */
 export function bundleConfigDocument(config: BrokerConfig): ReturnType<typeof configDocument> {
   return configDocument(config);
@@ -102,7 +102,7 @@ export function callerAccounts(config: BrokerConfig, source = 'config'): string[
 /**
  * `aws:PrincipalArn` patterns (IAM ArnLike) for a connection's `callers`, for the API resource policy. An
  * assumed-role caller's aws:PrincipalArn is its role ARN with the role's path, while the broker matches
- * roles by account and name (path ignored, as DESIGN.md says): each role pattern is allowed with any path.
+ * roles by account and name (path ignored, see README.md, section "Connection config"): each role pattern is allowed with any path.
  * IAM's `*` also crosses `/`, so this is at least as permissive as the broker's own check, never more
  * than the accounts and names configured; the broker's check stays the precise one.
  */

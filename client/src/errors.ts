@@ -1,5 +1,5 @@
 /**
- * Typed errors mirroring the broker's error codes (DESIGN.md "HTTP API").
+ * Typed errors mirroring the broker's error codes (docs/design.md "HTTP API").
  *
  * Every error the client throws is a TokenBrokerError. `status` is the HTTP status the broker (or API
  * Gateway in front of it) answered with, or 0 when no response was received. Messages never carry a

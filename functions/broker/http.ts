@@ -1,7 +1,7 @@
 /**
  * The thin HTTP layer: turns an API Gateway proxy event (REST v1; v2 is handled identically) into a
  * request for the core, and the core's answer or error into the contract's HTTP response
- * (DESIGN.md "HTTP API"). The caller's identity comes only from the request context that API Gateway
+ * (docs/design.md "HTTP API"). The caller's identity comes only from the request context that API Gateway
  * filled after verifying SigV4, never from headers or the body.
  */
 import type { APIGatewayProxyEvent, APIGatewayProxyEventV2, APIGatewayProxyResult, Context } from 'aws-lambda';
@@ -31,7 +31,7 @@ const ERROR_METRIC: Partial<Record<ErrorCode, MetricName>> = {
   internal: METRICS.internalError,
   forbidden: METRICS.forbidden,
 };
-/** Upstream token requests, by reason (DESIGN "Budget guard"). */
+/** Upstream token requests, by reason (docs/protocol.md "Refresh reasons"). */
 const REASON_METRIC: Record<RefreshReason, MetricName> = {
   expired: METRICS.refreshExpired,
   ahead: METRICS.refreshAhead,

@@ -1,5 +1,5 @@
 /**
- * The error codes of the HTTP contract (DESIGN.md "HTTP API") and the status each is answered with. Every
+ * The error codes of the HTTP contract (docs/design.md "HTTP API") and the status each is answered with. Every
  * error a caller gets is JSON `{"error": CODE, "message": TEXT}` with one of these codes.
  * The client package keeps its own copy (client/src/contract.ts); test/client/contract-parity.test.ts
  * fails when the two disagree.

@@ -1,5 +1,5 @@
 /**
- * The routes of the HTTP contract (DESIGN.md "HTTP API"): what the handler serves, the REST API and the
+ * The routes of the HTTP contract (docs/design.md "HTTP API"): what the handler serves, the REST API and the
  * caller policies expose, local mode's gateway mirrors and the client calls.
  */
 

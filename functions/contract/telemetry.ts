@@ -24,7 +24,7 @@ export const METRICS = {
   waited: 'Waited',
   /** A refresh failed and a still-valid cached token was served instead. */
   staleToken: 'StaleToken',
-  /** Upstream token requests sent, one metric per reason (DESIGN "Budget guard"). */
+  /** Upstream token requests sent, one metric per reason (docs/protocol.md "Refresh reasons"). */
   refreshExpired: 'RefreshExpired',
   refreshAhead: 'RefreshAhead',
   refreshMinTtl: 'RefreshMinTtl',

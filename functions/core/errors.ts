@@ -1,6 +1,6 @@
 /**
  * The broker's error vocabulary. Every failure that reaches a caller is a BrokerError with one of the
- * contract's codes (functions/contract/errors.ts, DESIGN.md "HTTP API"); anything else is a bug and becomes
+ * contract's codes (functions/contract/errors.ts, docs/design.md "HTTP API"); anything else is a bug and becomes
  * 500 `internal`.
  * Messages are written for callers: they never carry a token, a secret or an internal detail.
  */
@@ -16,7 +16,7 @@ export type { ErrorCode };
  */
 export type Refusal = 'ledger_exhausted' | 'reserve' | 'spacing' | 'upstream_429' | 'circuit_open' | 'held';
 
-/** Why an upstream token request was made (DESIGN "Budget guard"). */
+/** Why an upstream token request was made (docs/protocol.md "Refresh reasons"). */
 export type RefreshReason = 'expired' | 'ahead' | 'min_ttl' | 'rotation';
 
 export interface BrokerErrorExtra {

@@ -1,5 +1,5 @@
 /**
- * The numbers the contract fixes (DESIGN "Limits that the contract fixes" and "Budget guard"), named once.
+ * The numbers the contract fixes (docs/protocol.md "Limits"), named once.
  * Everything time-like is in milliseconds.
  */
 
@@ -50,7 +50,7 @@ export const PROBE_MAX_MS = 60 * 60_000;
 /** How long a misconfigured secret (placeholder, missing fields) is answered from the item before a re-read. */
 export const MISCONFIGURED_RECHECK_MS = 15_000;
 
-/** A lease holder that dies is taken over within this (DESIGN: 30 s). */
+/** A lease holder that dies is taken over within this (30 s allowed; docs/protocol.md "Lease"). */
 export const LEASE_MS = 20_000;
 
 // shim: remove at merge. SEAL_PURPOSE moved to functions/contract/names.ts; this re-export serves

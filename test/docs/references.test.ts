@@ -21,15 +21,8 @@ const SELF = relative(ROOT, import.meta.filename);
  */
 const STILL_CITING = new Set([
   'bench/run.ts',
-  'cdk/src/connections.ts',
-  'cdk/src/operations/alarms.ts',
-  'client/src/errors.ts',
-  'functions/broker/http.ts',
   'functions/core/broker.ts',
-  'functions/core/errors.ts',
-  'functions/core/limits.ts',
   'functions/core/ports.ts',
-  'functions/core/telemetry.ts',
 ]);
 
 /**

@@ -66,7 +66,7 @@ export function connectionAlarmSpecs(c: Connection, alarms: StageSettings['alarm
     },
   };
   if (c.rateLimit) {
-    // The guard's reserve as the config resolved it (DESIGN "Budget guard"): below it only expiries may spend.
+    // The guard's reserve as the config resolved it (docs/protocol.md "Refresh reasons"): below it only expiries may spend.
     const reserve = c.rateLimit.reserve;
     specs.Budget = {
       metric: m(METRICS.ledgerRemaining, 'Minimum', c.rateLimit.key),
