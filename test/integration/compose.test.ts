@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildAwsHandler, lazySecrets, lazyUpstream } from '../../functions/broker/compose.js';
 import { ConfigError, parseConfig } from '../../functions/core/config.js';
 import { ALLOWED } from '../support/env.js';
-import { type FakeIdp, issue, startIdp } from '../support/idp.js';
+import { type FakeIdp, issue, startIdp } from '../../testkit/idp.js';
 
 let idp: FakeIdp;
 let dir: string;

@@ -9,7 +9,7 @@ import { createHttpHandler, type HttpHandler } from '../../functions/broker/http
 import { type MetricSink, powertoolsLogger } from '../../functions/broker/observability.js';
 import { realClock } from '../support/clock.js';
 import { ALLOWED, CALLER, connections, instance, startWorld, type World } from '../support/env.js';
-import { issue } from '../support/idp.js';
+import { issue } from '../../testkit/idp.js';
 
 let world: World;
 let handler: HttpHandler;

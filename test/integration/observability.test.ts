@@ -20,7 +20,7 @@ import { BUDGET_GAUGE_EVENT } from '../../functions/core/telemetry.js';
 import { localDynamoClient } from '../../functions/local/dynamodb.js';
 import { realClock } from '../support/clock.js';
 import { CALLER, connections, instance, startWorld, type World } from '../support/env.js';
-import { issue } from '../support/idp.js';
+import { issue } from '../../testkit/idp.js';
 
 type Line = Record<string, unknown> & { _aws?: { CloudWatchMetrics: { Namespace: string; Dimensions: string[][]; Metrics: { Name: string }[] }[] } };
 

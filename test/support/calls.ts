@@ -8,7 +8,7 @@ import type { Served, TokenBroker } from '../../functions/core/broker.js';
 import type { BrokerError } from '../../functions/core/errors.js';
 import { FakeClock } from './clock.js';
 import { CALLER, type World } from './env.js';
-import { issue } from './idp.js';
+import { issue } from '../../testkit/idp.js';
 
 export const principal = principalFromArn(CALLER);
 export const S = 1_000;
