@@ -16,7 +16,7 @@ import { principalFromArn } from '../core/authz.js';
 import { type BrokerConfig, ConfigError, ConnectionsSchema, formatIssues, parseConfigText, resolveConnections } from '../core/config.js';
 import { BrokerError, misconfiguredCredentials } from '../core/errors.js';
 import type { Clock } from '../core/ports.js';
-import type { LocalCaller } from './gateway.js';
+import type { LocalCaller } from './api-event.js';
 
 /** A problem that stops local mode from starting, reported as one line without a stack trace. */
 export class StartupError extends Error {
