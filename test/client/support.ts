@@ -13,22 +13,6 @@ export const CREDENTIALS = {
 /** 2026-01-02T03:04:05Z */
 export const T0 = Date.UTC(2026, 0, 2, 3, 4, 5);
 
-/** Fake clock + recording sleep: sleeping advances the clock, nothing waits for real. */
-export function fakeTime(start = T0) {
-  const time = { now: start, delays: [] as number[] };
-  return {
-    time,
-    now: () => time.now,
-    sleep: async (ms: number) => {
-      time.delays.push(ms);
-      time.now += ms;
-    },
-    advance: (ms: number) => {
-      time.now += ms;
-    },
-  };
-}
-
 export interface SeenRequest {
   method: string;
   path: string;

@@ -95,7 +95,7 @@ describe('client/', () => {
     "import type { TokenBroker } from '../../cdk/src/index.js';",
     "import { loadStage } from '../../infra/stages.js';",
     "import { median } from '../../bench/lib.js';",
-    "import { fakeTime } from '../../test/client/support.js';",
+    "import { FakeClock } from '../../test/support/clock.js';",
   ])('refuses %s', async (code) => {
     expect(await refusals('client/src/example.ts', code)).toEqual(['no-restricted-imports']);
   });
