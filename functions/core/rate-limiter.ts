@@ -42,7 +42,7 @@ export function refusalError(reason: LedgerRefusal, retryAfterMs: number, limit:
  * A fraction in [0, 1) for the pause after a lost race, derived from the attempt's unique id: writers racing
  * on one ledger spread apart with no random source in the core.
  */
-export function jitter(attemptId: string, attempt: number): number {
+function jitter(attemptId: string, attempt: number): number {
   return createHash('sha256').update(`${attemptId}#${attempt}`).digest().readUInt32BE(0) / 2 ** 32;
 }
 

@@ -10,7 +10,7 @@ import { route } from '../broker/http.js';
 import { queryPairs, uriDecode } from './sigv4.js';
 
 /** The account that "owns" the local API (requestContext.accountId). */
-export const LOCAL_API_ACCOUNT = '000000000000';
+const LOCAL_API_ACCOUNT = '000000000000';
 
 export interface LocalCaller {
   secretAccessKey: string;
@@ -81,7 +81,11 @@ function identityFor(accessKeyId: string, principal: string | null, sourceIp: st
 /** The API Gateway resource a path falls under (the broker's two resources, else a catch-all). */
 function resourceOf(path: string): { resource: string; pathParameters: Record<string, string> | null } {
   const r = route('GET', path) ?? route('POST', path);
-  if (r) return { resource: r.kind === 'token' ? '/tokens/{connection}' : '/tokens/{connection}/invalidate', pathParameters: { connection: r.connection } };
+  if (r)
+    return {
+      resource: r.kind === 'token' ? '/tokens/{connection}' : '/tokens/{connection}/invalidate',
+      pathParameters: { connection: r.connection },
+    };
   return { resource: '/{proxy+}', pathParameters: path === '/' ? null : { proxy: uriDecode(path.slice(1)) } };
 }
 
@@ -154,6 +158,7 @@ export function buildEvent(i: EventInput): APIGatewayProxyEvent {
   };
 }
 
+/** @internal */
 export interface ApiEventOptions {
   /** The caller's IAM principal ARN, as API Gateway verified it (null: a request without IAM identity). */
   userArn: string | null;
@@ -167,6 +172,7 @@ export interface ApiEventOptions {
 /**
  * The event for a request that API Gateway has already verified, for callers of the handler itself (tests,
  * the bench): `apiEvent('GET', '/tokens/x?min_ttl=60', { userArn })`.
+ * @internal
  */
 export function apiEvent(method: string, target: string, o: ApiEventOptions): APIGatewayProxyEvent {
   return buildEvent({

@@ -24,7 +24,7 @@ export class StartupError extends Error {
 }
 
 /** How long a secret read from the file is used before the file is read again. */
-export const SECRET_TTL_MS = 5_000;
+const SECRET_TTL_MS = 5_000;
 
 const CallerSchema = z
   .object({
@@ -35,7 +35,7 @@ const CallerSchema = z
   })
   .strict();
 
-export const LocalConfigSchema = z
+const LocalConfigSchema = z
   .object({
     connections: ConnectionsSchema,
     secrets: z.record(z.string().min(1), z.unknown()),

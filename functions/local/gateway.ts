@@ -13,9 +13,9 @@ import { buildEvent, grouped, type LocalCaller, nameRecord } from './api-event.j
 import { StartupError } from './config.js';
 import { SigV4Error, verifySigV4 } from './sigv4.js';
 
-export const MAX_BODY_BYTES = 8 * 1024;
+const MAX_BODY_BYTES = 8 * 1024;
 /** API Gateway's integration timeout: the handler's time budget per request. */
-export const INTEGRATION_TIMEOUT_MS = 29_000;
+const INTEGRATION_TIMEOUT_MS = 29_000;
 
 export interface GatewayOptions {
   host: string;

@@ -3,9 +3,6 @@ import { CreateLogStreamCommand, PutLogEventsCommand, type CloudWatchLogsClient 
 import { OPS_LOG_STREAM } from '../core/telemetry.js';
 import { type AuditSink, auditLine } from './audit.js';
 
-/** The stream in the broker's log group that operator actions go to (one name with the ops policy's). */
-export { OPS_LOG_STREAM };
-
 /**
  * Lines to a CloudWatch Logs group, stream `ops-cli` (created on first use; logs:CreateLogStream and
  * logs:PutLogEvents). Several operators may write at once: PutLogEvents needs no sequence token.

@@ -6,15 +6,15 @@
 import { parseArgs } from 'node:util';
 import { CONNECTION_NAME } from '../core/config.js';
 
-export const COMMANDS = ['status', 'reset', 'refresh'] as const;
-export type Command = (typeof COMMANDS)[number];
+const COMMANDS = ['status', 'reset', 'refresh'] as const;
+type Command = (typeof COMMANDS)[number];
 
 /** Stage names as infra/stages.ts accepts them: stack `TokenBroker-<stage>`. */
-export const STAGE_NAME = /^[a-z][a-z0-9-]{0,19}$/;
+const STAGE_NAME = /^[a-z][a-z0-9-]{0,19}$/;
 const REGION = /^[a-z]{2}(-[a-z0-9]+){1,4}$/;
 const TABLE = /^[A-Za-z0-9_.-]{3,255}$/;
 
-export const LOCAL_DEFAULTS = { table: 'token-broker-local', region: 'us-east-1' } as const;
+const LOCAL_DEFAULTS = { table: 'token-broker-local', region: 'us-east-1' } as const;
 
 export type TargetFlags =
   /** A deployed stage: stack `TokenBroker-<stage>` in `region` (else the environment's region). */

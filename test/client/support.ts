@@ -33,7 +33,7 @@ export function record(seen: SeenRequest[], opts: { method: string; path: string
   seen.push({ method: opts.method, path: opts.path, headers: lowerHeaders(opts.headers), body: typeof opts.body === 'string' ? opts.body : undefined });
 }
 
-export function lowerHeaders(headers: unknown): Record<string, string> {
+function lowerHeaders(headers: unknown): Record<string, string> {
   const out: Record<string, string> = {};
   if (!headers) return out;
   const entries: Array<[string, unknown]> = Array.isArray(headers)

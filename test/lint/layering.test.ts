@@ -68,8 +68,12 @@ describe('functions/core', () => {
   // TEMP until wip/store merges: broker.ts and ports.ts may still use the system clock and randomUUID, but
   // nothing else of the core's layering. Drop this test with the exception in eslint.config.js.
   it('keeps the adapter rule for the two files that may still use the system clock', async () => {
-    expect(await refusals('functions/core/broker.ts', "import { randomUUID } from 'node:crypto';\nexport const id = randomUUID();")).toEqual([]);
-    expect(await refusals('functions/core/ports.ts', "import { HttpUpstream } from '../adapters/upstream-http.js';\nexport { HttpUpstream };")).toEqual(['no-restricted-imports']);
+    expect(
+      await refusals('functions/core/broker.ts', "import { randomUUID } from 'node:crypto';\nexport const id = randomUUID();"),
+    ).toEqual([]);
+    expect(
+      await refusals('functions/core/ports.ts', "import { HttpUpstream } from '../adapters/upstream-http.js';\nexport { HttpUpstream };"),
+    ).toEqual(['no-restricted-imports']);
   });
 });
 
@@ -84,7 +88,8 @@ describe('functions/ outside the core', () => {
   });
 
   it('may use adapters, Node and the AWS SDK', async () => {
-    const code = "import { randomUUID } from 'node:crypto';\nimport { DynamoDBClient } from '@aws-sdk/client-dynamodb';\nimport { HttpUpstream } from '../adapters/upstream-http.js';\nexport const x = [randomUUID(), Date.now(), DynamoDBClient, HttpUpstream];";
+    const code =
+      "import { randomUUID } from 'node:crypto';\nimport { DynamoDBClient } from '@aws-sdk/client-dynamodb';\nimport { HttpUpstream } from '../adapters/upstream-http.js';\nexport const x = [randomUUID(), Date.now(), DynamoDBClient, HttpUpstream];";
     expect(await refusals('functions/broker/example.ts', code)).toEqual([]);
   });
 });
@@ -101,7 +106,12 @@ describe('client/', () => {
   });
 
   it('may import its own modules and its dependencies', async () => {
-    expect(await refusals('client/src/example.ts', "import { SignatureV4 } from '@smithy/signature-v4';\nimport { TokenBrokerError } from './errors.js';\nexport { SignatureV4, TokenBrokerError };")).toEqual([]);
+    expect(
+      await refusals(
+        'client/src/example.ts',
+        "import { SignatureV4 } from '@smithy/signature-v4';\nimport { TokenBrokerError } from './errors.js';\nexport { SignatureV4, TokenBrokerError };",
+      ),
+    ).toEqual([]);
   });
 });
 
@@ -133,7 +143,12 @@ describe('bench/', () => {
   });
 
   it('may import the server code and the shared fakes', async () => {
-    expect(await refusals('bench/example.ts', "import { issue } from '../testkit/idp.js';\nimport { apiEvent } from '../functions/local/api-event.js';\nexport { issue, apiEvent };")).toEqual([]);
+    expect(
+      await refusals(
+        'bench/example.ts',
+        "import { issue } from '../testkit/idp.js';\nimport { apiEvent } from '../functions/local/api-event.js';\nexport { issue, apiEvent };",
+      ),
+    ).toEqual([]);
   });
 });
 

@@ -18,12 +18,12 @@ import { type FakeIdp, type Responder, startIdp, issue } from '../../testkit/idp
 export const CALLER = 'arn:aws:sts::111122223333:assumed-role/payments-api/session-1';
 export const ALLOWED = ['arn:aws:iam::111122223333:role/payments-*'];
 
-export interface LogLine {
+interface LogLine {
   message: string;
   fields?: Record<string, unknown>;
 }
 
-export class SecretsMap {
+class SecretsMap {
   private readonly values = new Map<string, { value: ClientCredentials; version: string }>();
   reads = 0;
   set(name: string, value: ClientCredentials): void {
