@@ -1,4 +1,5 @@
 import { defineConfig } from 'vitest/config';
+import { expectedNoise } from './test/support/console.js';
 
 /**
  * Workspace packages (`@token-broker/client`) resolve to their TypeScript sources through the
@@ -19,5 +20,7 @@ export default defineConfig({
     hookTimeout: 60_000,
     // The AWS SDK warns about Node 20 at import; it is noise in test output.
     env: { AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true' },
+    // Tests capture the log lines they assert on; what is left and expected is not printed (test/support/console.ts).
+    onConsoleLog: (log) => (expectedNoise(log) ? false : undefined),
   },
 });

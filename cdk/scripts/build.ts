@@ -15,11 +15,11 @@ import { rollup } from 'rollup';
 import { dts } from 'rollup-plugin-dts';
 import { bundleLambda } from './lambda-bundle.js';
 
-export const PACKAGE_DIR = dirname(dirname(fileURLToPath(import.meta.url)));
+const PACKAGE_DIR = dirname(dirname(fileURLToPath(import.meta.url)));
 const REPO = dirname(PACKAGE_DIR);
 /** The package's imports: its peer dependencies and its dependency; everything else is bundled. */
-export const EXTERNAL = /^(aws-cdk-lib|constructs|zod)(\/|$)/;
-export const HANDLER_ENTRY = join(REPO, 'functions/broker/handler.ts');
+const EXTERNAL = /^(aws-cdk-lib|constructs|zod)(\/|$)/;
+const HANDLER_ENTRY = join(REPO, 'functions/broker/handler.ts');
 
 /** Rebuilds `outdir` (default the package's `lambda/`) from functions/broker/handler.ts. */
 export async function buildLambda(outdir = join(PACKAGE_DIR, 'lambda')) {
@@ -29,6 +29,7 @@ export async function buildLambda(outdir = join(PACKAGE_DIR, 'lambda')) {
   return metafile;
 }
 
+/** @internal */
 export async function buildLibrary(outdir = join(PACKAGE_DIR, 'dist')): Promise<void> {
   rmSync(outdir, { recursive: true, force: true });
   mkdirSync(outdir, { recursive: true });

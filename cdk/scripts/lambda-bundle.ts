@@ -6,7 +6,7 @@
 import { build, type BuildOptions, type Metafile } from 'esbuild';
 
 /** The handler module is `index.mjs` (Lambda handler `index.handler`); shared and lazy code goes to `chunks/`. */
-export const LAMBDA_BUNDLE = {
+const LAMBDA_BUNDLE = {
   bundle: true,
   platform: 'node',
   target: 'node22',

@@ -4,6 +4,7 @@
  * The client package keeps its own copy (client/src/contract.ts); test/client/contract-parity.test.ts
  * fails when the two disagree.
  */
+/** @internal the parity test (test/client/contract-parity.test.ts) reads it. */
 export const ERROR_CODES = ['invalid_request', 'forbidden', 'not_found', 'rate_limited', 'upstream_error', 'unavailable', 'internal'] as const;
 
 export type ErrorCode = (typeof ERROR_CODES)[number];
@@ -20,4 +21,5 @@ export const ERROR_STATUS: Readonly<Record<ErrorCode, number>> = {
 };
 
 /** The codes a caller may retry: they carry `Retry-After` (429 and 503). */
+/** @internal the parity test (test/client/contract-parity.test.ts) reads it. */
 export const RETRYABLE_CODES: readonly ErrorCode[] = ['rate_limited', 'unavailable'];

@@ -60,6 +60,7 @@ function parsePattern(pattern: string) {
   return { partition: parts[1]!, service: parts[2]!, account: parts[4]!, resource: parts[5]! };
 }
 
+/** @internal */
 export function matchesPattern(principal: Principal, pattern: string): boolean {
   const p = parsePattern(pattern);
   if (!p || p.service !== 'iam') return false;

@@ -9,12 +9,13 @@ import { BrokerError } from './errors.js';
 import type { Backoff } from './ports.js';
 import type { UpstreamFailure } from './upstream-errors.js';
 
+/** @internal */
 export const MAX_BACKOFF_UNLIMITED_MS = 15_000;
 const MAX_UPSTREAM_RETRY_AFTER_MS = 3_600_000;
-/** An upstream 429 without a usable Retry-After. */
+/** An upstream 429 without a usable Retry-After. @internal */
 export const DEFAULT_RATE_LIMIT_BACKOFF_MS = 60_000;
 
-/** Transient failures (timeouts, 5xx, nonsense answers): how long the fleet waits. */
+/** Transient failures (timeouts, 5xx, nonsense answers): how long the fleet waits. @internal */
 export const TRANSIENT_BACKOFF_MS = { limited: 30_000, unlimited: 2_000 };
 
 /**

@@ -23,7 +23,7 @@ export function circuitState(c: Circuit | undefined, now: number, configHash: st
   return 'open';
 }
 
-/** The probe interval after `probes` failed probes: 5 min, 10, 20, 40, then 1 h. */
+/** The probe interval after `probes` failed probes: 5 min, 10, 20, 40, then 1 h. @internal */
 export function probeDelayMs(probes: number): number {
   return Math.min(PROBE_MAX_MS, PROBE_FIRST_MS * 2 ** Math.min(probes, 16));
 }

@@ -15,7 +15,7 @@ import { UNLIMITED_GAP_MS } from './limits.js';
 import type { Backoff, Token, TokenItem } from './ports.js';
 
 /** The min_ttl of a request that does not ask (docs/design.md "HTTP API"): what `expired` is measured against. */
-export const DEFAULT_MIN_TTL_MS = DEFAULT_MIN_TTL_SECONDS * 1000;
+const DEFAULT_MIN_TTL_MS = DEFAULT_MIN_TTL_SECONDS * 1000;
 
 /** Demand refreshes: they must leave the budget's reserve and keep its spacing. */
 export const DEMAND_REASONS: ReadonlySet<RefreshReason> = new Set(['ahead', 'min_ttl']);

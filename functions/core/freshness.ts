@@ -8,11 +8,13 @@ import { UpstreamError } from './upstream-errors.js';
  *    if that is less (a 5 s allowance would make a 2 s token uncacheable);
  *  - a token fresh from the upstream (fetched by this request, or published while it waited) needs only
  *    min_ttl plus FRESH_MARGIN_MS, which covers the time to answer: `expires_in` is never less than min_ttl.
+ * @internal
  */
 export const FRESH_MARGIN_MS = 500;
 
 type Lifetime = Pick<Token, 'expiresAt' | 'issuedAt'>;
 
+/** @internal */
 export function remainingMs(expiresAt: number, now: number): number {
   return expiresAt - now;
 }
@@ -21,7 +23,7 @@ export function lifetimeMs(token: Lifetime): number {
   return token.expiresAt - token.issuedAt;
 }
 
-/** The skew allowance for a cached token. */
+/** The skew allowance for a cached token. @internal */
 export function skewFor(token: Lifetime, skewMs: number): number {
   return Math.max(0, Math.min(skewMs, Math.floor(lifetimeMs(token) / 4)));
 }

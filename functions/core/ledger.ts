@@ -53,7 +53,7 @@ export function liveEntries(entries: Record<string, number>, now: number, window
 }
 
 /** When the ledger's last request was debited (undefined if it holds none). */
-export function lastDebitAt(state: LedgerState): number | undefined {
+function lastDebitAt(state: LedgerState): number | undefined {
   const times = Object.values(state.entries);
   return times.length ? Math.max(...times) : undefined;
 }

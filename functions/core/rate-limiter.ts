@@ -1,5 +1,6 @@
 /** The ledger protocol: read, decide (core/ledger.ts), conditional write, retry on a lost race. */
 import { retryAfterSeconds } from '../contract/retry-after.js';
+import { createHash } from 'node:crypto';
 import type { RateLimit } from './config.js';
 import { BrokerError, type Refusal, rateLimited } from './errors.js';
 import { type LedgerRefusal, decideDebit, debitRefusal } from './ledger.js';
@@ -38,6 +39,14 @@ export function refusalError(reason: LedgerRefusal, retryAfterMs: number, limit:
   }
 }
 
+/**
+ * A fraction in [0, 1) for the pause after a lost race, derived from the attempt's unique id: writers racing
+ * on one ledger spread apart with no random source in the core.
+ */
+function jitter(attemptId: string, attempt: number): number {
+  return createHash('sha256').update(`${attemptId}#${attempt}`).digest().readUInt32BE(0) / 2 ** 32;
+}
+
 export class RateLimiter {
   constructor(
     private readonly store: LedgerStore,
@@ -58,7 +67,7 @@ export class RateLimiter {
       if (!decision.allow) throw refusalError(decision.reason, decision.retryAfterMs, limit);
       const result = await this.store.write(limit.key, state.ver, decision.entries, attemptId, decision.expiresAt);
       if (result === 'written') return { remaining: limit.max - Object.keys(decision.entries).length, at: now };
-      await this.clock.sleep(5 + Math.floor(Math.random() * 20 * (attempt + 1)));
+      await this.clock.sleep(5 + Math.floor(jitter(attemptId, attempt) * 20 * (attempt + 1)));
     }
     throw new BrokerError('unavailable', 'rate-limit ledger is contended; try again', { retryAfterSeconds: 1 });
   }

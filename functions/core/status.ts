@@ -11,7 +11,7 @@ import type { LedgerState, TokenItem } from './ports.js';
 
 const iso = (ms: number | undefined): string | null => (ms === undefined ? null : new Date(ms).toISOString());
 
-export interface LedgerStatus {
+interface LedgerStatus {
   key: string;
   used: number;
   max: number;

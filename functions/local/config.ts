@@ -16,7 +16,7 @@ import { principalFromArn } from '../core/authz.js';
 import { type BrokerConfig, ConfigError, ConnectionsSchema, formatIssues, parseConfigText, resolveConnections } from '../core/config.js';
 import { BrokerError, misconfiguredCredentials } from '../core/errors.js';
 import type { Clock } from '../core/ports.js';
-import type { LocalCaller } from './gateway.js';
+import type { LocalCaller } from './api-event.js';
 
 /** A problem that stops local mode from starting, reported as one line without a stack trace. */
 export class StartupError extends Error {
@@ -24,7 +24,7 @@ export class StartupError extends Error {
 }
 
 /** How long a secret read from the file is used before the file is read again. */
-export const SECRET_TTL_MS = 5_000;
+const SECRET_TTL_MS = 5_000;
 
 const CallerSchema = z
   .object({
@@ -35,7 +35,7 @@ const CallerSchema = z
   })
   .strict();
 
-export const LocalConfigSchema = z
+const LocalConfigSchema = z
   .object({
     connections: ConnectionsSchema,
     secrets: z.record(z.string().min(1), z.unknown()),

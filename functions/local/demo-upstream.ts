@@ -8,7 +8,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
 export const DEMO_SCOPE = 'api';
-export const DEMO_RESOURCE = 'urn:token-broker:demo-api';
+const DEMO_RESOURCE = 'urn:token-broker:demo-api';
 
 export interface DemoUpstreamOptions {
   host?: string;

@@ -13,6 +13,7 @@ export interface LocalFlags {
   help: boolean;
 }
 
+/** @internal */
 export const DEFAULTS = { host: '127.0.0.1', port: 8787, table: 'token-broker-local', region: 'us-east-1' } as const;
 
 export const USAGE = `usage: npm start -- [flags]

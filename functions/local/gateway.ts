@@ -3,27 +3,19 @@
  * the way API Gateway does, then hands the real handler the proxy event API Gateway would build, with
  * the caller's identity taken only from the verified access key, never from headers or the body.
  */
-import type { APIGatewayProxyEvent, APIGatewayProxyResult } from 'aws-lambda';
-import { createHash, randomUUID } from 'node:crypto';
+import type { APIGatewayProxyResult } from 'aws-lambda';
+import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { CONNECTION_PARAM, matchRoute, MAX_BODY_BYTES, ROUTE_KINDS, ROUTES } from '../contract/routes.js';
-import { principalFromArn } from '../core/authz.js';
+import { MAX_BODY_BYTES } from '../contract/routes.js';
 import type { HttpHandler } from '../broker/http.js';
 import type { RequestLog } from '../broker/observability.js';
+import { buildEvent, grouped, type LocalCaller, nameRecord } from './api-event.js';
 import { StartupError } from './config.js';
-import { queryPairs, SigV4Error, uriDecode, verifySigV4 } from './sigv4.js';
+import { SigV4Error, verifySigV4 } from './sigv4.js';
 
 /** API Gateway's integration timeout: the handler's time budget per request. */
-export const INTEGRATION_TIMEOUT_MS = 29_000;
-/** The account that "owns" the local API (requestContext.accountId). */
-export const LOCAL_API_ACCOUNT = '000000000000';
-
-export interface LocalCaller {
-  secretAccessKey: string;
-  /** The IAM principal ARN this key signs as (requestContext.identity.userArn). */
-  principal: string;
-}
+const INTEGRATION_TIMEOUT_MS = 29_000;
 
 export interface GatewayOptions {
   host: string;
@@ -75,138 +67,11 @@ function readBody(req: IncomingMessage): Promise<Buffer> {
   });
 }
 
-/**
- * A record without a prototype: names that come from the request (`constructor`, `__proto__`,
- * `hasOwnProperty`, ...) are plain keys in it, as they are in the JSON event API Gateway sends.
- */
-export function nameRecord<T>(entries: Iterable<readonly [string, T]>): Record<string, T> {
-  const out = Object.create(null) as Record<string, T>;
-  for (const [k, v] of entries) out[k] = v;
-  return out;
-}
-
-/** Groups name/value pairs by name, keeping every value in order (a Map: request names are never object keys). */
-function grouped(pairs: Iterable<readonly [string, string]>): Map<string, string[]> {
-  const out = new Map<string, string[]>();
-  for (const [k, v] of pairs) {
-    const list = out.get(k);
-    if (list) list.push(v);
-    else out.set(k, [v]);
-  }
-  return out;
-}
-
 /** Header names as sent, each with all its values (the Node parser's rawHeaders keep repeats). */
 function rawHeaderMap(req: IncomingMessage): Record<string, string[]> {
   const pairs: Array<[string, string]> = [];
   for (let i = 0; i + 1 < req.rawHeaders.length; i += 2) pairs.push([req.rawHeaders[i]!, req.rawHeaders[i + 1]!]);
   return nameRecord(grouped(pairs));
-}
-
-/** A stable fake unique id (AROA... for roles, AIDA... for users), as API Gateway reports `caller`/`user`. */
-function uniqueId(prefix: string, arn: string): string {
-  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
-  const digest = createHash('sha256').update(arn).digest();
-  let id = prefix;
-  for (let i = 0; i < 17; i++) id += alphabet[digest[i]! % 32];
-  return id;
-}
-
-export function identityFor(accessKeyId: string, caller: LocalCaller, sourceIp: string, userAgent: string | null): APIGatewayProxyEvent['requestContext']['identity'] {
-  const p = principalFromArn(caller.principal);
-  const user = p?.kind === 'user' ? uniqueId('AIDA', caller.principal) : `${uniqueId('AROA', caller.principal)}:${p?.kind === 'role' ? (p.sessionName ?? 'local') : 'local'}`;
-  return {
-    accessKey: accessKeyId,
-    accountId: p?.account ?? null,
-    caller: user,
-    user,
-    userArn: caller.principal,
-    sourceIp,
-    userAgent,
-    apiKey: null,
-    apiKeyId: null,
-    clientCert: null,
-    cognitoAuthenticationProvider: null,
-    cognitoAuthenticationType: null,
-    cognitoIdentityId: null,
-    cognitoIdentityPoolId: null,
-    principalOrgId: null,
-  };
-}
-
-/** The API Gateway resource a path falls under (the broker's two resources, else a catch-all). */
-function resourceOf(path: string): { resource: string; pathParameters: Record<string, string> | null } {
-  for (const kind of ROUTE_KINDS) {
-    const r = matchRoute(ROUTES[kind].method, path);
-    if (r) return { resource: ROUTES[r.kind].path, pathParameters: { [CONNECTION_PARAM]: r.connection } };
-  }
-  return { resource: '/{proxy+}', pathParameters: path === '/' ? null : { proxy: uriDecode(path.slice(1)) } };
-}
-
-/** `dd/MMM/yyyy:HH:mm:ss +0000`, API Gateway's requestTime. */
-function requestTime(ms: number): string {
-  const d = new Date(ms);
-  const months = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
-  const p = (n: number) => String(n).padStart(2, '0');
-  return `${p(d.getUTCDate())}/${months[d.getUTCMonth()]}/${d.getUTCFullYear()}:${p(d.getUTCHours())}:${p(d.getUTCMinutes())}:${p(d.getUTCSeconds())} +0000`;
-}
-
-export interface EventInput {
-  method: string;
-  target: string;
-  headers: Record<string, string[]>;
-  body: Buffer;
-  accessKeyId: string;
-  caller: LocalCaller;
-  sourceIp: string;
-  requestId: string;
-  now: number;
-}
-
-/** The REST API proxy event API Gateway would send for this verified request. */
-export function buildEvent(i: EventInput): APIGatewayProxyEvent {
-  const q = i.target.indexOf('?');
-  const path = q < 0 ? i.target : i.target.slice(0, q);
-  const pairs = q < 0 ? [] : queryPairs(i.target.slice(q + 1));
-  const byName = grouped(pairs);
-  const multiQuery = nameRecord(byName);
-  const query = nameRecord([...byName].map(([k, v]) => [k, v[v.length - 1]!] as const));
-  const headerEntries = Object.entries(i.headers);
-  const headers = nameRecord(headerEntries.map(([k, v]) => [k, v[v.length - 1]!] as const));
-  const multiHeaders = nameRecord(headerEntries);
-  const userAgent = headerEntries.find(([k]) => k.toLowerCase() === 'user-agent')?.[1][0] ?? null;
-  const host = headerEntries.find(([k]) => k.toLowerCase() === 'host')?.[1][0] ?? 'localhost';
-  const { resource, pathParameters } = resourceOf(path);
-  return {
-    resource,
-    path,
-    httpMethod: i.method,
-    headers,
-    multiValueHeaders: multiHeaders,
-    queryStringParameters: pairs.length ? query : null,
-    multiValueQueryStringParameters: pairs.length ? multiQuery : null,
-    pathParameters,
-    stageVariables: null,
-    body: i.body.length ? i.body.toString('utf8') : null,
-    isBase64Encoded: false,
-    requestContext: {
-      accountId: LOCAL_API_ACCOUNT,
-      apiId: 'local',
-      authorizer: null,
-      domainName: host,
-      extendedRequestId: i.requestId,
-      httpMethod: i.method,
-      identity: identityFor(i.accessKeyId, i.caller, i.sourceIp, userAgent),
-      path: `/local${path}`,
-      protocol: 'HTTP/1.1',
-      requestId: i.requestId,
-      requestTime: requestTime(i.now),
-      requestTimeEpoch: i.now,
-      resourceId: 'local',
-      resourcePath: resource,
-      stage: 'local',
-    },
-  };
 }
 
 function send(res: ServerResponse, result: APIGatewayProxyResult, requestId: string): void {
@@ -251,7 +116,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
         throw e;
       }
       const caller = opts.callers.get(accessKeyId)!;
-      const event = buildEvent({ method, target, headers, body, accessKeyId, caller, sourceIp: req.socket.remoteAddress ?? '127.0.0.1', requestId, now: started });
+      const event = buildEvent({ method, target, headers, body, accessKeyId, principal: caller.principal, sourceIp: req.socket.remoteAddress ?? '127.0.0.1', requestId, now: started });
       const deadline = started + INTEGRATION_TIMEOUT_MS;
       const result = await opts.handler(event, { getRemainingTimeInMillis: () => Math.max(0, deadline - now()) });
       send(res, result, requestId);

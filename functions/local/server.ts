@@ -18,9 +18,9 @@ import { startDemoUpstream, DEMO_SCOPE } from './demo-upstream.js';
 import { ensureTable, localDynamoClient, startDynalite } from './dynamodb.js';
 import { startGateway } from './gateway.js';
 
-export const DEMO_CONNECTION = 'demo';
-export const DEMO_ACCESS_KEY_ID = 'AKIDLOCALDEMO';
-export const DEMO_PRINCIPAL = 'arn:aws:iam::111122223333:role/demo-caller';
+const DEMO_CONNECTION = 'demo';
+const DEMO_ACCESS_KEY_ID = 'AKIDLOCALDEMO';
+const DEMO_PRINCIPAL = 'arn:aws:iam::111122223333:role/demo-caller';
 const DEMO_SECRET_NAME = 'token-broker/local/demo';
 
 export interface LocalBrokerOptions {
@@ -44,7 +44,7 @@ export interface LocalBroker {
 }
 
 /** One JSON line per log record. Fields never hold a token or a secret (the handler logs fingerprints). */
-export function jsonLogger(write: (line: string) => void): RequestLog {
+function jsonLogger(write: (line: string) => void): RequestLog {
   const at =
     (level: string) =>
     (message: string, fields: Record<string, unknown> = {}): void =>
@@ -52,7 +52,7 @@ export function jsonLogger(write: (line: string) => void): RequestLog {
   return { info: at('INFO'), warn: at('WARN'), error: at('ERROR') };
 }
 
-export function curlLine(region: string, accessKeyId: string, secret: string, url: string, connection: string): string {
+function curlLine(region: string, accessKeyId: string, secret: string, url: string, connection: string): string {
   return `curl --aws-sigv4 "aws:amz:${region}:execute-api" --user "${accessKeyId}:${secret}" "${url}${routePath('token', connection)}?${MIN_TTL_PARAM}=${DEFAULT_MIN_TTL_SECONDS}"`;
 }
 

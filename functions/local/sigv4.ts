@@ -18,18 +18,18 @@
  */
 import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
 
-export const ALGORITHM = 'AWS4-HMAC-SHA256';
-export const SERVICE = 'execute-api';
+const ALGORITHM = 'AWS4-HMAC-SHA256';
+const SERVICE = 'execute-api';
 /** A signature more than this far from the server clock is refused, as AWS does. */
-export const MAX_SKEW_MS = 15 * 60_000;
+const MAX_SKEW_MS = 15 * 60_000;
 /** The longest `X-Amz-Expires` AWS accepts on a presigned request: 7 days. */
-export const MAX_PRESIGN_EXPIRES_SECONDS = 604_800;
+const MAX_PRESIGN_EXPIRES_SECONDS = 604_800;
 
 export class SigV4Error extends Error {
   override readonly name = 'SigV4Error';
 }
 
-export type HeaderMap = Readonly<Record<string, string | readonly string[] | undefined>>;
+type HeaderMap = Readonly<Record<string, string | readonly string[] | undefined>>;
 
 export interface SignedRequest {
   method: string;
@@ -39,7 +39,7 @@ export interface SignedRequest {
   body: Uint8Array;
 }
 
-export interface AuthorizationParts {
+interface AuthorizationParts {
   accessKeyId: string;
   /** YYYYMMDD */
   date: string;
@@ -68,7 +68,7 @@ const hex = (data: string | Uint8Array) => createHash('sha256').update(data).dig
 const hmac = (key: string | Uint8Array, data: string) => createHmac('sha256', key).update(data, 'utf8').digest();
 
 /** RFC 3986 encoding: everything but A-Z a-z 0-9 - _ . ~ is percent-encoded (upper-case hex). */
-export function uriEncode(s: string): string {
+function uriEncode(s: string): string {
   return encodeURIComponent(s).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
 }
 
@@ -81,7 +81,7 @@ export function uriDecode(s: string): string {
   }
 }
 
-/** Lower-cased header names, each with its values in the order received. */
+/** Lower-cased header names, each with its values in the order received. @internal */
 export function headerValues(headers: HeaderMap): Map<string, string[]> {
   const out = new Map<string, string[]>();
   for (const [name, value] of Object.entries(headers)) {
@@ -94,6 +94,7 @@ export function headerValues(headers: HeaderMap): Map<string, string[]> {
   return out;
 }
 
+/** @internal */
 export function parseAuthorization(header: string): AuthorizationParts {
   const m = /^(\S+)\s+(.*)$/s.exec(header.trim());
   if (!m) throw new SigV4Error('Authorization header requires \'Credential\', \'SignedHeaders\' and \'Signature\' parameters');
@@ -129,7 +130,7 @@ function parseCredential(credential: string): Pick<AuthorizationParts, 'accessKe
 }
 
 /** The query parameters of a presigned request. */
-export const QUERY_AUTH = {
+const QUERY_AUTH = {
   algorithm: 'X-Amz-Algorithm',
   credential: 'X-Amz-Credential',
   date: 'X-Amz-Date',
@@ -139,7 +140,7 @@ export const QUERY_AUTH = {
   securityToken: 'X-Amz-Security-Token',
 } as const;
 
-export interface QueryAuthParts extends AuthorizationParts {
+interface QueryAuthParts extends AuthorizationParts {
   /** X-Amz-Date as given. */
   requestDate: string;
   /** X-Amz-Expires in seconds, when given. */
@@ -148,13 +149,13 @@ export interface QueryAuthParts extends AuthorizationParts {
 }
 
 /** True if the query carries any presigned-request parameter (then it must carry all of them). */
-export function hasQueryAuth(rawQuery: string): boolean {
+function hasQueryAuth(rawQuery: string): boolean {
   const names = new Set<string>([QUERY_AUTH.algorithm, QUERY_AUTH.credential, QUERY_AUTH.signature]);
   return queryPairs(rawQuery).some(([k]) => names.has(k));
 }
 
 /** Parses the signing parameters of a presigned request's query string. */
-export function parseQueryAuth(rawQuery: string): QueryAuthParts {
+function parseQueryAuth(rawQuery: string): QueryAuthParts {
   const values = new Map<string, string[]>();
   for (const [k, v] of queryPairs(rawQuery)) values.set(k, [...(values.get(k) ?? []), v]);
   const one = (name: string): string | undefined => {
@@ -192,7 +193,7 @@ export function parseQueryAuth(rawQuery: string): QueryAuthParts {
   };
 }
 
-/** The canonical URI of a raw (as received, percent-encoded) path. */
+/** The canonical URI of a raw (as received, percent-encoded) path. @internal */
 export function canonicalPath(rawPath: string): string {
   const segments: string[] = [];
   for (const segment of rawPath.split('/')) {
@@ -217,7 +218,7 @@ export function queryPairs(rawQuery: string): Array<[string, string]> {
   return pairs;
 }
 
-/** The canonical query string: encoded pairs sorted by name, then by value (`exclude`: a name left out). */
+/** The canonical query string: encoded pairs sorted by name, then by value (`exclude`: a name left out). @internal */
 export function canonicalQuery(rawQuery: string, exclude?: string): string {
   const encoded = queryPairs(rawQuery)
     .filter(([k]) => k !== exclude)
@@ -226,7 +227,7 @@ export function canonicalQuery(rawQuery: string, exclude?: string): string {
   return encoded.map(([k, v]) => `${k}=${v}`).join('&');
 }
 
-export function canonicalHeaders(headers: Map<string, string[]>, signed: readonly string[]): string {
+function canonicalHeaders(headers: Map<string, string[]>, signed: readonly string[]): string {
   return signed
     .map((name) => {
       const values = headers.get(name);
@@ -236,7 +237,7 @@ export function canonicalHeaders(headers: Map<string, string[]>, signed: readonl
     .join('');
 }
 
-/** The canonical request; for a presigned request pass `excludeQuery: 'X-Amz-Signature'`. */
+/** The canonical request; for a presigned request pass `excludeQuery: 'X-Amz-Signature'`. @internal */
 export function canonicalRequest(
   method: string,
   target: string,
@@ -251,15 +252,15 @@ export function canonicalRequest(
   return [method.toUpperCase(), canonicalPath(path), canonicalQuery(query, excludeQuery), canonicalHeaders(headers, signed), signed.join(';'), payloadHash].join('\n');
 }
 
-export function stringToSign(amzDate: string, scope: string, canonical: string): string {
+function stringToSign(amzDate: string, scope: string, canonical: string): string {
   return [ALGORITHM, amzDate, scope, hex(canonical)].join('\n');
 }
 
-export function signingKey(secretAccessKey: string, date: string, region: string, service: string): Buffer {
+function signingKey(secretAccessKey: string, date: string, region: string, service: string): Buffer {
   return hmac(hmac(hmac(hmac(`AWS4${secretAccessKey}`, date), region), service), 'aws4_request');
 }
 
-/** `YYYYMMDDTHHMMSSZ` for an epoch-ms time. */
+/** `YYYYMMDDTHHMMSSZ` for an epoch-ms time. @internal */
 export function amzDate(ms: number): string {
   return new Date(ms).toISOString().replace(/[-:]|\.\d{3}/g, '');
 }

@@ -29,7 +29,7 @@ import type { Target } from './target.js';
 import { ZipError, readZipEntry } from './zip.js';
 
 /** The stack outputs the CLI reads (infra: the ops policy and the outputs must match). */
-export const STACK_OUTPUTS = {
+const STACK_OUTPUTS = {
   table: OUTPUTS.table,
   function: OUTPUTS.function,
   /** The first present names the broker's log group; without either, /aws/lambda/<FunctionName>. */
@@ -37,11 +37,11 @@ export const STACK_OUTPUTS = {
 } as const;
 
 /** Larger than any Lambda code package (250 MB unzipped): a cap, not an expectation. */
-export const MAX_PACKAGE_BYTES = 256 * 1024 * 1024;
-export const MAX_CONFIG_BYTES = 16 * 1024 * 1024;
+const MAX_PACKAGE_BYTES = 256 * 1024 * 1024;
+const MAX_CONFIG_BYTES = 16 * 1024 * 1024;
 const DOWNLOAD_TIMEOUT_MS = 120_000;
 
-export interface AwsClients {
+interface AwsClients {
   cloudformation: CloudFormationClient;
   lambda: LambdaClient;
   sts: STSClient;
@@ -89,6 +89,7 @@ const LOOPBACK = new Set(['localhost', '127.0.0.1', '[::1]']);
  * Downloads the deployed code package from GetFunction's presigned URL: https only (loopback http for
  * tests), no redirects, at most MAX_PACKAGE_BYTES read. Errors never quote the URL: it carries a presigned
  * credential.
+ * @internal
  */
 export async function downloadPackage(url: string): Promise<Uint8Array> {
   const parsed = URL.canParse(url) ? new URL(url) : undefined;
@@ -135,7 +136,7 @@ function configPath(env: Record<string, string> | undefined): string {
 }
 
 /** Reads and validates the config the deployed function runs with. */
-export async function deployedConfig(aws: AwsEnv, lambda: LambdaClient, functionName: string): Promise<BrokerConfig> {
+async function deployedConfig(aws: AwsEnv, lambda: LambdaClient, functionName: string): Promise<BrokerConfig> {
   let location: string | undefined;
   let path: string;
   try {

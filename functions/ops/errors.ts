@@ -9,7 +9,7 @@ export class OpsError extends Error {
 }
 
 /** One line: a multi-line message (a config error lists every field) becomes `head issue; issue`. */
-export function oneLine(message: string): string {
+function oneLine(message: string): string {
   const [head, ...rest] = message.split('\n').map((l) => l.trim()).filter(Boolean);
   return rest.length ? `${head} ${rest.join('; ')}` : (head ?? message);
 }

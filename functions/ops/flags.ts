@@ -7,13 +7,13 @@ import { parseArgs } from 'node:util';
 import { STAGE_NAME } from '../contract/deployment.js';
 import { CONNECTION_NAME } from '../contract/names.js';
 
-export const COMMANDS = ['status', 'reset', 'refresh'] as const;
-export type Command = (typeof COMMANDS)[number];
+const COMMANDS = ['status', 'reset', 'refresh'] as const;
+type Command = (typeof COMMANDS)[number];
 
 const REGION = /^[a-z]{2}(-[a-z0-9]+){1,4}$/;
 const TABLE = /^[A-Za-z0-9_.-]{3,255}$/;
 
-export const LOCAL_DEFAULTS = { table: 'token-broker-local', region: 'us-east-1' } as const;
+const LOCAL_DEFAULTS = { table: 'token-broker-local', region: 'us-east-1' } as const;
 
 export type TargetFlags =
   /** A deployed stage: stack `TokenBroker-<stage>` in `region` (else the environment's region). */

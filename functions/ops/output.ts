@@ -6,7 +6,7 @@
 import type { ConnectionStatus } from '../core/status.js';
 import type { Cleared, RefreshResult, ResetResult } from './commands.js';
 
-/** `2h 5m`, `47m 59s`, `12s`: the two largest units. */
+/** `2h 5m`, `47m 59s`, `12s`: the two largest units. @internal */
 export function duration(ms: number): string {
   let s = Math.max(0, Math.round(Math.abs(ms) / 1000));
   const parts: string[] = [];
@@ -19,7 +19,7 @@ export function duration(ms: number): string {
   return parts.slice(0, 2).join(' ');
 }
 
-/** `ISO (in 5m)` or `ISO (3m ago)`. */
+/** `ISO (in 5m)` or `ISO (3m ago)`. @internal */
 export function when(at: string, now: number): string {
   const ms = Date.parse(at) - now;
   return `${at} (${ms >= 0 ? `in ${duration(ms)}` : `${duration(ms)} ago`})`;
@@ -62,7 +62,7 @@ function ledgerLine(s: ConnectionStatus, now: number): string {
   return parts.join('; ');
 }
 
-/** A connection's status as aligned `label  value` lines under its name. */
+/** A connection's status as aligned `label  value` lines under its name. @internal */
 export function statusLines(s: ConnectionStatus, now: number): string[] {
   const rows: [string, string][] = [
     ['token', tokenLine(s, now)],

@@ -23,7 +23,6 @@ import {
   ORIGIN,
   T0,
   errorBody,
-  fakeTime,
   listen,
   mockBroker,
   newClient,
@@ -31,6 +30,7 @@ import {
   tokenBody,
   type SeenRequest,
 } from './support.js';
+import { FakeClock } from '../support/clock.js';
 
 const CONN = 'vitesse-staging';
 const TOKEN_PATH = (minTtl = 65) => `/prod/tokens/${CONN}?min_ttl=${minTtl}`;
@@ -54,7 +54,7 @@ function replies(list: Array<[number, string, Record<string, string>?]>, path: s
 describe('TokenBrokerClient: signing', () => {
   it('signs GET /{stage}/tokens/{connection} with SigV4 for execute-api in the endpoint region (verified by re-signing with aws4)', async () => {
     broker = mockBroker();
-    const t = fakeTime();
+    const t = new FakeClock(T0);
     replies([[200, tokenBody('tok-1')]]);
     const client = newClient({ dispatcher: broker.agent, now: t.now, sleep: t.sleep });
     expect(client.region).toBe('eu-west-1');
@@ -76,7 +76,7 @@ describe('TokenBrokerClient: signing', () => {
 
   it('signs the invalidate POST including its JSON body', async () => {
     broker = mockBroker();
-    const t = fakeTime();
+    const t = new FakeClock(T0);
     broker.pool.intercept({ path: `/prod/tokens/${CONN}/invalidate`, method: 'POST' }).reply((opts) => {
       record(broker.seen, opts as never);
       return { statusCode: 200, data: JSON.stringify({ invalidated: true }) };
@@ -152,7 +152,7 @@ describe('TokenBrokerClient: signing', () => {
 describe('TokenBrokerClient: cache and single flight', () => {
   it('serves a cached token while it has minTtl + skew left, then asks again', async () => {
     broker = mockBroker();
-    const t = fakeTime();
+    const t = new FakeClock(T0);
     replies([
       [200, tokenBody('tok-1', 300)],
       [200, tokenBody('tok-2', 300)],
@@ -176,7 +176,7 @@ describe('TokenBrokerClient: cache and single flight', () => {
 
   it('asks the broker for minTtl + skew, and a caller needing more than the cached token has fetches again', async () => {
     broker = mockBroker();
-    const t = fakeTime();
+    const t = new FakeClock(T0);
     replies([
       [200, tokenBody('tok-1', 300)],
       [200, tokenBody('tok-2', 1200)],
@@ -240,7 +240,7 @@ describe('TokenBrokerClient: cache and single flight', () => {
 describe('TokenBrokerClient: retries and deadline', () => {
   it('retries 503 and 429 after the Retry-After they carry (plus at most baseDelayMs jitter)', async () => {
     broker = mockBroker();
-    const t = fakeTime();
+    const t = new FakeClock(T0);
     replies([
       [503, errorBody('unavailable', 'refresh in progress'), { 'retry-after': '2' }],
       [429, errorBody('rate_limited', 'ledger exhausted'), { 'retry-after': '3' }],
@@ -248,25 +248,25 @@ describe('TokenBrokerClient: retries and deadline', () => {
     ]);
     const client = newClient({ dispatcher: broker.agent, now: t.now, sleep: t.sleep, random: () => 0.5 });
     expect((await client.getToken(CONN)).accessToken).toBe('tok-1');
-    expect(t.time.delays).toEqual([2050, 3050]);
+    expect(t.sleeps).toEqual([2050, 3050]);
     expect(broker.seen).toHaveLength(3);
   });
 
   it('understands Retry-After as an HTTP date', async () => {
     broker = mockBroker();
-    const t = fakeTime();
+    const t = new FakeClock(T0);
     replies([
       [503, errorBody('unavailable', 'busy'), { 'retry-after': new Date(T0 + 4_000).toUTCString() }],
       [200, tokenBody('tok-1')],
     ]);
     const client = newClient({ dispatcher: broker.agent, now: t.now, sleep: t.sleep });
     await client.getToken(CONN);
-    expect(t.time.delays).toEqual([4000]);
+    expect(t.sleeps).toEqual([4000]);
   });
 
   it('backs off with full jitter when there is no Retry-After (503 and network errors)', async () => {
     broker = mockBroker();
-    const t = fakeTime();
+    const t = new FakeClock(T0);
     replies([[503, errorBody('unavailable', 'busy')]]);
     broker.pool.intercept({ path: TOKEN_PATH(), method: 'GET' }).replyWithError(new Error('socket hang up'));
     replies([[503, '<html>Service Unavailable</html>']]);
@@ -275,12 +275,12 @@ describe('TokenBrokerClient: retries and deadline', () => {
     const client = newClient({ dispatcher: broker.agent, now: t.now, sleep: t.sleep, random: () => randoms.shift() ?? 0 });
     expect((await client.getToken(CONN)).accessToken).toBe('tok-1');
     // attempt n sleeps random * min(2000, 100 * 2^n)
-    expect(t.time.delays).toEqual([100, 100, 100]);
+    expect(t.sleeps).toEqual([100, 100, 100]);
   });
 
   it('gives up when the next wait would pass the deadline, and never sleeps past it', async () => {
     broker = mockBroker();
-    const t = fakeTime();
+    const t = new FakeClock(T0);
     broker.pool
       .intercept({ path: TOKEN_PATH(), method: 'GET' })
       .reply((opts) => {
@@ -292,34 +292,34 @@ describe('TokenBrokerClient: retries and deadline', () => {
     const error = await client.getToken(CONN).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(UnavailableError);
     expect((error as UnavailableError).status).toBe(503);
-    expect(t.time.delays).toEqual([100, 200, 400, 800, 1600]);
-    expect(t.time.delays.reduce((a, b) => a + b, 0)).toBeLessThan(5_000);
+    expect(t.sleeps).toEqual([100, 200, 400, 800, 1600]);
+    expect(t.sleeps.reduce((a, b) => a + b, 0)).toBeLessThan(5_000);
     expect(t.now() - T0).toBeLessThan(5_000);
     expect(broker.seen).toHaveLength(6);
   });
 
   it('does not wait for a Retry-After beyond the deadline: the error comes at once with retryAfterSeconds', async () => {
     broker = mockBroker();
-    const t = fakeTime();
+    const t = new FakeClock(T0);
     replies([[429, errorBody('rate_limited', 'ledger exhausted'), { 'retry-after': '120' }]]);
     const client = newClient({ dispatcher: broker.agent, now: t.now, sleep: t.sleep });
     const error = await client.getToken(CONN, { deadlineMs: 3_000 }).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(RateLimitedError);
     expect(error).toMatchObject({ code: 'rate_limited', status: 429, retryAfterSeconds: 120, connection: CONN });
-    expect(t.time.delays).toEqual([]);
+    expect(t.sleeps).toEqual([]);
     expect(broker.seen).toHaveLength(1);
   });
 
   it('reports an unreachable broker as BrokerUnreachableError (an UnavailableError, status 0) after retrying', async () => {
     broker = mockBroker();
-    const t = fakeTime();
+    const t = new FakeClock(T0);
     broker.pool.intercept({ path: TOKEN_PATH(), method: 'GET' }).replyWithError(new Error('connect ECONNREFUSED')).persist();
     const client = newClient({ dispatcher: broker.agent, now: t.now, sleep: t.sleep, random: () => 1, deadlineMs: 1_000 });
     const error = await client.getToken(CONN).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(BrokerUnreachableError);
     expect(error).toBeInstanceOf(UnavailableError);
     expect(error).toMatchObject({ code: 'unavailable', status: 0 });
-    expect(t.time.delays).toEqual([100, 200, 400]);
+    expect(t.sleeps).toEqual([100, 200, 400]);
   });
 
   it('times out a hanging attempt and retries it', async () => {
@@ -338,7 +338,7 @@ describe('TokenBrokerClient: retries and deadline', () => {
     [502, 'upstream_error', UpstreamError],
   ] as const)('does not retry %i %s', async (status, code, cls) => {
     broker = mockBroker();
-    const t = fakeTime();
+    const t = new FakeClock(T0);
     replies([[status, errorBody(code, `nope ${code}`, code === 'upstream_error' ? { upstream_error: 'invalid_client' } : {}), { 'retry-after': '1' }]]);
     const client = newClient({ dispatcher: broker.agent, now: t.now, sleep: t.sleep });
     const error = await client.getToken(CONN).catch((e: unknown) => e);
@@ -346,7 +346,7 @@ describe('TokenBrokerClient: retries and deadline', () => {
     expect(error).toBeInstanceOf(TokenBrokerError);
     expect(error).toMatchObject({ code, status, connection: CONN });
     expect((error as Error).message).toContain(`nope ${code}`);
-    expect(t.time.delays).toEqual([]);
+    expect(t.sleeps).toEqual([]);
     expect(broker.seen).toHaveLength(1);
   });
 });
@@ -362,7 +362,7 @@ describe('TokenBrokerClient: error classes', () => {
 
   it("maps API Gateway's own answers by status (403 Missing Authentication Token, 429 throttling, 502 broken integration)", async () => {
     broker = mockBroker();
-    const t = fakeTime();
+    const t = new FakeClock(T0);
     replies([
       [403, JSON.stringify({ message: 'User: arn:aws:sts::1:assumed-role/x/y is not authorized to perform: execute-api:Invoke' })],
       [502, JSON.stringify({ message: 'Internal server error' })],
@@ -437,7 +437,7 @@ describe('TokenBrokerClient: invalidate', () => {
 
   it('returns deferred with retryAfterSeconds, keeps serving that token, and answers repeats locally until retry_after has passed', async () => {
     broker = mockBroker();
-    const t = fakeTime();
+    const t = new FakeClock(T0);
     replies([[200, tokenBody('tok-1', 3600)]]);
     invalidateReplies(200, { invalidated: false, reason: 'deferred', retry_after: 30 });
     invalidateReplies(200, { invalidated: true });
@@ -499,7 +499,7 @@ describe('TokenBrokerClient: invalidate', () => {
 
   it('refuses a rejected token the broker still serves (invalidation not yet everywhere) and retries until a new one comes', async () => {
     broker = mockBroker();
-    const t = fakeTime();
+    const t = new FakeClock(T0);
     replies([
       [200, tokenBody('tok-1')],
       [200, tokenBody('tok-1')],
@@ -511,7 +511,7 @@ describe('TokenBrokerClient: invalidate', () => {
     await client.getToken(CONN);
     await client.invalidate(CONN, 'tok-1');
     expect((await client.getToken(CONN)).accessToken).toBe('tok-2');
-    expect(t.time.delays).toEqual([100, 200]);
+    expect(t.sleeps).toEqual([100, 200]);
   });
 
   it('throws typed errors and never puts the token in the message', async () => {

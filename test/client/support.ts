@@ -13,22 +13,6 @@ export const CREDENTIALS = {
 /** 2026-01-02T03:04:05Z */
 export const T0 = Date.UTC(2026, 0, 2, 3, 4, 5);
 
-/** Fake clock + recording sleep: sleeping advances the clock, nothing waits for real. */
-export function fakeTime(start = T0) {
-  const time = { now: start, delays: [] as number[] };
-  return {
-    time,
-    now: () => time.now,
-    sleep: async (ms: number) => {
-      time.delays.push(ms);
-      time.now += ms;
-    },
-    advance: (ms: number) => {
-      time.now += ms;
-    },
-  };
-}
-
 export interface SeenRequest {
   method: string;
   path: string;
@@ -49,7 +33,7 @@ export function record(seen: SeenRequest[], opts: { method: string; path: string
   seen.push({ method: opts.method, path: opts.path, headers: lowerHeaders(opts.headers), body: typeof opts.body === 'string' ? opts.body : undefined });
 }
 
-export function lowerHeaders(headers: unknown): Record<string, string> {
+function lowerHeaders(headers: unknown): Record<string, string> {
   const out: Record<string, string> = {};
   if (!headers) return out;
   const entries: Array<[string, unknown]> = Array.isArray(headers)

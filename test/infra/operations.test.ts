@@ -2,9 +2,11 @@
  * Issue 11, the infrastructure: alarms and dashboard rows per connection on the broker's own metrics (named by
  * functions/core/telemetry.ts), the budget gauge's schedule, saved Logs Insights queries, the operator policy.
  */
-import { describe, expect, it } from 'vitest';
+import { Annotations, Match } from 'aws-cdk-lib/assertions';
+import { describe, expect, it, vi } from 'vitest';
 import { QUERIES } from '../../cdk/src/operations/queries';
 import { BUDGET_GAUGE_EVENT, LOG_FIELDS, METRIC_NAMESPACE, METRICS, SERVICE } from '../../functions/contract/telemetry';
+import { expectedNoise } from '../support/console';
 import { configDirWith, connection, type Json, logicalId, only, resources, synth } from './helpers';
 
 const dev = synth('dev');
@@ -100,9 +102,35 @@ describe('alarms', () => {
 });
 
 describe('alarm subscribers', () => {
+  /** `run`, and what it wrote with console.error (CDK's validation report), captured instead of printed. */
+  function consoleErrors<T>(run: () => T): { result: T; errors: string[] } {
+    const errors: string[] = [];
+    const spy = vi.spyOn(console, 'error').mockImplementation((...args: unknown[]) => void errors.push(args.join(' ')));
+    try {
+      return { result: run(), errors };
+    } finally {
+      spy.mockRestore();
+    }
+  }
+
+  it('none: synth warns that alarms notify nobody; the test run leaves that report out, and only that one', () => {
+    const dir = configDirWith('x', { connections: { pay: connection() } });
+    const { result: stack, errors } = consoleErrors(() => synth('x', { configDir: dir }).stack);
+    expect(Annotations.fromStack(stack).findWarning('*', Match.stringLikeRegexp('alarms notify nobody'))).toHaveLength(1);
+    expect(errors).toHaveLength(1);
+    expect(errors[0]).toMatch(/no-alarm-subscribers/);
+    expect(expectedNoise(errors[0]!)).toBe(true);
+    // A report with any other finding is printed.
+    const other = "WARNING token-broker x: something else (Annotation)\n   TokenBroker-x/Broker/Api constructs.Construct\n";
+    expect(expectedNoise(other + errors[0]!)).toBe(false);
+    expect(expectedNoise(errors[0]!.replace('no-alarm-subscribers', 'other-warning'))).toBe(false);
+    expect(expectedNoise('an unrelated console line')).toBe(false);
+  });
+
   it('e-mail addresses subscribe to the stage topic', () => {
     const dir = configDirWith('x', { settings: { alarms: { emails: ['ops@example.com', 'tax@example.com'] } }, connections: { pay: connection() } });
-    const { template } = synth('x', { configDir: dir });
+    const { result: template, errors } = consoleErrors(() => synth('x', { configDir: dir }).template);
+    expect(errors).toEqual([]); // no warning, no report
     const topicId = logicalId(template, 'AWS::SNS::Topic');
     const subs = Object.values(resources(template, 'AWS::SNS::Subscription')).map((s) => s.Properties);
     expect(subs).toEqual([

@@ -5,10 +5,11 @@
  */
 import { randomBytes } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { apiEvent } from '../../functions/local/api-event.js';
 import { attempt, fakeClock, faults, get, MIN, report, resetIdp, S, vertex } from '../support/calls.js';
 import { realClock } from '../support/clock.js';
 import { CALLER, connections, instance, startWorld, type World } from '../support/env.js';
-import { issue } from '../support/idp.js';
+import { issue } from '../../testkit/idp.js';
 
 let world: World;
 
@@ -283,7 +284,7 @@ describe('gap: rule 23d (requests sent before a failure are in the log line and 
     const log = { info: (_m: string, f?: Record<string, unknown>) => lines.push(f ?? {}), warn: () => {}, error: () => {} };
     const handler = createHttpHandler({ broker, logger: log, metrics: { count: (n) => counted.push(n), gauge: () => {}, latency: () => {}, take: () => ({}) } });
     world.idp.respond = () => ({ status: 503 });
-    const res = await handler({ httpMethod: 'GET', path: '/tokens/gap23', headers: {}, queryStringParameters: null, multiValueQueryStringParameters: null, body: null, isBase64Encoded: false, requestContext: { identity: { userArn: CALLER } } } as never);
+    const res = await handler(apiEvent('GET', '/tokens/gap23', { userArn: CALLER }));
     expect(res.statusCode).toBe(503);
     expect(world.idp.count()).toBe(1);
     expect(lines.at(-1)).toMatchObject({ refreshReason: 'expired' });

@@ -10,7 +10,7 @@ import { localDynamoClient } from '../../functions/local/dynamodb.js';
 import { attempt, fakeClock, faults, get, isError, MIN, report, resetIdp, S, vertex } from '../support/calls.js';
 import { brokerError } from '../support/clock.js';
 import { connections, instance, startWorld, type World } from '../support/env.js';
-import { clientIdOf, issue, type Receipt, type Responder } from '../support/idp.js';
+import { clientIdOf, issue, type Receipt, type Responder } from '../../testkit/idp.js';
 
 let world: World;
 let store: DynamoTokenStore;

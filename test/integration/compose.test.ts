@@ -7,12 +7,12 @@ import { mockClient } from 'aws-sdk-client-mock';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { APIGatewayProxyEvent } from 'aws-lambda';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { buildAwsHandler, lazySecrets, lazyUpstream } from '../../functions/broker/compose.js';
 import { ConfigError, parseConfig } from '../../functions/core/config.js';
+import { apiEvent } from '../../functions/local/api-event.js';
 import { ALLOWED } from '../support/env.js';
-import { type FakeIdp, issue, startIdp } from '../support/idp.js';
+import { type FakeIdp, issue, startIdp } from '../../testkit/idp.js';
 
 let idp: FakeIdp;
 let dir: string;
@@ -33,11 +33,23 @@ describe('buildAwsHandler', () => {
   it('reads the bundled config relative to LAMBDA_TASK_ROOT and serves the contract (deny by default)', async () => {
     writeFileSync(join(dir, 'config.json'), JSON.stringify({ connections: { vitesse: { tokenUrl: 'https://staging-identity.vitessepsp.com/connect/token', grantType: 'client_credentials', secret: 's', callers: ALLOWED } } }));
     const handler = buildAwsHandler({ ...env('config.json'), LAMBDA_TASK_ROOT: dir });
-    const event = { httpMethod: 'GET', path: '/tokens/vitesse', requestContext: { identity: { userArn: 'arn:aws:sts::111122223333:assumed-role/tax-engine/s' } } } as unknown as APIGatewayProxyEvent;
-    const res = await handler(event);
-    expect(res.statusCode).toBe(403);
-    const unknown = await handler({ ...event, path: '/tokens/nope' });
-    expect(unknown.statusCode).toBe(404);
+    const userArn = 'arn:aws:sts::111122223333:assumed-role/tax-engine/s';
+    // The request log lines (Powertools, on stdout) are captured, not printed.
+    const out: string[] = [];
+    const stdout = vi.spyOn(process.stdout, 'write').mockImplementation((chunk: string | Uint8Array) => out.push(String(chunk)) > 0);
+    try {
+      const res = await handler(apiEvent('GET', '/tokens/vitesse', { userArn }));
+      expect(res.statusCode).toBe(403);
+      const unknown = await handler(apiEvent('GET', '/tokens/nope', { userArn }));
+      expect(unknown.statusCode).toBe(404);
+    } finally {
+      stdout.mockRestore();
+    }
+    const lines = out.join('').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(lines.map((l) => [l.message, l.status, l.error])).toEqual([
+      ['request', 403, 'forbidden'],
+      ['request', 404, 'not_found'],
+    ]);
   });
 
   it('fails at start, naming the connection and field, for a bad config or a missing variable', () => {

@@ -3,13 +3,14 @@
  * codes and bodies of docs/design.md "HTTP API", identity only from the request context, and nothing secret in
  * any log line (Powertools Logger output captured from stdout).
  */
-import type { APIGatewayProxyEvent, APIGatewayProxyEventV2 } from 'aws-lambda';
+import type { APIGatewayProxyEventV2 } from 'aws-lambda';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createHttpHandler, type HttpHandler } from '../../functions/broker/http.js';
 import { type MetricSink, powertoolsLogger } from '../../functions/broker/observability.js';
+import { apiEvent, type ApiEventOptions } from '../../functions/local/api-event.js';
 import { realClock } from '../support/clock.js';
 import { ALLOWED, CALLER, connections, instance, startWorld, type World } from '../support/env.js';
-import { issue } from '../support/idp.js';
+import { issue } from '../../testkit/idp.js';
 
 let world: World;
 let handler: HttpHandler;
@@ -25,24 +26,8 @@ const sink: MetricSink = {
   take: () => ({}),
 };
 
-function event(method: string, path: string, o: Partial<APIGatewayProxyEvent> & { userArn?: string | null } = {}): APIGatewayProxyEvent {
-  const { userArn = CALLER, ...rest } = o;
-  return {
-    httpMethod: method,
-    path,
-    resource: path,
-    headers: {},
-    multiValueHeaders: {},
-    queryStringParameters: null,
-    multiValueQueryStringParameters: null,
-    pathParameters: null,
-    stageVariables: null,
-    body: null,
-    isBase64Encoded: false,
-    requestContext: { identity: { userArn } } as APIGatewayProxyEvent['requestContext'],
-    ...rest,
-  };
-}
+/** The event API Gateway sends for a verified request, from CALLER unless `userArn` says otherwise. */
+const event = (method: string, target: string, o: Partial<ApiEventOptions> = {}) => apiEvent(method, target, { userArn: CALLER, ...o });
 
 const json = (body: string) => JSON.parse(body) as Record<string, unknown>;
 
@@ -74,7 +59,7 @@ afterAll(async () => {
 
 describe('GET /tokens/{connection}', () => {
   it('returns the token with the contract fields and no-store headers (E10)', async () => {
-    const res = await handler(event('GET', '/tokens/payments', { queryStringParameters: { min_ttl: '300' } }), { getRemainingTimeInMillis: () => 10_000 });
+    const res = await handler(event('GET', '/tokens/payments?min_ttl=300'), { getRemainingTimeInMillis: () => 10_000 });
     expect(res.statusCode).toBe(200);
     expect(res.headers).toMatchObject({ 'Cache-Control': 'no-store', Pragma: 'no-cache', 'Content-Type': 'application/json' });
     const body = json(res.body);
@@ -88,14 +73,14 @@ describe('GET /tokens/{connection}', () => {
   });
 
   it.each([['-1'], ['86401'], ['abc'], ['1.5'], ['']])('rejects min_ttl=%j with 400 invalid_request', async (v) => {
-    const res = await handler(event('GET', '/tokens/payments', { queryStringParameters: { min_ttl: v } }));
+    const res = await handler(event('GET', `/tokens/payments?min_ttl=${encodeURIComponent(v)}`));
     expect(res.statusCode).toBe(400);
     expect(json(res.body)).toMatchObject({ error: 'invalid_request' });
   });
 
   it('accepts the bounds 0 and 86400 as valid values', async () => {
-    expect((await handler(event('GET', '/tokens/payments', { queryStringParameters: { min_ttl: '0' } }))).statusCode).toBe(200);
-    const res = await handler(event('GET', '/tokens/payments', { queryStringParameters: { min_ttl: '86400' } }));
+    expect((await handler(event('GET', '/tokens/payments?min_ttl=0'))).statusCode).toBe(200);
+    const res = await handler(event('GET', '/tokens/payments?min_ttl=86400'));
     expect(res.statusCode).toBe(400); // valid, but longer than the 1200 s tokens this upstream issues
     expect(json(res.body).message).toMatch(/longer than the tokens this upstream issues/);
   });
@@ -253,7 +238,7 @@ describe('the budget guard on the wire', () => {
     const start = output.length;
     metrics.length = 0;
     // 1200 s tokens: min_ttl 1199 is a demand the spacing refuses.
-    const res = await handler(event('GET', '/tokens/guarded', { queryStringParameters: { min_ttl: '1199' } }));
+    const res = await handler(event('GET', '/tokens/guarded?min_ttl=1199'));
     expect(res.statusCode).toBe(429);
     expect(Number(res.headers!['Retry-After'])).toBeGreaterThan(0);
     expect(json(res.body)).toEqual({ error: 'rate_limited', message: expect.stringMatching(/spac/) });

@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { principalFromArn } from '../../functions/core/authz.js';
 import { FakeClock } from '../support/clock.js';
 import { CALLER, connections, instance, startWorld, type World } from '../support/env.js';
-import { type Answer, startIdp } from '../support/idp.js';
+import { type Answer, startIdp } from '../../testkit/idp.js';
 
 const principal = principalFromArn(CALLER);
 const MAX = 10;

@@ -10,7 +10,7 @@ import type { TokenBroker } from '../../functions/core/broker.js';
 import { localDynamoClient } from '../../functions/local/dynamodb.js';
 import { brokerError, FakeClock, realClock } from '../support/clock.js';
 import { CALLER, connections, instance, startWorld, type World } from '../support/env.js';
-import { issue, secretOf } from '../support/idp.js';
+import { issue, secretOf } from '../../testkit/idp.js';
 
 const principal = principalFromArn(CALLER);
 let world: World;

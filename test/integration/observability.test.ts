@@ -6,7 +6,6 @@
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { APIGatewayProxyEvent } from 'aws-lambda';
 import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { DynamoTokenStore } from '../../functions/adapters/dynamodb-store.js';
 import { buildAwsEntry } from '../../functions/broker/compose.js';
@@ -18,9 +17,10 @@ import { ledgerMarginMs } from '../../functions/core/ledger.js';
 import { DEFAULT_MARGIN_PARTS } from '../../functions/core/limits.js';
 import { BUDGET_GAUGE_EVENT } from '../../functions/contract/telemetry.js';
 import { localDynamoClient } from '../../functions/local/dynamodb.js';
+import { apiEvent } from '../../functions/local/api-event.js';
 import { realClock } from '../support/clock.js';
 import { CALLER, connections, instance, startWorld, type World } from '../support/env.js';
-import { issue } from '../support/idp.js';
+import { issue } from '../../testkit/idp.js';
 
 type Line = Record<string, unknown> & { _aws?: { CloudWatchMetrics: { Namespace: string; Dimensions: string[][]; Metrics: { Name: string }[] }[] } };
 
@@ -29,16 +29,7 @@ let handler: HttpHandler;
 let output: string[] = [];
 const tokens: string[] = [];
 
-const event = (method: string, path: string, body: string | null = null): APIGatewayProxyEvent =>
-  ({
-    httpMethod: method,
-    path,
-    body,
-    isBase64Encoded: false,
-    queryStringParameters: null,
-    multiValueQueryStringParameters: null,
-    requestContext: { requestId: `req-${Math.random().toString(36).slice(2)}`, identity: { userArn: CALLER } },
-  }) as unknown as APIGatewayProxyEvent;
+const event = (method: string, target: string, body: string | null = null) => apiEvent(method, target, { userArn: CALLER, body });
 
 /** The JSON lines written to stdout by `run`. */
 async function lines<T>(run: () => Promise<T>): Promise<{ result: T; lines: Line[] }> {
@@ -73,14 +64,15 @@ beforeEach(() => {
 
 describe('one line per request, with its metrics', () => {
   it('a served request writes exactly one stdout line: the audit fields and the EMF metrics with a connection dimension', async () => {
-    const { result, lines: out } = await lines(() => handler(event('GET', '/tokens/vertex')));
+    const request = event('GET', '/tokens/vertex');
+    const { result, lines: out } = await lines(() => handler(request));
     expect(result.statusCode).toBe(200);
     tokens.push(JSON.parse(result.body).access_token as string);
     expect(out).toHaveLength(1);
     const line = out[0]!;
     expect(line).toMatchObject({
       message: 'request',
-      requestId: expect.stringMatching(/^req-/),
+      requestId: request.requestContext.requestId,
       caller: CALLER, // with its session name
       role: 'arn:aws:iam::111122223333:role/payments-api',
       connection: 'vertex',
@@ -127,7 +119,7 @@ describe('one line per request, with its metrics', () => {
 
   it('a refused demand says why: cause in the line, RefusedSpacing and RateLimited counted', async () => {
     const { result, lines: out } = await lines(() =>
-      handler({ ...event('GET', '/tokens/vertex'), queryStringParameters: { min_ttl: '1199' } } as APIGatewayProxyEvent),
+      handler(event('GET', '/tokens/vertex?min_ttl=1199')),
     );
     expect(result.statusCode).toBe(429);
     expect(out[0]).toMatchObject({ status: 429, error: 'rate_limited', cause: 'spacing', RefusedSpacing: 1, RateLimited: 1 });

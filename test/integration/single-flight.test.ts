@@ -10,7 +10,7 @@ import type { TokenBroker } from '../../functions/core/broker.js';
 import { localDynamoClient } from '../../functions/local/dynamodb.js';
 import { FakeClock, realClock } from '../support/clock.js';
 import { CALLER, connections, instance, startWorld, type World } from '../support/env.js';
-import { issue } from '../support/idp.js';
+import { issue } from '../../testkit/idp.js';
 
 const principal = principalFromArn(CALLER);
 let world: World;

@@ -6,7 +6,8 @@
 import type { APIGatewayProxyEvent, APIGatewayProxyResult } from 'aws-lambda';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { HttpHandler } from '../../functions/broker/http.js';
-import { buildEvent, type Gateway, startGateway } from '../../functions/local/gateway.js';
+import { apiEvent, buildEvent } from '../../functions/local/api-event.js';
+import { type Gateway, startGateway } from '../../functions/local/gateway.js';
 import { call, type Signing } from './helpers.js';
 
 const PRINCIPAL = 'arn:aws:iam::111122223333:role/payments-api';
@@ -181,6 +182,25 @@ describe('local gateway', () => {
     expect(presigned.json).toEqual({ ok: true });
   });
 
+  it('apiEvent (tests and bench call the handler with it) is the event the gateway builds for a verified request', async () => {
+    await call(gateway.url, { method: 'POST', path: '/tokens/pay/invalidate?x=1&x=2', body: '{"access_token":"t"}', sign: KEY });
+    const { event } = seen[0]!;
+    const direct = apiEvent('POST', '/tokens/pay/invalidate?x=1&x=2', {
+      userArn: PRINCIPAL,
+      headers: event.multiValueHeaders as Record<string, string[]>,
+      body: '{"access_token":"t"}',
+      now: event.requestContext.requestTimeEpoch,
+    });
+    // Only the request id, the access key and the source address may differ.
+    const normal = (e: APIGatewayProxyEvent) => {
+      const rc = e.requestContext;
+      return { ...e, requestContext: { ...rc, requestId: 'id', extendedRequestId: 'id', identity: { ...rc.identity, accessKey: 'key', sourceIp: 'ip' } } };
+    };
+    expect(normal(direct)).toEqual(normal(event));
+    expect(direct.requestContext.identity.userArn).toBe(PRINCIPAL);
+    expect(apiEvent('GET', '/tokens/pay', { userArn: null }).requestContext.identity).toMatchObject({ userArn: null, caller: null, accessKey: null });
+  });
+
   it('builds the event with request names as own keys, __proto__ included, and pollutes no prototype', () => {
     const names = ['constructor', '__proto__', 'hasOwnProperty', 'toString'];
     const headers = Object.create(null) as Record<string, string[]>;
@@ -191,7 +211,7 @@ describe('local gateway', () => {
       headers,
       body: Buffer.alloc(0),
       accessKeyId: KEY.accessKeyId,
-      caller: { secretAccessKey: KEY.secretAccessKey, principal: PRINCIPAL },
+      principal: PRINCIPAL,
       sourceIp: '127.0.0.1',
       requestId: 'r-1',
       now: Date.now(),

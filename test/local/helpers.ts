@@ -12,7 +12,7 @@ export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const CLI = ['--import', 'tsx', 'functions/local/cli.ts'];
 
 /** The child's environment: without the SDK-warning switch the test runner sets, so the CLI must quiet it itself. */
-export function childEnv(): NodeJS.ProcessEnv {
+function childEnv(): NodeJS.ProcessEnv {
   const env = { ...process.env };
   delete env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED;
   delete env.NODE_OPTIONS;

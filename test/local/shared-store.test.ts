@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type EmbeddedDynamo, startDynalite } from '../../functions/local/dynamodb.js';
-import { clientIdOf, type FakeIdp, type Receipt, startIdp } from '../support/idp.js';
+import { clientIdOf, type FakeIdp, type Receipt, startIdp } from '../../testkit/idp.js';
 import { call, logRecords, type RunningBroker, type Signing, startBroker } from './helpers.js';
 
 const PAY: Signing = { accessKeyId: 'AKIDLOCALPAY', secretAccessKey: 'local-pay-caller-secret' };

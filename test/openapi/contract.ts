@@ -16,7 +16,7 @@ import { Ajv2020, type ValidateFunction } from 'ajv/dist/2020.js';
 import addFormatsModule from 'ajv-formats';
 import { parse } from 'yaml';
 
-export const OPENAPI_PATH = join(import.meta.dirname, '..', '..', 'openapi.yaml');
+const OPENAPI_PATH = join(import.meta.dirname, '..', '..', 'openapi.yaml');
 const DOC_ID = 'https://token-broker.invalid/openapi.json';
 
 type Json = Record<string, unknown>;

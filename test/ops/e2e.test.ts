@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type EmbeddedDynamo, startDynalite } from '../../functions/local/dynamodb.js';
-import { clientIdOf, type FakeIdp, startIdp } from '../support/idp.js';
+import { clientIdOf, type FakeIdp, startIdp } from '../../testkit/idp.js';
 import { call, type RunningBroker, type Signing, startBroker } from '../local/helpers.js';
 import { CALLER, type Finished, jsonLines, runOps, writeLocalConfig } from './support.js';
 

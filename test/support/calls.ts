@@ -8,9 +8,9 @@ import type { Served, TokenBroker } from '../../functions/core/broker.js';
 import type { BrokerError } from '../../functions/core/errors.js';
 import { FakeClock } from './clock.js';
 import { CALLER, type World } from './env.js';
-import { issue } from './idp.js';
+import { issue } from '../../testkit/idp.js';
 
-export const principal = principalFromArn(CALLER);
+const principal = principalFromArn(CALLER);
 export const S = 1_000;
 export const MIN = 60 * S;
 /** Vertex O Series' budget: 10 token requests per 8 hours (reserve 2, spacing 2880 s by default). */

@@ -2,27 +2,27 @@ import { BrokerError } from '../../functions/core/errors.js';
 import type { Clock } from '../../functions/core/ports.js';
 
 /**
- * A clock tests control. `sleep` advances time instead of waiting (after yielding to real I/O, so
- * in-flight DynamoDB and HTTP calls make progress). `offset` lets one broker instance run ahead.
+ * The one fake clock of the tests (the broker's Clock port, and the client's `now`/`sleep` options). `sleep`
+ * advances time instead of waiting (after yielding to real I/O, so in-flight DynamoDB and HTTP calls make
+ * progress). `now` and `sleep` are bound: pass them on alone (`{ now: clock.now, sleep: clock.sleep }`).
+ * `skewed` lets one broker instance run ahead.
  */
 export class FakeClock implements Clock {
   /** Every sleep asked for, in order (to assert on backoff delays without waiting). */
   readonly sleeps: number[] = [];
   constructor(public t = Date.UTC(2026, 10, 25, 12, 0, 0)) {}
-  now(): number {
-    return this.t;
-  }
+  readonly now = (): number => this.t;
   advance(ms: number): void {
     this.t += ms;
   }
   set(t: number): void {
     this.t = t;
   }
-  async sleep(ms: number): Promise<void> {
+  readonly sleep = async (ms: number): Promise<void> => {
     this.sleeps.push(ms);
     await new Promise((r) => setImmediate(r));
     this.t += Math.max(0, ms);
-  }
+  };
   /** A view of this clock shifted by `offsetMs` (a container whose clock runs ahead or behind). */
   skewed(offsetMs: number): Clock {
     return { now: () => this.now() + offsetMs, sleep: (ms) => this.sleep(ms) };

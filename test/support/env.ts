@@ -13,17 +13,17 @@ import { type BrokerOptions, TokenBroker } from '../../functions/core/broker.js'
 import { type ConnectionInput, parseConfig } from '../../functions/core/config.js';
 import type { Clock, ClientCredentials } from '../../functions/core/ports.js';
 import { ensureTable, localDynamoClient, startDynalite, type EmbeddedDynamo } from '../../functions/local/dynamodb.js';
-import { type FakeIdp, type Responder, startIdp, issue } from './idp.js';
+import { type FakeIdp, type Responder, startIdp, issue } from '../../testkit/idp.js';
 
 export const CALLER = 'arn:aws:sts::111122223333:assumed-role/payments-api/session-1';
 export const ALLOWED = ['arn:aws:iam::111122223333:role/payments-*'];
 
-export interface LogLine {
+interface LogLine {
   message: string;
   fields?: Record<string, unknown>;
 }
 
-export class SecretsMap {
+class SecretsMap {
   private readonly values = new Map<string, { value: ClientCredentials; version: string }>();
   reads = 0;
   set(name: string, value: ClientCredentials): void {

@@ -25,7 +25,7 @@ export class MemorySealer implements Sealer {
   }
 }
 
-export class MemorySecrets implements SecretSource {
+class MemorySecrets implements SecretSource {
   private readonly values = new Map<string, SecretValue>();
   reads = 0;
   private versions = 0;
@@ -41,9 +41,9 @@ export class MemorySecrets implements SecretSource {
 }
 
 /** What the fake upstream does with its n-th request (0-based): a token, or a failure. */
-export type Answer = { expiresIn: number } | UpstreamFailure;
+type Answer = { expiresIn: number } | UpstreamFailure;
 
-export class ScriptedUpstream implements Upstream {
+class ScriptedUpstream implements Upstream {
   readonly requests: { connection: string; clientSecret: string; at: number }[] = [];
   constructor(
     private readonly clock: FakeClock,

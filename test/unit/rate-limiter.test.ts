@@ -81,6 +81,29 @@ describe('RateLimiter', () => {
     expect(clock.sleeps).toHaveLength(2); // jittered pause between tries (injected clock: no real wait)
   });
 
+  it('spreads the pauses of racing writers by their attempt ids, within 5 + 20 * (try + 1) ms', async () => {
+    const pauses = async (attemptId: string) => {
+      const store = new MemoryLedgerStore();
+      const clock = new FakeClock();
+      let raced = 0;
+      store.beforeWrite = (key) => {
+        if (raced++ < 3) store.commit(key, `other-${raced}`, clock.now());
+      };
+      await new RateLimiter(store, clock, MARGIN).debit({ ...limit, max: 10 }, attemptId, plain);
+      return clock.sleeps;
+    };
+    const byId = await Promise.all(Array.from({ length: 8 }, (_, i) => pauses(`attempt-${i}`)));
+    for (const sleeps of byId) {
+      expect(sleeps).toHaveLength(3);
+      sleeps.forEach((ms, n) => {
+        expect(ms).toBeGreaterThanOrEqual(5);
+        expect(ms).toBeLessThan(5 + 20 * (n + 1));
+      });
+    }
+    expect(new Set(byId.map((s) => s.join())).size).toBeGreaterThan(4); // different writers, different pauses
+    expect(await pauses('attempt-0')).toEqual(byId[0]); // no random source: the id decides
+  });
+
   it('after a lost race that filled the ledger, refuses without writing (B3)', async () => {
     const store = new MemoryLedgerStore();
     const clock = new FakeClock();
