@@ -5,7 +5,6 @@
  * the two disagree. Internal: not an entry point of the package.
  */
 
-/** @internal the parity test (test/client/contract-parity.test.ts) reads it. */
 export const ERROR_CODES = ['invalid_request', 'forbidden', 'not_found', 'rate_limited', 'upstream_error', 'unavailable', 'internal'] as const;
 
 export type TokenBrokerErrorCode = (typeof ERROR_CODES)[number];

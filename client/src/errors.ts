@@ -6,7 +6,7 @@
  * token: they are built from the connection name and the broker's own `message`, which the contract
  * keeps free of secrets.
  */
-import { ERROR_STATUS, type TokenBrokerErrorCode } from './contract.js';
+import { ERROR_CODES, ERROR_STATUS, type TokenBrokerErrorCode } from './contract.js';
 
 export type { TokenBrokerErrorCode };
 
@@ -123,7 +123,7 @@ export function errorFromResponse(
   connection: string,
 ): TokenBrokerError {
   const fields = typeof body === 'object' && body !== null ? (body as Record<string, unknown>) : {};
-  const bodyCode = typeof fields.error === 'string' && fields.error in ERROR_STATUS ? (fields.error as TokenBrokerErrorCode) : undefined;
+  const bodyCode = typeof fields.error === 'string' && (ERROR_CODES as readonly string[]).includes(fields.error) ? (fields.error as TokenBrokerErrorCode) : undefined;
   let code = bodyCode ?? CODE_BY_STATUS[status] ?? 'internal';
   if (code === 'upstream_error' && bodyCode === undefined) code = 'internal';
   const brokerMessage = typeof fields.message === 'string' ? clip(fields.message) : typeof fields.Message === 'string' ? clip(fields.Message) : '';

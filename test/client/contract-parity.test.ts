@@ -34,6 +34,13 @@ describe('the client copy of the contract', () => {
     }
   });
 
+  it('takes a body code only when it is one of the contract codes (not an Object.prototype name)', () => {
+    for (const bogus of ['constructor', 'toString', '__proto__', 'hasOwnProperty', 'nope']) {
+      const e = errorFromResponse(503, { error: bogus, message: 'm' }, undefined, 'c');
+      expect(e, bogus).toMatchObject({ code: 'unavailable', status: 503 });
+    }
+  });
+
   it('accepts and refuses the same connection names', () => {
     const names: [string, boolean][] = [
       ['a', true],
