@@ -21,7 +21,23 @@ import { inAheadWindow, serves, tokenExpiry, tooShortFor } from './freshness.js'
 import { nextPoll } from './lease.js';
 import { ledgerMarginMs } from './ledger.js';
 import { DEFAULT_MARGIN_PARTS, HOLD_RATE_LIMITED_MS, HOLD_UNLIMITED_MS, LEASE_MS, MISCONFIGURED_RECHECK_MS, type MarginParts, UNLIMITED_GAP_MS } from './limits.js';
-import type { Backoff, Clock, Lease, LedgerStore, ReleaseNote, SecretSource, SecretValue, Sealer, Token, TokenItem, TokenStore, Upstream } from './ports.js';
+import {
+  type Backoff,
+  type Clock,
+  DependencyUnavailable,
+  type Lease,
+  type LedgerStore,
+  type ReleaseNote,
+  type SecretSource,
+  type SecretValue,
+  type Sealer,
+  SealerUnavailable,
+  StoreThrottled,
+  type Token,
+  type TokenItem,
+  type TokenStore,
+  type Upstream,
+} from './ports.js';
 import { RateLimiter, refusalError } from './rate-limiter.js';
 import { CREDENTIAL_ERRORS, UpstreamError } from './upstream-errors.js';
 
@@ -598,7 +614,7 @@ export class TokenBroker {
       this.log.warn('upstream token request failed', { connection: connection.name, failure: f.kind, status: 'status' in f ? f.status : undefined });
       return errorForFailure(f, backoff.until - now);
     }
-    const err = e instanceof BrokerError ? e : this.storeError(e);
+    const err = this.brokerError(e);
     await this.releaseQuietly(connection, lease, this.withProbe(ctx, releaseNoteFor(err, e, connection, item, now), now));
     return err;
   }
@@ -613,18 +629,30 @@ export class TokenBroker {
     return this.storeCall(() => this.deps.store.get(connection.name));
   }
 
-  /** Runs a store call; a DynamoDB fault becomes 503 `unavailable` (with its cause), never a 500. */
+  /** Runs a store call; a store that is throttled or unavailable becomes 503 `unavailable` (with its cause). */
   private async storeCall<T>(call: () => Promise<T>): Promise<T> {
     try {
       return await call();
     } catch (e) {
-      throw e instanceof BrokerError ? e : this.storeError(e);
+      throw e instanceof DependencyUnavailable ? this.unavailableError(e) : e;
     }
   }
 
-  private storeError(e: unknown): BrokerError {
-    this.log.warn('token store unavailable', { error: errorName(e) });
-    return unavailable('token store unavailable', 1, e);
+  /**
+   * The caller's error for a failure, by its type (adapters type what may clear by itself): a dependency that
+   * is unavailable is a 503 with Retry-After; anything untyped is a bug or a misconfiguration, a 500.
+   */
+  private brokerError(e: unknown): BrokerError {
+    if (e instanceof BrokerError) return e;
+    if (e instanceof DependencyUnavailable) return this.unavailableError(e);
+    this.log.warn('unexpected failure', { error: errorName(e) });
+    return new BrokerError('internal', 'internal error', {}, { cause: e });
+  }
+
+  private unavailableError(e: DependencyUnavailable): BrokerError {
+    const kms = e instanceof SealerUnavailable;
+    this.log.warn(kms ? 'key service unavailable' : e instanceof StoreThrottled ? 'token store throttled' : 'token store unavailable', { error: e.name, cause: errorName(e.cause) });
+    return unavailable(kms ? 'key service unavailable' : 'token store unavailable', 1, e);
   }
 
   private async releaseQuietly(connection: Connection, lease: Lease, note?: ReleaseNote): Promise<void> {
@@ -668,7 +696,7 @@ export class TokenBroker {
     } catch (e) {
       this.memory.delete(name);
       // KMS throttled or unreachable: the sealed token may be fine; answer 503 and leave it for the fleet.
-      if (isTransient(e)) throw this.storeError(e);
+      if (e instanceof DependencyUnavailable) throw this.unavailableError(e);
       // Tampered with, sealed for another connection or with another key: never serve it, and let a fresh
       // token replace it (publishing over a token that expires later needs it invalidated).
       // Replacing it costs a token request, so it goes through the budget guard like a caller's report: containers
@@ -740,17 +768,6 @@ function holdMs(connection: Connection): number {
 function withSent(err: BrokerError, sent: RefreshReason[]): BrokerError {
   if (sent.length) (err.extra as { sent?: RefreshReason[] }).sent = [...sent];
   return err;
-}
-
-/**
- * An AWS service or network failure (throttling, 5xx, timeouts), as opposed to a sealed token that does not
- * open. The Encryption SDK folds keyring errors into its own message, so the message is checked too.
- */
-export function isTransient(e: unknown): boolean {
-  const err = e as { $metadata?: unknown; $retryable?: unknown; name?: string; message?: string; code?: string };
-  if (err?.$metadata !== undefined || err?.$retryable !== undefined) return true;
-  const text = `${err?.name ?? ''} ${err?.code ?? ''} ${err?.message ?? ''}`;
-  return /Throttl|TooManyRequests|LimitExceeded|ServiceUnavailable|InternalFailure|KMSInternal|Timeout|ECONN|ENOTFOUND|EAI_AGAIN|ETIMEDOUT|EPIPE|socket hang up|NetworkingError/i.test(text);
 }
 
 function errorName(e: unknown): string {

@@ -15,6 +15,45 @@ export const systemClock: Clock = {
   sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
 };
 
+/** Fresh unique ids: lease owners, ledger attempt ids. */
+export interface Ids {
+  next(): string;
+}
+
+/** Timeouts on the real time of the process (the core never starts a timer of its own). */
+export interface Timers {
+  /** A signal that aborts (with a `TimeoutError`) after `ms`; it never keeps the process alive. */
+  timeout(ms: number): AbortSignal;
+}
+
+/**
+ * A port's dependency failed in a way that may clear by itself (throttled, a 5xx, unreachable, timed out).
+ * Adapters classify their SDK's errors into these types and keep the original as `cause`; the core answers
+ * 503 with Retry-After for them and never reads an error's message. Anything else an adapter throws is a
+ * configuration error or a bug.
+ */
+export class DependencyUnavailable extends Error {
+  override name = 'DependencyUnavailable';
+  constructor(message: string, options: { cause: unknown }) {
+    super(message, options);
+  }
+}
+
+/** The token store (DynamoDB) did not answer: a 5xx, a network error, a timeout. */
+export class StoreUnavailable extends DependencyUnavailable {
+  override name = 'StoreUnavailable';
+}
+
+/** The token store throttled the request after the SDK's retries (a hot partition, or the table's limits). */
+export class StoreThrottled extends StoreUnavailable {
+  override name = 'StoreThrottled';
+}
+
+/** The sealer's key service (KMS) did not answer or throttled: the sealed token may be fine. */
+export class SealerUnavailable extends DependencyUnavailable {
+  override name = 'SealerUnavailable';
+}
+
 /** A token as the broker serves it (plaintext: only ever in memory and in the 200 body). */
 export interface Token {
   accessToken: string;

@@ -3,6 +3,7 @@ import {
   DynamoDBClient,
   GetItemCommand,
   ProvisionedThroughputExceededException,
+  ResourceNotFoundException,
   UpdateItemCommand,
   type AttributeValue,
 } from '@aws-sdk/client-dynamodb';
@@ -10,7 +11,7 @@ import { mockClient } from 'aws-sdk-client-mock';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { DynamoTokenStore, toTokenItem } from '../../functions/adapters/dynamodb-store.js';
 import { BrokerError } from '../../functions/core/errors.js';
-import type { Backoff, Circuit, Lease, SealedToken } from '../../functions/core/ports.js';
+import { type Backoff, type Circuit, type Lease, type SealedToken, StoreThrottled, StoreUnavailable } from '../../functions/core/ports.js';
 import { RateLimiter } from '../../functions/core/rate-limiter.js';
 import { type EmbeddedDynamo, ensureTable, localDynamoClient, startDynalite } from '../../functions/local/dynamodb.js';
 import { FakeClock } from '../support/clock.js';
@@ -105,21 +106,67 @@ describe('DynamoTokenStore with a mocked client', () => {
     expect(ddb.commandCalls(GetItemCommand)).toHaveLength(0);
   });
 
-  it('throttling and other errors propagate (never mistaken for a lost race or a miss)', async () => {
+  it('throttling leaves every call as StoreThrottled with the SDK error as cause (never a lost race or a miss)', async () => {
     const throttled = new ProvisionedThroughputExceededException({ message: 'slow down', $metadata: { httpStatusCode: 400 } });
     ddb.on(UpdateItemCommand).rejects(throttled);
     ddb.on(GetItemCommand).rejects(throttled);
     const lease: Lease = { owner: 'me', fence: 1, until: T0 + LEASE_MS };
-    await expect(store.acquireLease('c', 'me', T0, T0 + LEASE_MS)).rejects.toBe(throttled);
-    await expect(store.publish('c', lease, sealedToken('a', T0 + 1000))).rejects.toBe(throttled);
-    await expect(store.release('c', lease)).rejects.toBe(throttled);
-    await expect(store.invalidate('c', 'fp', T0)).rejects.toBe(throttled);
-    await expect(store.write('k', 0, {}, 'a', T0)).rejects.toBe(throttled);
-    await expect(store.setBackoff('k', T0)).rejects.toBe(throttled);
-    await expect(store.hold('k', 'c', T0)).rejects.toBe(throttled);
-    await expect(store.refund('k', 'a')).rejects.toBe(throttled);
-    await expect(store.get('c')).rejects.toBe(throttled);
-    await expect(store.read('k')).rejects.toBe(throttled);
+    const calls = [
+      store.acquireLease('c', 'me', T0, T0 + LEASE_MS),
+      store.publish('c', lease, sealedToken('a', T0 + 1000)),
+      store.release('c', lease),
+      store.invalidate('c', 'fp', T0),
+      store.reset('c'),
+      store.write('k', 0, {}, 'a', T0),
+      store.setBackoff('k', T0),
+      store.hold('k', 'c', T0),
+      store.refund('k', 'a'),
+      store.releaseHold('k', 'c'),
+      store.get('c'),
+      store.read('k'),
+    ];
+    for (const call of calls) {
+      const e = await call.then(() => undefined, (x: unknown) => x);
+      expect(e).toBeInstanceOf(StoreThrottled);
+      expect((e as Error).cause).toBe(throttled);
+    }
+  });
+
+  it('a server fault or a network error is StoreUnavailable; a client error (missing table, denied) stays as the SDK threw it', async () => {
+    const server = Object.assign(new Error('InternalServerError'), { name: 'InternalServerError', $fault: 'server', $metadata: { httpStatusCode: 500 } });
+    ddb.on(GetItemCommand).rejects(server);
+    const e = await store.get('c').catch((x: unknown) => x);
+    expect(e).toBeInstanceOf(StoreUnavailable);
+    expect(e).not.toBeInstanceOf(StoreThrottled);
+    expect((e as Error).cause).toBe(server);
+    ddb.on(GetItemCommand).rejects(Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' }));
+    await expect(store.get('c')).rejects.toBeInstanceOf(StoreUnavailable);
+    const missing = new ResourceNotFoundException({ message: 'Requested resource not found', $metadata: { httpStatusCode: 400 } });
+    ddb.on(GetItemCommand).rejects(missing);
+    await expect(store.get('c')).rejects.toBe(missing);
+  });
+
+  it('names each attribute once and sends only the values its expressions use', async () => {
+    ddb.on(UpdateItemCommand).resolves({});
+    const lease: Lease = { owner: 'me', fence: 1, until: T0 + LEASE_MS };
+    await store.release('c', lease);
+    await store.release('c', lease, { backoff: { until: T0, code: 'unavailable', message: 'm' } });
+    await store.publish('c', lease, sealedToken('a', T0 + 1000));
+    await store.invalidate('c', 'fp', T0, 10_000);
+    await store.hold('k', 'conn', T0);
+    await store.refund('k', 'attempt-1');
+    for (const call of ddb.commandCalls(UpdateItemCommand)) {
+      const { UpdateExpression, ConditionExpression, ExpressionAttributeNames = {}, ExpressionAttributeValues = {} } = call.args[0].input;
+      const text = `${UpdateExpression} ${ConditionExpression}`;
+      expect(Object.keys(ExpressionAttributeNames).sort()).toEqual([...new Set(text.match(/#\w+/g))].sort());
+      expect(Object.keys(ExpressionAttributeValues).sort()).toEqual([...new Set(text.match(/:\w+/g))].sort());
+    }
+    const [plain, withNote, publish, , hold, refund] = ddb.commandCalls(UpdateItemCommand).map((c) => c.args[0].input);
+    expect(plain!.ConditionExpression).toBe(withNote!.ConditionExpression);
+    expect(publish!.ConditionExpression).toContain(plain!.ConditionExpression); // the lease clause, said once
+    expect(withNote!.ExpressionAttributeValues![':bo']).toEqual({ M: { until: N(T0), code: S('unavailable'), msg: S('m') } });
+    expect(hold!.ExpressionAttributeNames!['#a']).toBe('hold#conn');
+    expect(refund!.ExpressionAttributeNames).toMatchObject({ '#log': 'log', '#id': 'attempt-1' });
   });
 
   it('toTokenItem maps every attribute', () => {
@@ -470,7 +517,9 @@ describe('DynamoTokenStore against dynalite', () => {
     it('A13: permanent throttling propagates as an error after the SDK gives up', async () => {
       const c = name();
       throttle.set('GetItemCommand', 100);
-      await expect(store.get(c)).rejects.toBeInstanceOf(ProvisionedThroughputExceededException);
+      const e = await store.get(c).catch((x: unknown) => x);
+      expect(e).toBeInstanceOf(StoreThrottled);
+      expect((e as Error).cause).toBeInstanceOf(ProvisionedThroughputExceededException);
       expect(attempts.get('GetItemCommand')).toBe(3); // localDynamoClient's maxAttempts
     });
   });

@@ -7,6 +7,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { DynamoTokenStore } from '../../functions/adapters/dynamodb-store.js';
 import { principalFromArn } from '../../functions/core/authz.js';
 import type { TokenBroker } from '../../functions/core/broker.js';
+import { SealerUnavailable } from '../../functions/core/ports.js';
 import { localDynamoClient } from '../../functions/local/dynamodb.js';
 import { FakeClock, realClock } from '../support/clock.js';
 import { CALLER, connections, instance, startWorld, type World } from '../support/env.js';
@@ -136,7 +137,8 @@ describe('refresh ahead failures', () => {
     await get(instance(world, { clock: realClock, config }).broker, 'kms');
     const { broker } = instance(world, { clock: realClock, config });
     const sealer = (broker as unknown as { deps: { sealer: { open: () => Promise<never> } } }).deps.sealer;
-    sealer.open = () => Promise.reject(Object.assign(new Error('Rate exceeded'), { name: 'ThrottlingException', $metadata: { httpStatusCode: 400 } }));
+    // As the sealer adapter reports a throttled KMS (test/adapters/sealer-faults.test.ts).
+    sealer.open = () => Promise.reject(new SealerUnavailable('KMS unavailable', { cause: Object.assign(new Error('Rate exceeded'), { name: 'ThrottlingException' }) }));
     await expect(get(broker, 'kms')).rejects.toMatchObject({ code: 'unavailable' });
     expect((await storeOf(world).get('kms'))?.invalidated).toBeUndefined();
     expect(world.idp.count()).toBe(1);
