@@ -15,7 +15,7 @@ import { createHttpHandler, type ProxyEvent } from '../functions/broker/http.js'
 import { noMetrics, powertoolsLogger, powertoolsMetrics, type RequestLog } from '../functions/broker/observability.js';
 import { type BrokerOptions, TokenBroker } from '../functions/core/broker.js';
 import { type ConnectionInput, parseConfig } from '../functions/core/config.js';
-import { systemClock } from '../functions/core/ports.js';
+import { randomIds, systemClock, systemTimers } from '../functions/adapters/system.js';
 
 export const CALLER = 'arn:aws:sts::111122223333:assumed-role/payments-api/bench';
 export const ALLOWED = ['arn:aws:iam::111122223333:role/payments-*'];
@@ -105,6 +105,8 @@ export function container(env: Env, o: { options?: Partial<BrokerOptions>; quiet
     sealer,
     upstream: new HttpUpstream(),
     clock: systemClock,
+    ids: randomIds,
+    timers: systemTimers,
     log: logger,
     options: { ...env.options, ...o.options },
   });

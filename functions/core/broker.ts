@@ -8,7 +8,6 @@
  *  2. the store (one consistent GetItem; the sealed token is opened only if it changed);
  *  3. a refresh by whoever wins the lease; everyone else waits (bounded) for the winner's token.
  */
-import { randomUUID } from 'node:crypto';
 import { type Principal, isAllowed } from './authz.js';
 import { backoffFor, backoffNote, errorForBackoff, errorForFailure } from './backoff.js';
 import { circuitError, openCircuit, probeFailed } from './circuit.js';
@@ -25,6 +24,7 @@ import {
   type Backoff,
   type Clock,
   DependencyUnavailable,
+  type Ids,
   type Lease,
   type LedgerStore,
   type ReleaseNote,
@@ -36,6 +36,7 @@ import {
   type Token,
   type TokenItem,
   type TokenStore,
+  type Timers,
   type Upstream,
 } from './ports.js';
 import { RateLimiter, refusalError } from './rate-limiter.js';
@@ -46,7 +47,6 @@ export type Outcome = 'memory' | 'store' | 'refreshed' | 'waited';
 export interface Served {
   token: Token;
   outcome: Outcome;
-  connection: Connection;
   /** Upstream token requests this request sent, by reason. */
   sent?: RefreshReason[];
   /** Ledger slots left after this request's debit, when it debited. */
@@ -100,6 +100,10 @@ export interface BrokerDeps {
   sealer: Sealer;
   upstream: Upstream;
   clock: Clock;
+  /** Lease owners and ledger attempt ids. */
+  ids: Ids;
+  /** The upstream request's timeout, and how long a request waits for its container's read or refresh. */
+  timers: Timers;
   log?: BrokerLog;
   options?: Partial<BrokerOptions>;
 }
@@ -199,17 +203,17 @@ export class TokenBroker {
         // In the refresh-ahead window one request per container refreshes; the others keep the current token.
         const ahead = inAheadWindow(mem.token, now, connection.refreshBeforeSeconds * 1000, skewMs);
         if (serves(mem.token, now, minTtlMs, skewMs) && (!ahead || running || now < mem.aheadBlockedUntil)) {
-          return { token: mem.token, outcome: waited ? 'waited' : 'memory', connection };
+          return { token: mem.token, outcome: waited ? 'waited' : 'memory' };
         }
         if (tooShortFor(mem.token, minTtlMs)) throw tooShort(mem.token);
       }
       if (running) {
         // In-process single flight: wait for this container's own store read or refresh, then look again.
         waited = true;
-        const r = await withDeadline(running, deadline, clock);
+        const r = await withDeadline(running, deadline, clock, this.deps.timers);
         // A token fresh from the upstream serves whoever waited for it (no skew allowance).
         if (r && (r.outcome === 'refreshed' || r.outcome === 'waited') && serves(r.token, clock.now(), minTtlMs, skewMs, true)) {
-          return { token: r.token, outcome: 'waited', connection };
+          return { token: r.token, outcome: 'waited' };
         }
         if (clock.now() >= deadline) throw unavailable('timed out waiting for a token refresh', 1);
         continue;
@@ -272,7 +276,7 @@ export class TokenBroker {
       item = await this.read(connection);
     } catch (e) {
       const pending = this.pendingToken(connection);
-      if (pending && serves(pending, clock.now(), minTtlMs, this.options.skewMs)) return { token: pending, outcome: 'memory', connection };
+      if (pending && serves(pending, clock.now(), minTtlMs, this.options.skewMs)) return { token: pending, outcome: 'memory' };
       throw e;
     }
     let token = this.withPending(connection, await this.open(connection, item));
@@ -281,7 +285,7 @@ export class TokenBroker {
     for (;;) {
       const fresh = (item?.ver ?? 0) > firstVer;
       const step = decide({ now: clock.now(), item, token, fresh, minTtlMs, deadline, holdsLease: false }, policy);
-      if (step.do === 'serve') return { token: step.token, outcome: fresh ? 'waited' : 'store', connection };
+      if (step.do === 'serve') return { token: step.token, outcome: fresh ? 'waited' : 'store' };
       if (step.do === 'refuse') throw step.error;
       if (step.do === 'refresh') {
         const served = await this.tryRefresh(connection, policy, step, minTtlMs, deadline, firstVer);
@@ -313,7 +317,7 @@ export class TokenBroker {
     let fallback = step.fallback;
     try {
       const now = clock.now();
-      const acquired = await this.storeCall(() => this.deps.store.acquireLease(connection.name, randomUUID(), now, now + this.options.leaseMs));
+      const acquired = await this.storeCall(() => this.deps.store.acquireLease(connection.name, this.deps.ids.next(), now, now + this.options.leaseMs));
       if (!acquired) return undefined;
       const { lease, item } = acquired;
       let current: Token | undefined;
@@ -330,7 +334,7 @@ export class TokenBroker {
         await this.releaseQuietly(connection, lease);
         // 'waited' only for a token published while this request waited: in-process waiters then take it
         // without the skew allowance; a cached one keeps it.
-        if (again.do === 'serve') return { token: again.token, outcome: item.ver > firstVer ? 'waited' : 'store', connection };
+        if (again.do === 'serve') return { token: again.token, outcome: item.ver > firstVer ? 'waited' : 'store' };
         if (again.do === 'refuse') throw again.error;
         return undefined;
       }
@@ -343,7 +347,6 @@ export class TokenBroker {
       return {
         token: fallback,
         outcome: 'store',
-        connection,
         ...(err?.extra.sent?.length ? { sent: err.extra.sent } : {}),
         ...(declined ? {} : { staleAfter: err?.code ?? 'internal' }),
         ...(err?.extra.fromUpstream ? { upstreamFailed: true } : {}),
@@ -397,7 +400,7 @@ export class TokenBroker {
     const { connection, lease, deadline } = ctx;
     const { clock } = this.deps;
     const limit = connection.rateLimit;
-    const attemptId = randomUUID();
+    const attemptId = this.deps.ids.next();
     const debit = limit ? await this.limiter.debit(limit, attemptId, { demand: DEMAND_REASONS.has(reason), connection: connection.name }) : undefined;
     const now = clock.now();
     // Finish inside the lease (nobody takes it over mid-request) and before the caller's deadline.
@@ -420,7 +423,7 @@ export class TokenBroker {
     }
     ctx.sent.push(reason);
     const sentAt = clock.now();
-    const up = await this.deps.upstream.requestToken(connection, secret.credentials, AbortSignal.timeout(budget));
+    const up = await this.deps.upstream.requestToken(connection, secret.credentials, this.deps.timers.timeout(budget));
     const token: Token = {
       accessToken: up.accessToken,
       tokenType: up.tokenType,
@@ -448,7 +451,7 @@ export class TokenBroker {
       const hold = backoffNote(unavailable('the upstream answered with a token that expires no later than the cached one; try again later', 1), holdUntil);
       await this.releaseQuietly(connection, lease, DEMAND_REASONS.has(reason) ? { demandBackoff: hold } : { backoff: hold });
       this.log.warn('upstream answered with a token that expires no later than the cached one', { connection: connection.name, reason, fp: token.fp });
-      if (serves(current, clock.now(), minTtlMs, this.options.skewMs)) return { token: current, outcome: 'store', connection, ...extra };
+      if (serves(current, clock.now(), minTtlMs, this.options.skewMs)) return { token: current, outcome: 'store', ...extra };
       throw withSent(errorForBackoff(hold, clock.now()), ctx.sent);
     }
     const satisfies = serves(token, clock.now(), minTtlMs, this.options.skewMs, true);
@@ -482,7 +485,7 @@ export class TokenBroker {
 
   /** The refreshed token for the request that fetched or awaited it, if it satisfies its min_ttl. */
   private answer(token: Token, outcome: Outcome, ctx: RefreshContext, extra: Pick<Served, 'sent' | 'ledgerRemaining'>): Served {
-    if (serves(token, this.deps.clock.now(), ctx.minTtlMs, this.options.skewMs, true)) return { token, outcome, connection: ctx.connection, ...extra };
+    if (serves(token, this.deps.clock.now(), ctx.minTtlMs, this.options.skewMs, true)) return { token, outcome, ...extra };
     if (tooShortFor(token, ctx.minTtlMs)) throw withSent(tooShort(token), ctx.sent);
     throw withSent(unavailable('the refreshed token does not satisfy min_ttl', 1), ctx.sent);
   }
@@ -547,7 +550,7 @@ export class TokenBroker {
     p.retryAt = now + PENDING_RETRY_MS;
     let lease: Lease | undefined;
     try {
-      const acquired = await store.acquireLease(connection.name, randomUUID(), now, now + this.options.leaseMs);
+      const acquired = await store.acquireLease(connection.name, this.deps.ids.next(), now, now + this.options.leaseMs);
       if (!acquired) return;
       lease = acquired.lease;
       const current = await this.open(connection, acquired.item);
@@ -774,16 +777,18 @@ function errorName(e: unknown): string {
   return e instanceof Error ? e.name : typeof e;
 }
 
-async function withDeadline<T>(p: Promise<T>, deadline: number, clock: Clock): Promise<T | undefined> {
+async function withDeadline<T>(p: Promise<T>, deadline: number, clock: Clock, timers: Timers): Promise<T | undefined> {
   const wait = deadline - clock.now();
   if (wait <= 0) return undefined;
-  let timer: NodeJS.Timeout | undefined;
-  const result = await Promise.race([
-    p,
-    new Promise<undefined>((resolve) => {
-      timer = setTimeout(() => resolve(undefined), wait);
-    }),
-  ]);
-  clearTimeout(timer);
-  return result;
+  const timeout = timers.timeout(wait);
+  let onTimeout!: () => void;
+  const timedOut = new Promise<undefined>((resolve) => {
+    onTimeout = () => resolve(undefined);
+    timeout.addEventListener('abort', onTimeout, { once: true });
+  });
+  try {
+    return await Promise.race([p, timedOut]);
+  } finally {
+    timeout.removeEventListener('abort', onTimeout);
+  }
 }

@@ -10,11 +10,6 @@ export interface Clock {
   sleep(ms: number): Promise<void>;
 }
 
-export const systemClock: Clock = {
-  now: () => Date.now(),
-  sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
-};
-
 /** Fresh unique ids: lease owners, ledger attempt ids. */
 export interface Ids {
   next(): string;

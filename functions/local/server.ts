@@ -9,7 +9,7 @@ import { rawAesSealer } from '../adapters/sealer.js';
 import { HttpUpstream } from '../adapters/upstream-http.js';
 import { isAllowed, principalFromArn } from '../core/authz.js';
 import { TokenBroker } from '../core/broker.js';
-import { systemClock } from '../core/ports.js';
+import { randomIds, systemClock, systemTimers } from '../adapters/system.js';
 import { createHttpHandler } from '../broker/http.js';
 import { noMetrics, type RequestLog } from '../broker/observability.js';
 import { fileSecrets, type LocalConfig, localSealKey, localSecretSource, parseLocalConfig, StartupError } from './config.js';
@@ -141,6 +141,8 @@ export async function startLocalBroker(opts: LocalBrokerOptions): Promise<LocalB
       sealer: rawAesSealer(localSealKey(opts.table)),
       upstream: new HttpUpstream(),
       clock: systemClock,
+      ids: randomIds,
+      timers: systemTimers,
       log: logger,
     });
     const handler = createHttpHandler({ broker, logger, metrics: noMetrics });
