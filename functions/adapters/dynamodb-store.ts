@@ -2,8 +2,9 @@
  * The token cache, lease and rate-limit ledger on one DynamoDB table (partition key `pk`), with
  * single-item conditional writes only (no transactions):
  *
- *   tok#<connection>  ver, fence, owner, leaseUntil, ct (sealed token), exp, iat, fp, rr (refresh reason),
- *                     inv, invAt, bo (backoff), dbo (demand backoff), cb (credential circuit), ttl
+ *   tok#<connection>  ver, fence, owner, leaseUntil, lat (lease taken at), rd (last refresh's duration),
+ *                     ct (sealed token), exp, iat, fp, rr (refresh reason), inv, invAt, bo (backoff),
+ *                     dbo (demand backoff), cb (credential circuit), ttl
  *   rl#<ledger key>   log (attemptId -> debit time), bo (upstream backoff until), hold#<connection>, ver, ttl
  *
  * Every read is strongly consistent and every write carries a condition. After a failed condition the
@@ -28,6 +29,7 @@ import {
   type Circuit,
   type InvalidateResult,
   type Lease,
+  type LeaseAttempt,
   type LedgerState,
   type LedgerStore,
   type LedgerWriteResult,
@@ -94,6 +96,8 @@ interface StoredToken {
   fence?: number;
   owner?: string;
   leaseUntil?: number;
+  lat?: number;
+  rd?: number;
   ct?: Uint8Array;
   exp?: number;
   iat?: number;
@@ -163,6 +167,8 @@ export function toTokenItem(item: Item): TokenItem {
   const t: TokenItem = { ver: s.ver ?? 0, fence: s.fence ?? 0 };
   if (s.owner) t.owner = s.owner;
   if (s.leaseUntil !== undefined) t.leaseUntil = s.leaseUntil;
+  if (s.lat !== undefined) t.leaseAt = s.lat;
+  if (s.rd !== undefined) t.refreshMs = s.rd;
   if (s.ct) t.sealed = s.ct;
   if (s.exp !== undefined) t.expiresAt = s.exp;
   if (s.iat !== undefined) t.issuedAt = s.iat;
@@ -218,6 +224,11 @@ interface Write {
   /** Placeholders whose attribute is not their own name. */
   names?: Record<string, string>;
   returnNew?: boolean;
+  /**
+   * The caller needs the item after a failed condition only to recognise its own write retried by the SDK:
+   * without a retry, a server that does not return the item is not asked again.
+   */
+  readBackOnlyAfterRetry?: boolean;
 }
 
 export class DynamoTokenStore implements TokenStore, LedgerStore {
@@ -235,7 +246,10 @@ export class DynamoTokenStore implements TokenStore, LedgerStore {
     }
   }
 
-  /** Runs a conditional update; on a failed condition returns the item as it stands (read back if need be). */
+  /**
+   * Runs a conditional update; on a failed condition returns the item as it stands: DynamoDB returns it with
+   * the failure (ALL_OLD), a server that does not (dynalite) costs a consistent read-back.
+   */
   private async conditionalUpdate(key: Item, w: Write): Promise<{ ok: boolean; item?: Item }> {
     const values = attributeValues(w.values ?? {});
     const input: UpdateItemCommandInput = {
@@ -253,8 +267,10 @@ export class DynamoTokenStore implements TokenStore, LedgerStore {
       return { ok: true, ...(out.Attributes ? { item: out.Attributes } : {}) };
     } catch (e) {
       if (!isConditionFailure(e)) throw storeFault(e);
-      // DynamoDB returns the item with the failure; a server that does not (dynalite) costs a read-back.
-      const item = e.Item ?? (await this.getRaw(key));
+      if (e.Item) return { ok: false, item: e.Item };
+      // The SDK counts its attempts on the error; unknown counts as retried.
+      if (w.readBackOnlyAfterRetry && e.$metadata?.attempts === 1) return { ok: false };
+      const item = await this.getRaw(key);
       return { ok: false, ...(item ? { item } : {}) };
     }
   }
@@ -266,26 +282,28 @@ export class DynamoTokenStore implements TokenStore, LedgerStore {
     return item ? toTokenItem(item) : undefined;
   }
 
-  async acquireLease(connection: string, owner: string, now: number, until: number): Promise<{ lease: Lease; item: TokenItem } | undefined> {
+  async acquireLease(connection: string, owner: string, now: number, until: number): Promise<LeaseAttempt> {
     const r = await this.conditionalUpdate(tokenKey(connection), {
-      update: 'SET #owner = :me, #leaseUntil = :until, #fence = if_not_exists(#fence, :zero) + :one, #ver = if_not_exists(#ver, :zero), #ttl = :ttl',
+      update: 'SET #owner = :me, #leaseUntil = :until, #lat = :now, #fence = if_not_exists(#fence, :zero) + :one, #ver = if_not_exists(#ver, :zero), #ttl = :ttl',
       condition: LEASE_FREE,
       // now + 2 days is never earlier than a live token's expiry + 1 day (tokens live at most 24 h).
       values: { me: owner, until, zero: 0, one: 1, now, ttl: epochSeconds(now) + 2 * DAY_S },
       returnNew: true,
+      readBackOnlyAfterRetry: true,
     });
     const item = r.item ? toTokenItem(r.item) : undefined;
     // A failed condition whose item shows us as owner: our own write, retried by the SDK.
-    if (!item || item.owner !== owner) return undefined;
+    if (!item || item.owner !== owner) return item ? { item } : {};
     return { lease: { owner, fence: item.fence, until: item.leaseUntil ?? until }, item };
   }
 
   async publish(connection: string, lease: Lease, token: SealedToken): Promise<PublishResult> {
     // The upstream just issued a token: any backoff and circuit are over. The demand backoff is replaced.
     const set = ['#ct = :ct', '#exp = :exp', '#iat = :iat', '#fp = :fp', '#rr = :rr', '#ver = #ver + :one', '#ttl = :ttl'];
-    const remove = ['#owner', '#leaseUntil', '#inv', '#bo', '#cb'];
+    const remove = ['#owner', '#leaseUntil', '#lat', '#inv', '#bo', '#cb'];
     if (token.demandBackoff) set.push('#dbo = :dbo');
     else remove.push('#dbo');
+    if (token.refreshMs !== undefined) set.push('#rd = :rd');
     const r = await this.conditionalUpdate(tokenKey(connection), {
       update: `SET ${set.join(', ')} REMOVE ${remove.join(', ')}`,
       condition: and(STILL_OUR_LEASE, NOT_REPLACING_A_LONGER_TOKEN),
@@ -300,6 +318,7 @@ export class DynamoTokenStore implements TokenStore, LedgerStore {
         me: lease.owner,
         fence: lease.fence,
         dbo: token.demandBackoff ? storedBackoff(token.demandBackoff) : undefined,
+        rd: token.refreshMs,
       },
     });
     if (r.ok) return 'published';
@@ -314,7 +333,7 @@ export class DynamoTokenStore implements TokenStore, LedgerStore {
     if (note.demandBackoff) set.push('#dbo = :dbo');
     if (note.circuit) set.push('#cb = :cb');
     const r = await this.conditionalUpdate(tokenKey(connection), {
-      update: `${set.length ? `SET ${set.join(', ')} ` : ''}REMOVE #owner, #leaseUntil`,
+      update: `${set.length ? `SET ${set.join(', ')} ` : ''}REMOVE #owner, #leaseUntil, #lat`,
       condition: STILL_OUR_LEASE,
       values: {
         me: lease.owner,

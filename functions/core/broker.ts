@@ -17,7 +17,6 @@ import { type InvalidationResult, invalidateToken } from './invalidation.js';
 import { BrokerError, type RefreshReason, forbidden, notFound, rateLimited, unavailable } from './errors.js';
 import { fingerprint } from './fingerprint.js';
 import { inAheadWindow, serves, tokenExpiry, tooShortFor } from './freshness.js';
-import { nextPoll } from './lease.js';
 import { ledgerMarginMs } from './ledger.js';
 import { DEFAULT_MARGIN_PARTS, HOLD_RATE_LIMITED_MS, HOLD_UNLIMITED_MS, LEASE_MS, MISCONFIGURED_RECHECK_MS, type MarginParts, UNLIMITED_GAP_MS } from './limits.js';
 import {
@@ -41,6 +40,7 @@ import {
 } from './ports.js';
 import { RateLimiter, refusalError } from './rate-limiter.js';
 import { CREDENTIAL_ERRORS, UpstreamError } from './upstream-errors.js';
+import { waitBeforeRead } from './waiting.js';
 
 export type Outcome = 'memory' | 'store' | 'refreshed' | 'waited';
 
@@ -136,6 +136,8 @@ interface Pending {
 interface RefreshContext {
   connection: Connection;
   lease: Lease;
+  /** When the lease was taken (this container's clock). */
+  leaseAt: number;
   /** The item as it stood when the lease was taken. */
   item: TokenItem;
   /** Its token, opened (undefined if none or invalidated). */
@@ -281,28 +283,41 @@ export class TokenBroker {
     }
     let token = this.withPending(connection, await this.open(connection, item));
     const firstVer = item?.ver ?? 0;
-    let poll = 0;
     for (;;) {
       const fresh = (item?.ver ?? 0) > firstVer;
       const step = decide({ now: clock.now(), item, token, fresh, minTtlMs, deadline, holdsLease: false }, policy);
       if (step.do === 'serve') return { token: step.token, outcome: fresh ? 'waited' : 'store' };
       if (step.do === 'refuse') throw step.error;
       if (step.do === 'refresh') {
-        const served = await this.tryRefresh(connection, policy, step, minTtlMs, deadline, firstVer);
-        if (served) return served;
+        const r = await this.tryRefresh(connection, policy, step, minTtlMs, deadline, firstVer);
+        if ('token' in r) return r;
+        if (r.lost?.item) {
+          // Another holder has the lease: the failed lease write brought the item back, no read needed.
+          item = r.lost.item;
+          token = this.withPending(connection, await this.open(connection, item));
+          continue;
+        }
+        if (r.lost) {
+          // The store did not return the item: another holder took the lease about when we tried, and its
+          // refresh should take as long as the last one did (the item we read says how long).
+          const now = clock.now();
+          await clock.sleep(Math.min(waitBeforeRead({ leaseAt: r.lost.at, refreshMs: item?.refreshMs }, now, this.options), deadline - now));
+        }
       } else {
-        poll = nextPoll(poll, this.options.pollInitialMs, this.options.pollMaxMs);
-        await clock.sleep(Math.min(poll, deadline - clock.now()));
+        // Sleep until the holder's refresh is due (the item says when), then poll fast.
+        const now = clock.now();
+        await clock.sleep(Math.min(waitBeforeRead(item, now, this.options), deadline - now));
       }
-      // Another holder has the lease, or we waited for one: look again.
+      // We waited for another holder, or gave a lease back: look again.
       item = await this.read(connection);
       token = this.withPending(connection, await this.open(connection, item));
     }
   }
 
   /**
-   * Takes the lease and refreshes, unless the item changed so that no refresh is needed any more. Undefined
-   * when another holder has the lease. A refresh-ahead that fails for any reason serves its still-valid token.
+   * Takes the lease and refreshes, unless the item changed so that no refresh is needed any more. When
+   * another holder has the lease: `lost`, with the time we tried and the item as the failed lease write found
+   * it if the store returned it. A refresh-ahead that fails for any reason serves its still-valid token.
    */
   private async tryRefresh(
     connection: Connection,
@@ -311,15 +326,19 @@ export class TokenBroker {
     minTtlMs: number,
     deadline: number,
     firstVer: number,
-  ): Promise<Served | undefined> {
+  ): Promise<Served | { lost?: { at: number; item?: TokenItem | undefined } }> {
     const { clock } = this.deps;
     // What to serve if this refresh-ahead fails: the still-valid token, as long as it is still the cached one.
     let fallback = step.fallback;
     try {
-      const now = clock.now();
-      const acquired = await this.storeCall(() => this.deps.store.acquireLease(connection.name, this.deps.ids.next(), now, now + this.options.leaseMs));
-      if (!acquired) return undefined;
-      const { lease, item } = acquired;
+      const leaseAt = clock.now();
+      const attempt = await this.storeCall(() => this.deps.store.acquireLease(connection.name, this.deps.ids.next(), leaseAt, leaseAt + this.options.leaseMs));
+      if (!attempt.lease) {
+        // Someone else refreshes ahead: the still-valid token serves meanwhile.
+        if (fallback && serves(fallback, clock.now(), minTtlMs, this.options.skewMs)) return { token: fallback, outcome: 'store' };
+        return { lost: { at: leaseAt, item: attempt.item } };
+      }
+      const { lease, item } = attempt;
       let current: Token | undefined;
       try {
         current = this.withPending(connection, await this.open(connection, item));
@@ -336,9 +355,9 @@ export class TokenBroker {
         // without the skew allowance; a cached one keeps it.
         if (again.do === 'serve') return { token: again.token, outcome: item.ver > firstVer ? 'waited' : 'store' };
         if (again.do === 'refuse') throw again.error;
-        return undefined;
+        return {};
       }
-      return await this.refresh({ connection, lease, item, current, minTtlMs, deadline, sent: [], probe: again.circuit === 'probe' }, again);
+      return await this.refresh({ connection, lease, leaseAt, item, current, minTtlMs, deadline, sent: [], probe: again.circuit === 'probe' }, again);
     } catch (e) {
       if (!fallback || !serves(fallback, clock.now(), minTtlMs, this.options.skewMs)) throw e;
       const err = e instanceof BrokerError ? e : undefined;
@@ -466,6 +485,8 @@ export class TokenBroker {
         fp: token.fp,
         reason,
         ...(demandBackoff ? { demandBackoff } : {}),
+        // What the next refresh's waiters sleep for before they read.
+        refreshMs: Math.max(0, clock.now() - ctx.leaseAt),
       });
       published = result === 'published';
     } catch (e) {
@@ -551,7 +572,7 @@ export class TokenBroker {
     let lease: Lease | undefined;
     try {
       const acquired = await store.acquireLease(connection.name, this.deps.ids.next(), now, now + this.options.leaseMs);
-      if (!acquired) return;
+      if (!acquired.lease) return;
       lease = acquired.lease;
       const current = await this.open(connection, acquired.item);
       if (current && current.expiresAt >= p.token.expiresAt) {

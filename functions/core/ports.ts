@@ -106,6 +106,10 @@ export interface TokenItem {
   fence: number;
   owner?: string;
   leaseUntil?: number;
+  /** When the current lease was taken (the holder's clock): waiters expect its publish `refreshMs` later. */
+  leaseAt?: number;
+  /** How long the last refresh took, from taking the lease to publishing (core/waiting.ts). */
+  refreshMs?: number;
   sealed?: Uint8Array;
   expiresAt?: number;
   issuedAt?: number;
@@ -138,7 +142,15 @@ export interface SealedToken {
   fp: string;
   reason: RefreshReason;
   demandBackoff?: Backoff;
+  /** How long this refresh took from taking the lease: what the next refresh's waiters expect. */
+  refreshMs?: number;
 }
+
+/**
+ * A lease attempt: the lease and the item after the write; or no lease (another holder has it) and, when the
+ * store returned it with the failure, the item as the failed write found it.
+ */
+export type LeaseAttempt = { lease: Lease; item: TokenItem } | { lease?: undefined; item?: TokenItem };
 
 export type PublishResult = 'published' | 'superseded';
 
@@ -155,11 +167,12 @@ export interface TokenStore {
   /** Strongly consistent read of the connection's item. */
   get(connection: string): Promise<TokenItem | undefined>;
   /**
-   * Takes the lease if it is free or expired at `now`. Returns the lease and the item as it stands after
-   * the write, or undefined when another holder has it. Reads back after a failed condition, so an
-   * SDK retry of a write that succeeded is recognised as ours.
+   * Takes the lease if it is free or expired at `now`, recording `now` as `leaseAt`. Returns the lease and
+   * the item as it stands after the write; when another holder has it, no lease and the item as the failed
+   * write found it if the store returned it (DynamoDB does), so a waiter needs no read of its own. An SDK
+   * retry of a write that succeeded is recognised as ours (read back if the store did not return the item).
    */
-  acquireLease(connection: string, owner: string, now: number, until: number): Promise<{ lease: Lease; item: TokenItem } | undefined>;
+  acquireLease(connection: string, owner: string, now: number, until: number): Promise<LeaseAttempt>;
   /**
    * Stores the token and frees the lease, only while `lease` is still the current one (fencing) and
    * the cached token is not one that expires later (unless that one was invalidated). Clears any backoff

@@ -151,7 +151,7 @@ describe('dead lease holders (A6, A7)', () => {
     const config = connections(world.idp, { dead: {} });
     const store = storeOf(world);
     const dead = await store.acquireLease('dead', 'dead-holder', clock.now(), clock.now() + 3_000);
-    expect(dead?.lease.fence).toBe(1);
+    expect(dead.lease?.fence).toBe(1);
     const { broker } = instance(world, { clock, config, options: { leaseMs: 3_000, maxWaitMs: 10_000, upstreamTimeoutMs: 1_000 } });
     const served = await get(broker, 'dead');
     expect(served.outcome).toBe('refreshed');
@@ -160,7 +160,7 @@ describe('dead lease holders (A6, A7)', () => {
     expect(item?.fence).toBe(2);
     expect(item?.ver).toBe(1);
     expect(item?.owner).toBeUndefined();
-    expect(clock.now()).toBeGreaterThanOrEqual(dead!.lease.until);
+    expect(clock.now()).toBeGreaterThanOrEqual(dead.lease!.until);
   });
 
   it('a holder that died between the IdP answer and the publish costs a second ledger slot, nothing else (A7)', async () => {
