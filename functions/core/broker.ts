@@ -40,7 +40,7 @@ import {
 } from './ports.js';
 import { RateLimiter, refusalError } from './rate-limiter.js';
 import { CREDENTIAL_ERRORS, UpstreamError } from './upstream-errors.js';
-import { waitBeforeRead } from './waiting.js';
+import { expectedRefreshMs, waitBeforeRead } from './waiting.js';
 
 export type Outcome = 'memory' | 'store' | 'refreshed' | 'waited';
 
@@ -486,7 +486,7 @@ export class TokenBroker {
         reason,
         ...(demandBackoff ? { demandBackoff } : {}),
         // What the next refresh's waiters sleep for before they read.
-        refreshMs: Math.max(0, clock.now() - ctx.leaseAt),
+        refreshMs: expectedRefreshMs(ctx.item.refreshMs, clock.now() - ctx.leaseAt),
       });
       published = result === 'published';
     } catch (e) {

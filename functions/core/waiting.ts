@@ -1,8 +1,8 @@
 /**
  * How a request waits for another container's refresh (pure). DESIGN "Performance goals": a waiter is
  * served within 50 ms (p50; 100 ms p99) of the winner's publish, with at most 5 store reads per waiting
- * container. The item says when its lease was taken (`leaseAt`) and how long the last refresh took, lease to
- * publish (`refreshMs`): a waiter sleeps until the refresh is due, then polls fast, a little slower the later
+ * container. The item says when its lease was taken (`leaseAt`) and how long refreshes take, lease to
+ * publish (`refreshMs`, a running mean): a waiter sleeps until the refresh is due, then polls fast, a little slower the later
  * the refresh is. Without a recorded refresh (a connection's first), it polls from the lease time on, each
  * interval as long as the time since the lease. Never past the lease's end: a dead holder is taken over then.
  */
@@ -17,6 +17,15 @@ export interface WaitOptions {
 
 /** After the expected publish time: for the publish write to land before our read does. */
 export const PUBLISH_ALLOWANCE_MS = 10;
+
+/**
+ * What a publish records as the expected length of the next refresh: the mean of the one recorded and this
+ * one (one slow refresh, a stalled container, moves it by half), or this one if none was recorded.
+ */
+export function expectedRefreshMs(recorded: number | undefined, tookMs: number): number {
+  const took = Math.max(0, Math.round(tookMs));
+  return recorded === undefined ? took : Math.round((recorded + took) / 2);
+}
 
 /** When the holder of the item's lease is expected to publish (epoch ms, holder's clock), if the item says. */
 export function expectedPublishAt(item: Pick<TokenItem, 'leaseAt' | 'refreshMs'> | undefined): number | undefined {

@@ -3,7 +3,7 @@
  * that grow with the delay; never past the lease's end. Reads are counted by simulating the schedule.
  */
 import { describe, expect, it } from 'vitest';
-import { PUBLISH_ALLOWANCE_MS, expectedPublishAt, waitBeforeRead } from '../../functions/core/waiting.js';
+import { PUBLISH_ALLOWANCE_MS, expectedPublishAt, expectedRefreshMs, waitBeforeRead } from '../../functions/core/waiting.js';
 
 const T0 = Date.UTC(2026, 10, 30, 12, 0, 0);
 const O = { pollInitialMs: 20, pollMaxMs: 250 };
@@ -20,6 +20,15 @@ function reads(item: Parameters<typeof waitBeforeRead>[0], start: number, publis
   }
   return at;
 }
+
+describe('expectedRefreshMs', () => {
+  it('is the first refresh\'s length, then the mean of the recorded one and the latest: one slow refresh moves it by half', () => {
+    expect(expectedRefreshMs(undefined, 512.4)).toBe(512);
+    expect(expectedRefreshMs(500, 700)).toBe(600);
+    expect(expectedRefreshMs(600, 500)).toBe(550);
+    expect(expectedRefreshMs(undefined, -3)).toBe(0); // a clock that stepped back
+  });
+});
 
 describe('waitBeforeRead', () => {
   it('sleeps until the refresh is due: the lease time plus the last refresh duration plus the publish allowance', () => {
