@@ -2,7 +2,7 @@
  * The token cache, lease and rate-limit ledger on one DynamoDB table (partition key `pk`), with
  * single-item conditional writes only (no transactions):
  *
- *   tok#<connection>  ver, fence, owner, leaseUntil, lat (lease taken at), rd (mean refresh duration),
+ *   tok#<connection>  ver, fence, owner, leaseUntil, lat (lease taken at), rd (expected refresh duration),
  *                     ct (sealed token), exp, iat, fp, rr (refresh reason), inv, invAt, bo (backoff),
  *                     dbo (demand backoff), cb (credential circuit), ttl
  *   rl#<ledger key>   log (attemptId -> debit time), bo (upstream backoff until), hold#<connection>, ver, ttl

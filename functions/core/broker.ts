@@ -274,6 +274,8 @@ export class TokenBroker {
     const policy = this.policy(connection);
     await this.storePending(connection);
     let item: TokenItem | undefined;
+    // When the last read was sent: a lease taken after it showed the lease free was taken after this.
+    let readAt = clock.now();
     try {
       item = await this.read(connection);
     } catch (e) {
@@ -298,10 +300,11 @@ export class TokenBroker {
           continue;
         }
         if (r.lost) {
-          // The store did not return the item: another holder took the lease about when we tried, and its
-          // refresh should take as long as the last one did (the item we read says how long).
+          // The store did not return the item: another holder took the lease after our read showed it free
+          // (counted from the read: early rather than late), and its refresh should take as long as the item
+          // we read expects.
           const now = clock.now();
-          await clock.sleep(Math.min(waitBeforeRead({ leaseAt: r.lost.at, refreshMs: item?.refreshMs }, now, this.options), deadline - now));
+          await clock.sleep(Math.min(waitBeforeRead({ leaseAt: readAt, refreshMs: item?.refreshMs }, now, this.options), deadline - now));
         }
       } else {
         // Sleep until the holder's refresh is due (the item says when), then poll fast.
@@ -309,6 +312,7 @@ export class TokenBroker {
         await clock.sleep(Math.min(waitBeforeRead(item, now, this.options), deadline - now));
       }
       // We waited for another holder, or gave a lease back: look again.
+      readAt = clock.now();
       item = await this.read(connection);
       token = this.withPending(connection, await this.open(connection, item));
     }
@@ -316,8 +320,8 @@ export class TokenBroker {
 
   /**
    * Takes the lease and refreshes, unless the item changed so that no refresh is needed any more. When
-   * another holder has the lease: `lost`, with the time we tried and the item as the failed lease write found
-   * it if the store returned it. A refresh-ahead that fails for any reason serves its still-valid token.
+   * another holder has the lease: `lost`, with the item as the failed lease write found it if the store
+   * returned it. A refresh-ahead that fails for any reason serves its still-valid token.
    */
   private async tryRefresh(
     connection: Connection,
@@ -326,7 +330,7 @@ export class TokenBroker {
     minTtlMs: number,
     deadline: number,
     firstVer: number,
-  ): Promise<Served | { lost?: { at: number; item?: TokenItem | undefined } }> {
+  ): Promise<Served | { lost?: { item?: TokenItem | undefined } }> {
     const { clock } = this.deps;
     // What to serve if this refresh-ahead fails: the still-valid token, as long as it is still the cached one.
     let fallback = step.fallback;
@@ -336,7 +340,7 @@ export class TokenBroker {
       if (!attempt.lease) {
         // Someone else refreshes ahead: the still-valid token serves meanwhile.
         if (fallback && serves(fallback, clock.now(), minTtlMs, this.options.skewMs)) return { token: fallback, outcome: 'store' };
-        return { lost: { at: leaseAt, item: attempt.item } };
+        return { lost: { item: attempt.item } };
       }
       const { lease, item } = attempt;
       let current: Token | undefined;

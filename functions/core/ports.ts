@@ -108,7 +108,7 @@ export interface TokenItem {
   leaseUntil?: number;
   /** When the current lease was taken (the holder's clock): waiters expect its publish `refreshMs` later. */
   leaseAt?: number;
-  /** How long refreshes take, from taking the lease to publishing (a running mean, core/waiting.ts). */
+  /** How long refreshes take, from taking the lease to publishing (an estimate that leans early, core/waiting.ts). */
   refreshMs?: number;
   sealed?: Uint8Array;
   expiresAt?: number;

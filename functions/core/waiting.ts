@@ -2,7 +2,7 @@
  * How a request waits for another container's refresh (pure). DESIGN "Performance goals": a waiter is
  * served within 50 ms (p50; 100 ms p99) of the winner's publish, with at most 5 store reads per waiting
  * container. The item says when its lease was taken (`leaseAt`) and how long refreshes take, lease to
- * publish (`refreshMs`, a running mean): a waiter sleeps until the refresh is due, then polls fast, a little slower the later
+ * publish (`refreshMs`, an estimate that leans early): a waiter sleeps until the refresh is due, then polls fast, a little slower the later
  * the refresh is. Without a recorded refresh (a connection's first), it polls from the lease time on, each
  * interval as long as the time since the lease. Never past the lease's end: a dead holder is taken over then.
  */
@@ -19,12 +19,13 @@ export interface WaitOptions {
 export const PUBLISH_ALLOWANCE_MS = 10;
 
 /**
- * What a publish records as the expected length of the next refresh: the mean of the one recorded and this
- * one (one slow refresh, a stalled container, moves it by half), or this one if none was recorded.
+ * What a publish records as the expected length of the next refresh, leaning early: a faster refresh lowers
+ * it at once, a slower one (a slow upstream answer, a busy container) raises it by half the difference.
+ * Waking early costs a waiter one more read; waking late costs every waiting request the difference.
  */
 export function expectedRefreshMs(recorded: number | undefined, tookMs: number): number {
   const took = Math.max(0, Math.round(tookMs));
-  return recorded === undefined ? took : Math.round((recorded + took) / 2);
+  return recorded === undefined || took <= recorded ? took : Math.round((recorded + took) / 2);
 }
 
 /** When the holder of the item's lease is expected to publish (epoch ms, holder's clock), if the item says. */

@@ -155,11 +155,11 @@ describe('waiters of a refresh storm', () => {
     expect(new Set(first.served.map((s) => s.token.accessToken)).size).toBe(1);
     expect((await f.store.get(connection))?.refreshMs).toBe(500);
 
-    // Each publish records the mean of the recorded length and its own: 500, then 500, 530, 515.
+    // Each publish records the length waiters expect next: 500, then 500, 530 (half way up), 500 (down at once).
     for (const [refreshMs, late, recorded] of [
       [500, 0, 500],
       [560, 60, 530],
-      [500, -30, 515],
+      [500, -30, 500],
     ] as const) {
       await f.store.invalidate(connection, (await f.store.get(connection))!.fp!, f.clock.now());
       const before = world.idp.count();

@@ -22,10 +22,10 @@ function reads(item: Parameters<typeof waitBeforeRead>[0], start: number, publis
 }
 
 describe('expectedRefreshMs', () => {
-  it('is the first refresh\'s length, then the mean of the recorded one and the latest: one slow refresh moves it by half', () => {
+  it('is the first refresh\'s length; a faster one lowers it at once, a slower one raises it by half the difference', () => {
     expect(expectedRefreshMs(undefined, 512.4)).toBe(512);
     expect(expectedRefreshMs(500, 700)).toBe(600);
-    expect(expectedRefreshMs(600, 500)).toBe(550);
+    expect(expectedRefreshMs(600, 500)).toBe(500);
     expect(expectedRefreshMs(undefined, -3)).toBe(0); // a clock that stepped back
   });
 });
