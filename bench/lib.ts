@@ -72,6 +72,8 @@ export interface StormRound {
   outcomes: Record<string, number>;
   /** Consistent reads (GetItem) of the token item this process made during the storm. */
   reads: number;
+  /** When each of those reads was sent and answered (epoch ms). */
+  readTimes: [number, number][];
   /** Set in the process that refreshed: when its publish returned (epoch ms; all processes share one clock). */
   publishedAt?: number;
 }

@@ -286,6 +286,7 @@ async function refreshStorm(dynamo: EmbeddedDynamo) {
           refreshed: r.publishedAt !== undefined,
           startMs: r.startedAt - publishedAt,
           reads: r.reads,
+          readsMs: r.readTimes.map(([a, b]) => `${a - publishedAt}+${b - a}`).join(' '),
           firstMs: Math.min(...r.servedAt) - publishedAt,
           lastMs: Math.max(...r.servedAt) - publishedAt,
         }));

@@ -91,10 +91,15 @@ async function waiters(env: Env, requests: number, minTtl: number, warm: string)
   const warmed = tokenOutcome(await c.handler(getEvent(warm, minTtl)), minTtl);
   if (warmed.outcome !== '200') throw new Error(`warm-up failed: ${warmed.outcome}`);
   let reads = 0;
+  let readTimes: [number, number][] = [];
   c.client.middlewareStack.add(
-    (next, ctx) => (args) => {
-      if (ctx.commandName === 'GetItemCommand' && (args.input as { Key?: { pk?: { S?: string } } }).Key?.pk?.S?.startsWith('tok#')) reads++;
-      return next(args);
+    (next, ctx) => async (args) => {
+      if (ctx.commandName !== 'GetItemCommand' || !(args.input as { Key?: { pk?: { S?: string } } }).Key?.pk?.S?.startsWith('tok#')) return next(args);
+      reads++;
+      const sent = Date.now();
+      const out = await next(args);
+      readTimes.push([sent, Date.now()]);
+      return out;
     },
     { step: 'initialize' },
   );
@@ -107,6 +112,7 @@ async function waiters(env: Env, requests: number, minTtl: number, warm: string)
   };
   return async (): Promise<StormRound> => {
     reads = 0;
+    readTimes = [];
     publishedAt = undefined;
     const outcomes: Record<string, number> = {};
     const startedAt = Date.now();
@@ -117,7 +123,7 @@ async function waiters(env: Env, requests: number, minTtl: number, warm: string)
         return Date.now();
       }),
     );
-    return { startedAt, servedAt, outcomes, reads, ...(publishedAt !== undefined ? { publishedAt } : {}) };
+    return { startedAt, servedAt, outcomes, reads, readTimes, ...(publishedAt !== undefined ? { publishedAt } : {}) };
   };
 }
 
