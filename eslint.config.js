@@ -69,8 +69,6 @@ const INFRA_IMPORTS = [
 ];
 
 const BENCH_IMPORTS = [forbid('(^|/)test/', 'bench imports no test files: fakes it shares with the tests live in testkit/.')];
-// TEMP until bench/run.ts imports the IdP from testkit/idp.js: test/support/idp.ts is a re-export for it.
-const BENCH_RUN_IMPORTS = [forbid('(^|/)test/(?!support/idp(\\.js)?$)', BENCH_IMPORTS[0].message)];
 const TESTKIT_IMPORTS = [forbid('(^|/)(test|bench)/', 'testkit/ serves tests and bench: it imports from neither.')];
 
 /** The rules for one layer: its import regexes on static imports and import(), plus extra restrictions. */
@@ -90,11 +88,7 @@ function layer(files, imports, extra = {}) {
 const NO_LAZY_LOAD = { selector: 'ImportExpression', message: 'functions/core loads nothing lazily: the broker composes adapters (functions/broker).' };
 
 /** The core's rules; `clock: false` keeps the layering but not the clock and randomness rules. */
-function coreLayer(files, { clock }) {
-  if (!clock) {
-    const rules = layer(files, CORE_IMPORTS, { syntax: [NO_LAZY_LOAD] });
-    return { ...rules, rules: { ...rules.rules, 'no-restricted-globals': 'off', 'no-restricted-properties': 'off' } };
-  }
+function coreLayer(files) {
   return layer(files, [...CORE_IMPORTS, ...CORE_CLOCK_IMPORTS], {
     paths: CORE_CLOCK_PATHS,
     globals: CORE_CLOCK_GLOBALS,
@@ -118,13 +112,9 @@ export default tseslint.config(
     },
   },
   layer(inside('functions'), NOT_TESTS),
-  coreLayer(inside('functions/core'), { clock: true }),
-  // TEMP until wip/store merges: these two still take ids, timeouts and the system clock from Node directly.
-  // Everything else of the core's layering holds for them.
-  coreLayer(['functions/core/broker.ts', 'functions/core/ports.ts'], { clock: false }),
+  coreLayer(inside('functions/core')),
   layer(inside('client'), CLIENT_IMPORTS),
   layer([...inside('infra'), ...inside('cdk/src')], INFRA_IMPORTS),
   layer(inside('bench'), BENCH_IMPORTS),
-  layer(['bench/run.ts'], BENCH_RUN_IMPORTS),
   layer(inside('testkit'), TESTKIT_IMPORTS),
 );

@@ -15,7 +15,7 @@ import { createHttpHandler, type ProxyEvent } from '../functions/broker/http.js'
 import { noMetrics, powertoolsLogger, powertoolsMetrics, type RequestLog } from '../functions/broker/observability.js';
 import { type BrokerOptions, TokenBroker } from '../functions/core/broker.js';
 import { type ConnectionInput, parseConfig } from '../functions/core/config.js';
-import { systemClock } from '../functions/core/ports.js';
+import { randomIds, systemClock, systemTimers } from '../functions/adapters/system.js';
 
 export const CALLER = 'arn:aws:sts::111122223333:assumed-role/payments-api/bench';
 export const ALLOWED = ['arn:aws:iam::111122223333:role/payments-*'];
@@ -45,7 +45,9 @@ export type StormMode = 'broker' | 'process-cache' | 'no-cache';
 export type Job =
   | { kind: 'storm'; env: Env; load: Load; mode: StormMode }
   | { kind: 'ledger'; env: Env; load: Load }
-  | { kind: 'hot'; env: Env; rounds: number; perRound: number; refreshes: number };
+  | { kind: 'hot'; env: Env; rounds: number; perRound: number; refreshes: number }
+  /** `warm`: a connection this process refreshes once before the storms (its upstream client and secrets load). */
+  | { kind: 'waiters'; env: Env; requests: number; minTtl: number; warm: string };
 
 /** Calls made and their outcomes (`200`, `429`, `short` for a token below min_ttl, `error:Name`, ...). */
 export interface Tally {
@@ -53,6 +55,27 @@ export interface Tally {
   outcomes: Record<string, number>;
   /** Ledger debits written by this process (epoch ms, as recorded in the ledger). */
   debits?: number[];
+  /**
+   * Distinct tokens served by this process: access token -> expiry (epoch ms) as served. The broker's expiry is
+   * the time it sent the token request + expires_in, so it dates each token by its request, however late the
+   * request reached the upstream (a stalled worker).
+   */
+  tokens?: Record<string, number>;
+}
+
+/** One refresh storm as one worker saw it (`waiters` job). */
+export interface StormRound {
+  /** Epoch ms at which this process sent its requests (all at once). */
+  startedAt: number;
+  /** Epoch ms at which each request of this process was answered. */
+  servedAt: number[];
+  outcomes: Record<string, number>;
+  /** Consistent reads (GetItem) of the token item this process made during the storm. */
+  reads: number;
+  /** When each of those reads was sent and answered (epoch ms). */
+  readTimes: [number, number][];
+  /** Set in the process that refreshed: when its publish returned (epoch ms; all processes share one clock). */
+  publishedAt?: number;
 }
 
 export interface LatencyStats {
@@ -65,14 +88,17 @@ export interface HotResult {
   latency: Record<string, LatencyStats>;
   /** DynamoDB calls per timed run of each probe. */
   dbCallsPerRun: Record<string, number>;
+  /** Bytes and lines written to stdout and stderr per timed run of each probe (the log line and its EMF metrics). */
+  logBytesPerRun: Record<string, number>;
+  logLinesPerRun: Record<string, number>;
 }
 
-export type WorkerResult = Tally | HotResult;
+export type WorkerResult = Tally | HotResult | { rounds: number };
 
-/** Messages from the runner to a worker, and back. */
-export type ToWorker = { type: 'job'; job: Job } | { type: 'go' };
+/** Messages from the runner to a worker, and back. A `waiters` worker answers each `storm` until `stop`. */
+export type ToWorker = { type: 'job'; job: Job } | { type: 'go' } | { type: 'storm' } | { type: 'stop' };
 export type Done<R = WorkerResult> = { type: 'result'; result: R; maxStallMs: number; runMs: number };
-export type FromWorker = { type: 'ready' } | Done | { type: 'failed'; error: string };
+export type FromWorker = { type: 'ready' } | Done | { type: 'failed'; error: string } | { type: 'storm'; round: StormRound };
 
 export function connectionDoc(tokenUrl: string, extra: Partial<ConnectionInput> = {}): ConnectionInput {
   return { tokenUrl, grantType: 'client_credentials', secret: SECRET_NAME, callers: ALLOWED, ...extra } as ConnectionInput;
@@ -105,6 +131,8 @@ export function container(env: Env, o: { options?: Partial<BrokerOptions>; quiet
     sealer,
     upstream: new HttpUpstream(),
     clock: systemClock,
+    ids: randomIds,
+    timers: systemTimers,
     log: logger,
     options: { ...env.options, ...o.options },
   });
@@ -135,11 +163,41 @@ export const invalidateEvent = (connection: string, accessToken: string) =>
   apiEvent('POST', `/tokens/${connection}/invalidate`, { body: JSON.stringify({ access_token: accessToken }) });
 
 /** The outcome of a GET /tokens response: `200`, `short` if the token has less than min_ttl left, else status and message. */
-export function tokenOutcome(res: APIGatewayProxyResult, minTtl: number): { outcome: string; accessToken?: string } {
+export function tokenOutcome(res: APIGatewayProxyResult, minTtl: number): { outcome: string; accessToken?: string; expiresAt?: number } {
   if (res.statusCode !== 200) return { outcome: `${res.statusCode} ${(JSON.parse(res.body) as { message?: string }).message ?? ''}`.trim() };
   const body = JSON.parse(res.body) as { access_token: string; expires_in: number; expires_at: string };
-  const short = body.expires_in < minTtl || Date.parse(body.expires_at) - Date.now() < minTtl * 1000;
-  return { outcome: short ? 'short' : '200', accessToken: body.access_token };
+  const expiresAt = Date.parse(body.expires_at);
+  const short = body.expires_in < minTtl || expiresAt - Date.now() < minTtl * 1000;
+  return { outcome: short ? 'short' : '200', accessToken: body.access_token, expiresAt };
+}
+
+/** Remembers the distinct tokens a process served (at most `cap`: a no-cache run serves one per call). */
+export function tokenLog(cap = 5_000) {
+  const tokens: Record<string, number> = {};
+  let size = 0;
+  return {
+    tokens,
+    add(accessToken: string | undefined, expiresAt: number | undefined) {
+      if (accessToken === undefined || expiresAt === undefined || accessToken in tokens || size >= cap) return;
+      tokens[accessToken] = expiresAt;
+      size++;
+    },
+  };
+}
+
+/** Counts the bytes and lines this process writes to stdout and stderr (the handler's log lines). */
+export function outputBytes(): () => { bytes: number; lines: number } {
+  const out = { bytes: 0, lines: 0 };
+  for (const stream of [process.stdout, process.stderr]) {
+    const write = stream.write.bind(stream) as (...args: unknown[]) => boolean;
+    stream.write = ((chunk: string | Uint8Array, ...rest: unknown[]) => {
+      const buf = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
+      out.bytes += buf.byteLength;
+      for (const b of buf) if (b === 10) out.lines++;
+      return write(chunk, ...rest);
+    }) as typeof stream.write;
+  }
+  return () => ({ ...out });
 }
 
 /** Runs `concurrency` loops of `action` until `durationMs` has passed; every call's outcome is tallied. */
@@ -159,10 +217,11 @@ export async function drive(action: () => Promise<string>, load: Pick<Load, 'con
 }
 
 export function mergeTallies(tallies: Tally[]): Tally {
-  const out: Tally = { calls: 0, outcomes: {}, debits: [] };
+  const out: Tally = { calls: 0, outcomes: {}, debits: [], tokens: {} };
   for (const t of tallies) {
     out.calls += t.calls;
     out.debits!.push(...(t.debits ?? []));
+    Object.assign(out.tokens!, t.tokens);
     for (const [k, v] of Object.entries(t.outcomes)) out.outcomes[k] = (out.outcomes[k] ?? 0) + v;
   }
   return out;

@@ -22,6 +22,8 @@ import {
   type Load,
   type Probe,
   type StormMode,
+  type StormRound,
+  type Tally,
   type ToWorker,
   type WorkerResult,
   container,
@@ -29,6 +31,8 @@ import {
   getEvent,
   invalidateEvent,
   measure,
+  outputBytes,
+  tokenLog,
   tokenOutcome,
 } from './lib.js';
 
@@ -58,13 +62,69 @@ function processCache(connection: Connection, skewMs: number) {
 function storm(env: Env, load: Load, mode: StormMode) {
   const c = container(env);
   const cache = processCache(c.config.connections.get('main')!, c.broker.options.skewMs);
-  const fresh = (t: Token) => (t.expiresAt - Date.now() >= load.minTtl * 1000 ? '200' : 'short');
+  // Which tokens this process served, dated by their expiry: the runner counts token lifetimes by them.
+  const served = tokenLog();
+  const fresh = (t: Token) => {
+    served.add(t.accessToken, t.expiresAt);
+    return t.expiresAt - Date.now() >= load.minTtl * 1000 ? '200' : 'short';
+  };
   const actions: Record<StormMode, () => Promise<string>> = {
-    broker: async () => tokenOutcome(await c.handler(getEvent('main', load.minTtl)), load.minTtl).outcome,
+    broker: async () => {
+      const r = tokenOutcome(await c.handler(getEvent('main', load.minTtl)), load.minTtl);
+      served.add(r.accessToken, r.expiresAt);
+      return r.outcome;
+    },
     'process-cache': async () => fresh(await cache.get(load.minTtl)),
     'no-cache': async () => fresh(await cache.fetchToken()),
   };
-  return () => drive(actions[mode], load);
+  return async (): Promise<Tally> => ({ ...(await drive(actions[mode], load)), tokens: served.tokens });
+}
+
+/**
+ * Refresh storms, one per `storm` message: `requests` concurrent requests for a token that the runner has
+ * invalidated. Reports when each was answered, the reads of the token item the process made, and, in the
+ * process that refreshed, when its publish returned.
+ */
+async function waiters(env: Env, requests: number, minTtl: number, warm: string) {
+  const c = container(env);
+  // A warm container: its first refresh (which loads the upstream client and reads the secret) is behind it.
+  const warmed = tokenOutcome(await c.handler(getEvent(warm, minTtl)), minTtl);
+  if (warmed.outcome !== '200') throw new Error(`warm-up failed: ${warmed.outcome}`);
+  let reads = 0;
+  let readTimes: [number, number][] = [];
+  c.client.middlewareStack.add(
+    (next, ctx) => async (args) => {
+      if (ctx.commandName !== 'GetItemCommand' || !(args.input as { Key?: { pk?: { S?: string } } }).Key?.pk?.S?.startsWith('tok#')) return next(args);
+      reads++;
+      const sent = Date.now();
+      const out = await next(args);
+      readTimes.push([sent, Date.now()]);
+      return out;
+    },
+    { step: 'initialize' },
+  );
+  let publishedAt: number | undefined;
+  const publish = c.store.publish.bind(c.store);
+  c.store.publish = async (...args) => {
+    const r = await publish(...args);
+    if (r === 'published') publishedAt = Date.now();
+    return r;
+  };
+  return async (): Promise<StormRound> => {
+    reads = 0;
+    readTimes = [];
+    publishedAt = undefined;
+    const outcomes: Record<string, number> = {};
+    const startedAt = Date.now();
+    const servedAt = await Promise.all(
+      Array.from({ length: requests }, async () => {
+        const { outcome } = tokenOutcome(await c.handler(getEvent('main', minTtl)), minTtl);
+        outcomes[outcome] = (outcomes[outcome] ?? 0) + 1;
+        return Date.now();
+      }),
+    );
+    return { startedAt, servedAt, outcomes, reads, readTimes, ...(publishedAt !== undefined ? { publishedAt } : {}) };
+  };
 }
 
 /**
@@ -117,6 +177,7 @@ async function hot(env: Env, rounds: number, perRound: number, refreshes: number
   const quietStore = container(env, { options: { memoryMaxAgeMs: 0 }, quiet: true });
   const refresher = container(env, { options: { memoryMaxAgeMs: 0 } });
   const bare = container(env).client; // a client with the store's settings
+  const written = outputBytes();
   let dbCalls = 0;
   for (const c of [deployedMemory.client, deployedStore.client, quietMemory.client, quietStore.client, refresher.client, bare]) {
     c.middlewareStack.add(
@@ -164,15 +225,19 @@ async function hot(env: Env, rounds: number, perRound: number, refreshes: number
       current = r.accessToken;
     },
   };
-  // Count the DynamoDB calls each probe's timed part makes (a store hit must make exactly one).
-  const calls: Record<string, { db: number; runs: number }> = {};
+  // Count the DynamoDB calls (a store hit must make exactly one) and the log bytes each probe's timed part makes.
+  const calls: Record<string, { db: number; bytes: number; lines: number; runs: number }> = {};
   const counted = (p: Probe): Probe => ({
     ...p,
     run: async () => {
       const before = dbCalls;
+      const outBefore = written();
       await p.run();
-      const c = (calls[p.name] ??= { db: 0, runs: 0 });
+      const out = written();
+      const c = (calls[p.name] ??= { db: 0, bytes: 0, lines: 0, runs: 0 });
       c.db += dbCalls - before;
+      c.bytes += out.bytes - outBefore.bytes;
+      c.lines += out.lines - outBefore.lines;
       c.runs++;
     },
   });
@@ -180,11 +245,13 @@ async function hot(env: Env, rounds: number, perRound: number, refreshes: number
   return async () => ({
     latency: await measure(probes, rounds, perRound),
     dbCallsPerRun: Object.fromEntries(Object.entries(calls).map(([k, v]) => [k, v.db / v.runs])),
+    logBytesPerRun: Object.fromEntries(Object.entries(calls).map(([k, v]) => [k, v.bytes / v.runs])),
+    logLinesPerRun: Object.fromEntries(Object.entries(calls).map(([k, v]) => [k, v.lines / v.runs])),
   });
 }
 
 /** Prepares a job and returns the function that runs it once the runner says go. */
-async function prepare(job: Job): Promise<() => Promise<WorkerResult>> {
+async function prepare(job: Exclude<Job, { kind: 'waiters' }>): Promise<() => Promise<WorkerResult>> {
   switch (job.kind) {
     case 'storm':
       return storm(job.env, job.load, job.mode);
@@ -197,8 +264,28 @@ async function prepare(job: Job): Promise<() => Promise<WorkerResult>> {
 
 const fail = (e: unknown) => send({ type: 'failed', error: String((e as Error)?.stack ?? e) });
 
+/** A `waiters` job: one storm per `storm` message, until `stop`. */
+async function serveStorms(job: Extract<Job, { kind: 'waiters' }>): Promise<void> {
+  const round = await waiters(job.env, job.requests, job.minTtl, job.warm);
+  const stalls = monitorEventLoopDelay({ resolution: 10 });
+  stalls.enable();
+  const started = performance.now();
+  let rounds = 0;
+  process.on('message', (m: ToWorker) => {
+    if (m.type === 'storm') {
+      rounds++;
+      round().then((r) => send({ type: 'storm', round: r }), fail);
+    } else if (m.type === 'stop') {
+      stalls.disable();
+      send({ type: 'result', result: { rounds }, maxStallMs: stalls.max / 1e6, runMs: performance.now() - started });
+    }
+  });
+  send({ type: 'ready' });
+}
+
 process.once('message', (first: ToWorker) => {
   if (first.type !== 'job') return;
+  if (first.job.kind === 'waiters') return void serveStorms(first.job).catch(fail);
   prepare(first.job).then((run) => {
     process.once('message', () => {
       // The longest the event loop was held up: a hint that the machine, not the code, was slow.

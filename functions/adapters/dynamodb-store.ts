@@ -2,13 +2,16 @@
  * The token cache, lease and rate-limit ledger on one DynamoDB table (partition key `pk`), with
  * single-item conditional writes only (no transactions):
  *
- *   tok#<connection>  ver, fence, owner, leaseUntil, ct (sealed token), exp, iat, fp, rr (refresh reason),
- *                     inv, invAt, bo (backoff), dbo (demand backoff), cb (credential circuit), ttl
+ *   tok#<connection>  ver, fence, owner, leaseUntil, lat (lease taken at), rd (expected refresh duration),
+ *                     ct (sealed token), exp, iat, fp, rr (refresh reason), inv, invAt, bo (backoff),
+ *                     dbo (demand backoff), cb (credential circuit), ttl
  *   rl#<ledger key>   log (attemptId -> debit time), bo (upstream backoff until), hold#<connection>, ver, ttl
  *
  * Every read is strongly consistent and every write carries a condition. After a failed condition the
  * item is read back instead of trusting the exception: an SDK retry of a write that succeeded reports a
- * failed condition too.
+ * failed condition too. Attributes are (un)marshalled by @aws-sdk/util-dynamodb; the conditions are the
+ * named clauses below, each said once. SDK failures that may clear by themselves leave as StoreThrottled or
+ * StoreUnavailable (core/ports.ts) with the SDK's error as `cause`.
  */
 import {
   type AttributeValue,
@@ -18,103 +21,164 @@ import {
   UpdateItemCommand,
   type UpdateItemCommandInput,
 } from '@aws-sdk/client-dynamodb';
+import { marshall, unmarshall } from '@aws-sdk/util-dynamodb';
+import { isServerError, isThrottlingError, isTransientError } from '@smithy/core/retry';
 import { randomUUID } from 'node:crypto';
-import type {
-  Backoff,
-  Circuit,
-  InvalidateResult,
-  Lease,
-  LedgerState,
-  LedgerStore,
-  LedgerWriteResult,
-  PublishResult,
-  ReleaseNote,
-  SealedToken,
-  TokenItem,
-  TokenStore,
+import {
+  type Backoff,
+  type Circuit,
+  type InvalidateResult,
+  type Lease,
+  type LeaseAttempt,
+  type LedgerState,
+  type LedgerStore,
+  type LedgerWriteResult,
+  type PublishResult,
+  type ReleaseNote,
+  type SealedToken,
+  StoreThrottled,
+  StoreUnavailable,
+  type TokenItem,
+  type TokenStore,
 } from '../core/ports.js';
 import type { ErrorCode, RefreshReason, Refusal } from '../core/errors.js';
 
 type Item = Record<string, AttributeValue>;
 
 const DAY_S = 86_400;
-const tokenKey = (connection: string) => ({ pk: { S: `tok#${connection}` } });
-const ledgerKey = (key: string) => ({ pk: { S: `rl#${key}` } });
+const tokenKey = (connection: string) => marshall({ pk: `tok#${connection}` });
+const ledgerKey = (key: string) => marshall({ pk: `rl#${key}` });
 /** Ledger item attributes `hold#<connection>`: no upstream request for that connection before the time. */
 const HOLD_PREFIX = 'hold#';
-
-const n = (v: number): AttributeValue => ({ N: String(v) });
-const s = (v: string): AttributeValue => ({ S: v });
-const num = (a: AttributeValue | undefined): number | undefined => (a?.N !== undefined ? Number(a.N) : undefined);
-const str = (a: AttributeValue | undefined): string | undefined => a?.S;
 const epochSeconds = (ms: number) => Math.ceil(ms / 1000);
 
-function toBackoff(bo: Record<string, AttributeValue> | undefined): Backoff | undefined {
-  if (!bo) return undefined;
+// ---- the conditions of the writes, named ----
+
+/** Nobody holds the lease, or its holder's time is up. */
+const LEASE_FREE = '(attribute_not_exists(#owner) OR #leaseUntil <= :now)';
+/** The writer still holds the lease it took (fencing: a holder that was taken over fails it). */
+const STILL_OUR_LEASE = '(#owner = :me AND #fence = :fence)';
+/** Invariant 4: the cached token does not expire later than the new one, unless it was invalidated. */
+const NOT_REPLACING_A_LONGER_TOKEN = '(attribute_not_exists(#exp) OR #exp <= :exp OR attribute_exists(#inv))';
+/** The reported token is the cached one and nobody has invalidated it yet. */
+const REPORTED_TOKEN_IS_CURRENT = '(#fp = :fp AND attribute_not_exists(#inv))';
+/** The last honoured invalidation was at least the gap ago (connections without rateLimit). */
+const INVALIDATION_GAP_PASSED = '(attribute_not_exists(#invAt) OR #invAt <= :cut)';
+/** The ledger is still at the version the debit was decided on. */
+const LEDGER_AT_VERSION = '#ver = :expected';
+const LEDGER_UNWRITTEN = '(attribute_not_exists(#ver) OR #ver = :expected)';
+const and = (...clauses: string[]) => clauses.join(' AND ');
+
+// ---- the stored shapes (short attribute names: every read carries them) ----
+
+interface StoredBackoff {
+  until: number;
+  code: string;
+  msg: string;
+  ue?: string;
+  rf?: string;
+  n?: number;
+}
+
+interface StoredCircuit {
+  ue: string;
+  at: number;
+  probe: number;
+  probes: number;
+  sv: string;
+  /** The config hashes it failed under, comma-separated. */
+  ch: string;
+  chk: number;
+}
+
+interface StoredToken {
+  ver?: number;
+  fence?: number;
+  owner?: string;
+  leaseUntil?: number;
+  lat?: number;
+  rd?: number;
+  ct?: Uint8Array;
+  exp?: number;
+  iat?: number;
+  fp?: string;
+  rr?: string;
+  /** Set (to a random mark) while the cached token is invalidated. */
+  inv?: unknown;
+  invAt?: number;
+  bo?: StoredBackoff;
+  dbo?: StoredBackoff;
+  cb?: StoredCircuit;
+}
+
+interface StoredLedger {
+  ver?: number;
+  log?: Record<string, number>;
+  bo?: number;
+  [hold: `${typeof HOLD_PREFIX}${string}`]: number;
+}
+
+function toBackoff(b: StoredBackoff | undefined): Backoff | undefined {
+  if (!b) return undefined;
   return {
-    until: num(bo.until) ?? 0,
-    code: (str(bo.code) ?? 'unavailable') as ErrorCode,
-    message: str(bo.msg) ?? 'upstream unavailable',
-    ...(str(bo.ue) ? { upstreamError: str(bo.ue)! } : {}),
-    ...(str(bo.rf) ? { refusal: str(bo.rf) as Refusal } : {}),
-    ...(num(bo.n) ? { failures: num(bo.n)! } : {}),
+    until: b.until ?? 0,
+    code: (b.code ?? 'unavailable') as ErrorCode,
+    message: b.msg ?? 'upstream unavailable',
+    ...(b.ue ? { upstreamError: b.ue } : {}),
+    ...(b.rf ? { refusal: b.rf as Refusal } : {}),
+    ...(b.n ? { failures: b.n } : {}),
   };
 }
 
-function fromBackoff(b: Backoff): AttributeValue {
+const storedBackoff = (b: Backoff): StoredBackoff => ({
+  until: b.until,
+  code: b.code,
+  msg: b.message,
+  ...(b.upstreamError ? { ue: b.upstreamError } : {}),
+  ...(b.refusal ? { rf: b.refusal } : {}),
+  ...(b.failures ? { n: b.failures } : {}),
+});
+
+function toCircuit(c: StoredCircuit | undefined): Circuit | undefined {
+  if (!c) return undefined;
   return {
-    M: {
-      until: n(b.until),
-      code: s(b.code),
-      msg: s(b.message),
-      ...(b.upstreamError ? { ue: s(b.upstreamError) } : {}),
-      ...(b.refusal ? { rf: s(b.refusal) } : {}),
-      ...(b.failures ? { n: n(b.failures) } : {}),
-    },
+    upstreamError: c.ue ?? 'invalid_client',
+    openedAt: c.at ?? 0,
+    probeAt: c.probe ?? 0,
+    probes: c.probes ?? 0,
+    secretVersion: c.sv ?? '',
+    configHashes: (c.ch ?? '').split(',').filter(Boolean),
+    checkedAt: c.chk ?? 0,
   };
 }
 
-function toCircuit(cb: Record<string, AttributeValue> | undefined): Circuit | undefined {
-  if (!cb) return undefined;
-  return {
-    upstreamError: str(cb.ue) ?? 'invalid_client',
-    openedAt: num(cb.at) ?? 0,
-    probeAt: num(cb.probe) ?? 0,
-    probes: num(cb.probes) ?? 0,
-    secretVersion: str(cb.sv) ?? '',
-    configHashes: (str(cb.ch) ?? '').split(',').filter(Boolean),
-    checkedAt: num(cb.chk) ?? 0,
-  };
-}
-
-function fromCircuit(c: Circuit): AttributeValue {
-  return {
-    M: {
-      ue: s(c.upstreamError),
-      at: n(c.openedAt),
-      probe: n(c.probeAt),
-      probes: n(c.probes),
-      sv: s(c.secretVersion),
-      ch: s(c.configHashes.join(',')),
-      chk: n(c.checkedAt),
-    },
-  };
-}
+const storedCircuit = (c: Circuit): StoredCircuit => ({
+  ue: c.upstreamError,
+  at: c.openedAt,
+  probe: c.probeAt,
+  probes: c.probes,
+  sv: c.secretVersion,
+  ch: c.configHashes.join(','),
+  chk: c.checkedAt,
+});
 
 export function toTokenItem(item: Item): TokenItem {
-  const backoff = toBackoff(item.bo?.M);
-  const demandBackoff = toBackoff(item.dbo?.M);
-  const circuit = toCircuit(item.cb?.M);
-  const t: TokenItem = { ver: num(item.ver) ?? 0, fence: num(item.fence) ?? 0 };
-  if (item.owner?.S) t.owner = item.owner.S;
-  if (item.leaseUntil) t.leaseUntil = num(item.leaseUntil)!;
-  if (item.ct?.B) t.sealed = item.ct.B;
-  if (item.exp) t.expiresAt = num(item.exp)!;
-  if (item.iat) t.issuedAt = num(item.iat)!;
-  if (item.fp?.S) t.fp = item.fp.S;
-  if (item.inv) t.invalidated = true;
-  if (item.invAt) t.invalidatedAt = num(item.invAt)!;
-  if (item.rr?.S) t.reason = item.rr.S as RefreshReason;
+  const s = unmarshall(item) as StoredToken;
+  const t: TokenItem = { ver: s.ver ?? 0, fence: s.fence ?? 0 };
+  if (s.owner) t.owner = s.owner;
+  if (s.leaseUntil !== undefined) t.leaseUntil = s.leaseUntil;
+  if (s.lat !== undefined) t.leaseAt = s.lat;
+  if (s.rd !== undefined) t.refreshMs = s.rd;
+  if (s.ct) t.sealed = s.ct;
+  if (s.exp !== undefined) t.expiresAt = s.exp;
+  if (s.iat !== undefined) t.issuedAt = s.iat;
+  if (s.fp) t.fp = s.fp;
+  if (s.inv) t.invalidated = true;
+  if (s.invAt !== undefined) t.invalidatedAt = s.invAt;
+  if (s.rr) t.reason = s.rr as RefreshReason;
+  const backoff = toBackoff(s.bo);
+  const demandBackoff = toBackoff(s.dbo);
+  const circuit = toCircuit(s.cb);
   if (backoff) t.backoff = backoff;
   if (demandBackoff) t.demandBackoff = demandBackoff;
   if (circuit) t.circuit = circuit;
@@ -125,6 +189,48 @@ function isConditionFailure(e: unknown): e is ConditionalCheckFailedException {
   return e instanceof ConditionalCheckFailedException || (e as { name?: string })?.name === 'ConditionalCheckFailedException';
 }
 
+/**
+ * What an SDK failure means for the broker: throttled or unavailable (typed, may clear by itself), or as it
+ * is (a missing table, denied access, an invalid request: configuration or a bug). Uses the SDK's own
+ * retry classification.
+ */
+export function storeFault(e: unknown): unknown {
+  if (typeof e !== 'object' || e === null) return e;
+  const err = e as Parameters<typeof isThrottlingError>[0] & Error;
+  if (isThrottlingError(err)) return new StoreThrottled(`DynamoDB throttled the request (${err.name})`, { cause: e });
+  if (err.$fault === 'server' || isTransientError(err) || isServerError(err)) return new StoreUnavailable(`DynamoDB unavailable (${err.name})`, { cause: e });
+  return e;
+}
+
+/** Placeholders `#name` stand for the attribute `name`; `extra` names the others (dynamic attribute names). */
+function attributeNames(expressions: string[], extra: Record<string, string> = {}): Record<string, string> {
+  const names: Record<string, string> = {};
+  for (const e of expressions) for (const m of e.matchAll(/#(\w+)/g)) names[m[0]] = m[1]!;
+  return { ...names, ...extra };
+}
+
+/** `{ me: 'x' }` -> `{ ':me': { S: 'x' } }`. */
+function attributeValues(values: Record<string, unknown>): Item {
+  const out: Item = {};
+  for (const [k, v] of Object.entries(marshall(values, { removeUndefinedValues: true }))) out[`:${k}`] = v;
+  return out;
+}
+
+interface Write {
+  /** SET/REMOVE clauses. */
+  update: string;
+  condition: string;
+  values?: Record<string, unknown>;
+  /** Placeholders whose attribute is not their own name. */
+  names?: Record<string, string>;
+  returnNew?: boolean;
+  /**
+   * The caller needs the item after a failed condition only to recognise its own write retried by the SDK:
+   * without a retry, a server that does not return the item is not asked again.
+   */
+  readBackOnlyAfterRetry?: boolean;
+}
+
 export class DynamoTokenStore implements TokenStore, LedgerStore {
   constructor(
     private readonly client: DynamoDBClient,
@@ -132,20 +238,39 @@ export class DynamoTokenStore implements TokenStore, LedgerStore {
   ) {}
 
   private async getRaw(key: Item): Promise<Item | undefined> {
-    const out = await this.client.send(new GetItemCommand({ TableName: this.table, Key: key, ConsistentRead: true }));
-    return out.Item;
+    try {
+      const out = await this.client.send(new GetItemCommand({ TableName: this.table, Key: key, ConsistentRead: true }));
+      return out.Item;
+    } catch (e) {
+      throw storeFault(e);
+    }
   }
 
-  /** Runs a conditional update; on a failed condition returns the item as it stands (read back if need be). */
-  private async conditionalUpdate(input: Omit<UpdateItemCommandInput, 'TableName'>): Promise<{ ok: true; item?: Item } | { ok: false; item?: Item }> {
+  /**
+   * Runs a conditional update; on a failed condition returns the item as it stands: DynamoDB returns it with
+   * the failure (ALL_OLD), a server that does not (dynalite) costs a consistent read-back.
+   */
+  private async conditionalUpdate(key: Item, w: Write): Promise<{ ok: boolean; item?: Item }> {
+    const values = attributeValues(w.values ?? {});
+    const input: UpdateItemCommandInput = {
+      TableName: this.table,
+      Key: key,
+      UpdateExpression: w.update,
+      ConditionExpression: w.condition,
+      ExpressionAttributeNames: attributeNames([w.update, w.condition], w.names),
+      ...(Object.keys(values).length ? { ExpressionAttributeValues: values } : {}),
+      ...(w.returnNew ? { ReturnValues: 'ALL_NEW' as const } : {}),
+      ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
+    };
     try {
-      const out = await this.client.send(
-        new UpdateItemCommand({ ...input, TableName: this.table, ReturnValuesOnConditionCheckFailure: 'ALL_OLD' }),
-      );
+      const out = await this.client.send(new UpdateItemCommand(input));
       return { ok: true, ...(out.Attributes ? { item: out.Attributes } : {}) };
     } catch (e) {
-      if (!isConditionFailure(e)) throw e;
-      const item = e.Item ?? (await this.getRaw(input.Key!));
+      if (!isConditionFailure(e)) throw storeFault(e);
+      if (e.Item) return { ok: false, item: e.Item };
+      // The SDK counts its attempts on the error; unknown counts as retried.
+      if (w.readBackOnlyAfterRetry && e.$metadata?.attempts === 1) return { ok: false };
+      const item = await this.getRaw(key);
       return { ok: false, ...(item ? { item } : {}) };
     }
   }
@@ -157,47 +282,44 @@ export class DynamoTokenStore implements TokenStore, LedgerStore {
     return item ? toTokenItem(item) : undefined;
   }
 
-  async acquireLease(connection: string, owner: string, now: number, until: number): Promise<{ lease: Lease; item: TokenItem } | undefined> {
-    const r = await this.conditionalUpdate({
-      Key: tokenKey(connection),
-      UpdateExpression:
-        'SET #owner = :me, #lu = :until, #fence = if_not_exists(#fence, :zero) + :one, #ver = if_not_exists(#ver, :zero), #ttl = :ttl',
-      ConditionExpression: 'attribute_not_exists(#owner) OR #lu <= :now',
-      ExpressionAttributeNames: { '#owner': 'owner', '#lu': 'leaseUntil', '#fence': 'fence', '#ver': 'ver', '#ttl': 'ttl' },
+  async acquireLease(connection: string, owner: string, now: number, until: number): Promise<LeaseAttempt> {
+    const r = await this.conditionalUpdate(tokenKey(connection), {
+      update: 'SET #owner = :me, #leaseUntil = :until, #lat = :now, #fence = if_not_exists(#fence, :zero) + :one, #ver = if_not_exists(#ver, :zero), #ttl = :ttl',
+      condition: LEASE_FREE,
       // now + 2 days is never earlier than a live token's expiry + 1 day (tokens live at most 24 h).
-      ExpressionAttributeValues: { ':me': s(owner), ':until': n(until), ':zero': n(0), ':one': n(1), ':now': n(now), ':ttl': n(epochSeconds(now) + 2 * DAY_S) },
-      ReturnValues: 'ALL_NEW',
+      values: { me: owner, until, zero: 0, one: 1, now, ttl: epochSeconds(now) + 2 * DAY_S },
+      returnNew: true,
+      readBackOnlyAfterRetry: true,
     });
     const item = r.item ? toTokenItem(r.item) : undefined;
-    // A failed condition whose read-back shows us as owner: our own write, retried by the SDK.
-    if (!item || item.owner !== owner) return undefined;
+    // A failed condition whose item shows us as owner: our own write, retried by the SDK.
+    if (!item || item.owner !== owner) return item ? { item } : {};
     return { lease: { owner, fence: item.fence, until: item.leaseUntil ?? until }, item };
   }
 
   async publish(connection: string, lease: Lease, token: SealedToken): Promise<PublishResult> {
-    const names: Record<string, string> = {
-      '#ct': 'ct', '#exp': 'exp', '#iat': 'iat', '#fp': 'fp', '#rr': 'rr', '#ver': 'ver', '#ttl': 'ttl',
-      '#owner': 'owner', '#lu': 'leaseUntil', '#inv': 'inv', '#bo': 'bo', '#cb': 'cb', '#dbo': 'dbo', '#fence': 'fence',
-    };
-    const values: Item = {
-      ':ct': { B: token.sealed }, ':exp': n(token.expiresAt), ':iat': n(token.issuedAt), ':fp': s(token.fp), ':rr': s(token.reason),
-      ':one': n(1), ':ttl': n(epochSeconds(token.expiresAt) + DAY_S), ':me': s(lease.owner), ':fence': n(lease.fence),
-    };
     // The upstream just issued a token: any backoff and circuit are over. The demand backoff is replaced.
-    let set = 'SET #ct = :ct, #exp = :exp, #iat = :iat, #fp = :fp, #rr = :rr, #ver = #ver + :one, #ttl = :ttl';
-    let remove = 'REMOVE #owner, #lu, #inv, #bo, #cb';
-    if (token.demandBackoff) {
-      values[':dbo'] = fromBackoff(token.demandBackoff);
-      set += ', #dbo = :dbo';
-    } else {
-      remove += ', #dbo';
-    }
-    const r = await this.conditionalUpdate({
-      Key: tokenKey(connection),
-      UpdateExpression: `${set} ${remove}`,
-      ConditionExpression: '#owner = :me AND #fence = :fence AND (attribute_not_exists(#exp) OR #exp <= :exp OR attribute_exists(#inv))',
-      ExpressionAttributeNames: names,
-      ExpressionAttributeValues: values,
+    const set = ['#ct = :ct', '#exp = :exp', '#iat = :iat', '#fp = :fp', '#rr = :rr', '#ver = #ver + :one', '#ttl = :ttl'];
+    const remove = ['#owner', '#leaseUntil', '#lat', '#inv', '#bo', '#cb'];
+    if (token.demandBackoff) set.push('#dbo = :dbo');
+    else remove.push('#dbo');
+    if (token.refreshMs !== undefined) set.push('#rd = :rd');
+    const r = await this.conditionalUpdate(tokenKey(connection), {
+      update: `SET ${set.join(', ')} REMOVE ${remove.join(', ')}`,
+      condition: and(STILL_OUR_LEASE, NOT_REPLACING_A_LONGER_TOKEN),
+      values: {
+        ct: token.sealed,
+        exp: token.expiresAt,
+        iat: token.issuedAt,
+        fp: token.fp,
+        rr: token.reason,
+        one: 1,
+        ttl: epochSeconds(token.expiresAt) + DAY_S,
+        me: lease.owner,
+        fence: lease.fence,
+        dbo: token.demandBackoff ? storedBackoff(token.demandBackoff) : undefined,
+        rd: token.refreshMs,
+      },
     });
     if (r.ok) return 'published';
     // Read-back: our token in place and the lease cleared means our (retried) write went through.
@@ -206,23 +328,20 @@ export class DynamoTokenStore implements TokenStore, LedgerStore {
   }
 
   async release(connection: string, lease: Lease, note: ReleaseNote = {}): Promise<boolean> {
-    const names: Record<string, string> = { '#owner': 'owner', '#lu': 'leaseUntil', '#fence': 'fence' };
-    const values: Item = { ':me': s(lease.owner), ':fence': n(lease.fence) };
     const set: string[] = [];
-    const put = (attr: string, value: AttributeValue) => {
-      names[`#${attr}`] = attr;
-      values[`:${attr}`] = value;
-      set.push(`#${attr} = :${attr}`);
-    };
-    if (note.backoff) put('bo', fromBackoff(note.backoff));
-    if (note.demandBackoff) put('dbo', fromBackoff(note.demandBackoff));
-    if (note.circuit) put('cb', fromCircuit(note.circuit));
-    const r = await this.conditionalUpdate({
-      Key: tokenKey(connection),
-      UpdateExpression: `${set.length ? `SET ${set.join(', ')} ` : ''}REMOVE #owner, #lu`,
-      ConditionExpression: '#owner = :me AND #fence = :fence',
-      ExpressionAttributeNames: names,
-      ExpressionAttributeValues: values,
+    if (note.backoff) set.push('#bo = :bo');
+    if (note.demandBackoff) set.push('#dbo = :dbo');
+    if (note.circuit) set.push('#cb = :cb');
+    const r = await this.conditionalUpdate(tokenKey(connection), {
+      update: `${set.length ? `SET ${set.join(', ')} ` : ''}REMOVE #owner, #leaseUntil, #lat`,
+      condition: STILL_OUR_LEASE,
+      values: {
+        me: lease.owner,
+        fence: lease.fence,
+        bo: note.backoff ? storedBackoff(note.backoff) : undefined,
+        dbo: note.demandBackoff ? storedBackoff(note.demandBackoff) : undefined,
+        cb: note.circuit ? storedCircuit(note.circuit) : undefined,
+      },
     });
     if (r.ok) return true;
     // Read-back: our own write retried by the SDK leaves the lease free at our fence and our note in place.
@@ -234,17 +353,16 @@ export class DynamoTokenStore implements TokenStore, LedgerStore {
     const gap = minGapMs !== undefined;
     // A random mark tells our own write (retried by the SDK) from a concurrent report of the same token.
     const mark = randomUUID();
-    const r = await this.conditionalUpdate({
-      Key: tokenKey(connection),
-      UpdateExpression: 'SET #inv = :mark, #invAt = :now',
-      ConditionExpression: `#fp = :fp AND attribute_not_exists(#inv)${gap ? ' AND (attribute_not_exists(#invAt) OR #invAt <= :cut)' : ''}`,
-      ExpressionAttributeNames: { '#inv': 'inv', '#invAt': 'invAt', '#fp': 'fp' },
-      ExpressionAttributeValues: { ':mark': s(mark), ':fp': s(fp), ':now': n(now), ...(gap ? { ':cut': n(now - minGapMs) } : {}) },
+    const r = await this.conditionalUpdate(tokenKey(connection), {
+      update: 'SET #inv = :mark, #invAt = :now',
+      condition: gap ? and(REPORTED_TOKEN_IS_CURRENT, INVALIDATION_GAP_PASSED) : REPORTED_TOKEN_IS_CURRENT,
+      values: { mark, fp, now, cut: gap ? now - minGapMs : undefined },
     });
     if (r.ok) return { kind: 'invalidated' };
-    if (r.item?.fp?.S !== fp) return { kind: 'not_current' };
-    if (r.item.inv) return r.item.inv.S === mark ? { kind: 'invalidated' } : { kind: 'not_current' };
-    return { kind: 'too_soon', until: (num(r.item.invAt) ?? now) + (minGapMs ?? 0) };
+    const item = r.item ? (unmarshall(r.item) as StoredToken) : undefined;
+    if (item?.fp !== fp) return { kind: 'not_current' };
+    if (item.inv) return item.inv === mark ? { kind: 'invalidated' } : { kind: 'not_current' };
+    return { kind: 'too_soon', until: (item.invAt ?? now) + (minGapMs ?? 0) };
   }
 
   async reset(connection: string): Promise<TokenItem | undefined> {
@@ -255,47 +373,42 @@ export class DynamoTokenStore implements TokenStore, LedgerStore {
           Key: tokenKey(connection),
           UpdateExpression: 'REMOVE #bo, #dbo, #cb',
           ConditionExpression: 'attribute_exists(#pk)',
-          ExpressionAttributeNames: { '#bo': 'bo', '#dbo': 'dbo', '#cb': 'cb', '#pk': 'pk' },
+          ExpressionAttributeNames: attributeNames(['#bo #dbo #cb #pk']),
           ReturnValues: 'ALL_OLD',
         }),
       );
       return out.Attributes ? toTokenItem(out.Attributes) : undefined;
     } catch (e) {
       if (isConditionFailure(e)) return undefined; // no item: nothing to reset
-      throw e;
+      throw storeFault(e);
     }
   }
 
   // ---- rate-limit ledger ----
 
   async read(key: string): Promise<LedgerState> {
-    const item = await this.getRaw(ledgerKey(key));
-    const entries: Record<string, number> = {};
-    for (const [id, v] of Object.entries(item?.log?.M ?? {})) entries[id] = Number(v.N);
+    const raw = await this.getRaw(ledgerKey(key));
+    const item = (raw ? unmarshall(raw) : {}) as StoredLedger;
     const holds: Record<string, number> = {};
-    for (const [attr, v] of Object.entries(item ?? {})) if (attr.startsWith(HOLD_PREFIX)) holds[attr.slice(HOLD_PREFIX.length)] = Number(v.N);
-    const backoffUntil = num(item?.bo);
+    for (const [attr, until] of Object.entries(item)) if (attr.startsWith(HOLD_PREFIX)) holds[attr.slice(HOLD_PREFIX.length)] = until as number;
     return {
-      entries,
-      ver: num(item?.ver) ?? 0,
-      ...(backoffUntil !== undefined ? { backoffUntil } : {}),
+      entries: { ...item.log },
+      ver: item.ver ?? 0,
+      ...(item.bo !== undefined ? { backoffUntil: item.bo } : {}),
       ...(Object.keys(holds).length ? { holds } : {}),
     };
   }
 
   async write(key: string, expectedVer: number, entries: Record<string, number>, attemptId: string, expiresAt: number): Promise<LedgerWriteResult> {
-    const log: Item = {};
-    for (const [id, at] of Object.entries(entries)) log[id] = n(at);
-    const r = await this.conditionalUpdate({
-      Key: ledgerKey(key),
-      UpdateExpression: 'SET #log = :log, #ver = :next, #ttl = :ttl',
-      ConditionExpression: expectedVer === 0 ? 'attribute_not_exists(#ver) OR #ver = :expected' : '#ver = :expected',
-      ExpressionAttributeNames: { '#log': 'log', '#ver': 'ver', '#ttl': 'ttl' },
-      ExpressionAttributeValues: { ':log': { M: log }, ':next': n(expectedVer + 1), ':expected': n(expectedVer), ':ttl': n(epochSeconds(expiresAt) + 3600) },
+    const r = await this.conditionalUpdate(ledgerKey(key), {
+      update: 'SET #log = :log, #ver = :next, #ttl = :ttl',
+      condition: expectedVer === 0 ? LEDGER_UNWRITTEN : LEDGER_AT_VERSION,
+      values: { log: entries, next: expectedVer + 1, expected: expectedVer, ttl: epochSeconds(expiresAt) + 3600 },
     });
     if (r.ok) return 'written';
     // Read-back: our attempt recorded means our (retried) write went through.
-    return r.item?.log?.M?.[attemptId] ? 'written' : 'conflict';
+    const log = r.item ? (unmarshall(r.item) as StoredLedger).log : undefined;
+    return log?.[attemptId] !== undefined ? 'written' : 'conflict';
   }
 
   async setBackoff(key: string, until: number): Promise<void> {
@@ -311,33 +424,30 @@ export class DynamoTokenStore implements TokenStore, LedgerStore {
    * on the item as it was loses its conditional write and decides again.
    */
   private async raise(key: string, attr: string, until: number): Promise<void> {
-    await this.conditionalUpdate({
-      Key: ledgerKey(key),
+    await this.conditionalUpdate(ledgerKey(key), {
       // Past the longest window (7 days) and the backoff: never earlier than what a debit set.
-      UpdateExpression: 'SET #a = :until, #ttl = :ttl, #ver = if_not_exists(#ver, :zero) + :one',
-      ConditionExpression: 'attribute_not_exists(#a) OR #a < :until',
-      ExpressionAttributeNames: { '#a': attr, '#ttl': 'ttl', '#ver': 'ver' },
-      ExpressionAttributeValues: { ':until': n(until), ':ttl': n(epochSeconds(until) + 8 * DAY_S), ':zero': n(0), ':one': n(1) },
+      update: 'SET #a = :until, #ttl = :ttl, #ver = if_not_exists(#ver, :zero) + :one',
+      condition: '(attribute_not_exists(#a) OR #a < :until)',
+      names: { '#a': attr },
+      values: { until, ttl: epochSeconds(until) + 8 * DAY_S, zero: 0, one: 1 },
     });
   }
 
   async releaseHold(key: string, connection: string): Promise<void> {
-    await this.conditionalUpdate({
-      Key: ledgerKey(key),
-      UpdateExpression: 'REMOVE #h SET #ver = #ver + :one',
-      ConditionExpression: 'attribute_exists(#h)',
-      ExpressionAttributeNames: { '#h': `${HOLD_PREFIX}${connection}`, '#ver': 'ver' },
-      ExpressionAttributeValues: { ':one': n(1) },
+    await this.conditionalUpdate(ledgerKey(key), {
+      update: 'REMOVE #h SET #ver = #ver + :one',
+      condition: 'attribute_exists(#h)',
+      names: { '#h': `${HOLD_PREFIX}${connection}` },
+      values: { one: 1 },
     });
   }
 
   async refund(key: string, attemptId: string): Promise<void> {
-    await this.conditionalUpdate({
-      Key: ledgerKey(key),
-      UpdateExpression: 'REMOVE #log.#id SET #ver = #ver + :one',
-      ConditionExpression: 'attribute_exists(#log.#id)',
-      ExpressionAttributeNames: { '#log': 'log', '#id': attemptId, '#ver': 'ver' },
-      ExpressionAttributeValues: { ':one': n(1) },
+    await this.conditionalUpdate(ledgerKey(key), {
+      update: 'REMOVE #log.#id SET #ver = #ver + :one',
+      condition: 'attribute_exists(#log.#id)',
+      names: { '#id': attemptId },
+      values: { one: 1 },
     });
   }
 }

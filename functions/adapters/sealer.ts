@@ -15,7 +15,8 @@ import {
   getLocalCryptographicMaterialsCache,
   type KeyringNode,
 } from '@aws-crypto/client-node';
-import type { Sealer, Token } from '../core/ports.js';
+import { isServerError, isThrottlingError, isTransientError } from '@smithy/core/retry';
+import { type Sealer, SealerUnavailable, type Token } from '../core/ports.js';
 import { SEAL_PURPOSE } from '../core/limits.js';
 
 export { SEAL_PURPOSE };
@@ -25,6 +26,22 @@ const { encrypt, decrypt } = buildClient(CommitmentPolicy.REQUIRE_ENCRYPT_REQUIR
 
 export class SealError extends Error {
   override readonly name = 'SealError';
+}
+
+/** What the Encryption SDK writes into its message when a keyring's KMS call failed in a way that may clear. */
+const FOLDED_KMS_OUTAGE = /Throttl|TooManyRequests|LimitExceeded|ServiceUnavailable|InternalFailure|KMSInternal|Timeout|ECONN|ENOTFOUND|EAI_AGAIN|ETIMEDOUT|EPIPE|socket hang up|NetworkingError/i;
+
+/**
+ * KMS throttled or unreachable (SealerUnavailable, the original as `cause`: the sealed token may be fine), as
+ * opposed to a blob that does not open here (tampered, another connection, another key) or a KMS refusal.
+ * The SDK's own classification where the error reaches us as it is (GenerateDataKey); the Encryption SDK
+ * folds a keyring's Decrypt errors into its message, so there the message is read.
+ */
+function kmsFault(e: unknown): unknown {
+  if (e instanceof SealError || typeof e !== 'object' || e === null) return e;
+  const err = e as Parameters<typeof isThrottlingError>[0] & Error;
+  const outage = isThrottlingError(err) || isTransientError(err) || isServerError(err) || err.$fault === 'server' || FOLDED_KMS_OUTAGE.test(err.message ?? '');
+  return outage ? new SealerUnavailable('KMS unavailable', { cause: e }) : e;
 }
 
 interface SealedPayload {
@@ -60,12 +77,16 @@ export class EnvelopeSealer implements Sealer {
       encryptionContext: EnvelopeSealer.context(connection),
       suiteId: SUITE,
       plaintextLength: plaintext.length,
+    }).catch((e: unknown) => {
+      throw kmsFault(e);
     });
     return new Uint8Array(result);
   }
 
   async open(connection: string, sealed: Uint8Array): Promise<Token> {
-    const { plaintext, messageHeader } = await decrypt(this.cmm, sealed, { maxBodySize: 64 * 1024 });
+    const { plaintext, messageHeader } = await decrypt(this.cmm, sealed, { maxBodySize: 64 * 1024 }).catch((e: unknown) => {
+      throw kmsFault(e);
+    });
     const ctx = messageHeader.encryptionContext;
     if (ctx.purpose !== SEAL_PURPOSE || ctx.connection !== connection) {
       throw new SealError('sealed token belongs to another connection');

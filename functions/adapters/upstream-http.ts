@@ -7,7 +7,8 @@
 import { Agent, type Dispatcher, request } from 'undici';
 import { type Connection, requireGrantFields } from '../core/config.js';
 import { parseRetryAfter } from '../contract/retry-after.js';
-import { type Clock, type ClientCredentials, systemClock, type Upstream, type UpstreamToken } from '../core/ports.js';
+import type { Clock, ClientCredentials, Upstream, UpstreamToken } from '../core/ports.js';
+import { systemClock } from './system.js';
 import { parseOAuthError, parseTokenResponse } from '../core/token-response.js';
 import { UpstreamError } from '../core/upstream-errors.js';
 

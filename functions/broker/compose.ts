@@ -9,7 +9,8 @@ import { DynamoTokenStore } from '../adapters/dynamodb-store.js';
 import { kmsSealer } from '../adapters/sealer.js';
 import { type BrokerOptions, TokenBroker } from '../core/broker.js';
 import { type BrokerConfig, ConfigError, parseConfig, parseConfigText } from '../core/config.js';
-import { type SecretSource, systemClock, type Upstream } from '../core/ports.js';
+import type { SecretSource, Upstream } from '../core/ports.js';
+import { randomIds, systemClock, systemTimers } from '../adapters/system.js';
 import { BROKER_ENV } from './env.js';
 import type { APIGatewayProxyResult, Context } from 'aws-lambda';
 import { ledgerMarginMs } from '../core/ledger.js';
@@ -99,6 +100,8 @@ function buildAws(env: NodeJS.ProcessEnv): { http: HttpHandler; gauges: () => Pr
     sealer: kmsSealer(required(env, BROKER_ENV.sealKeyArn)),
     upstream: lazyUpstream(),
     clock: systemClock,
+    ids: randomIds,
+    timers: systemTimers,
     log: logger,
     options,
   });

@@ -8,7 +8,6 @@
  *  2. the store (one consistent GetItem; the sealed token is opened only if it changed);
  *  3. a refresh by whoever wins the lease; everyone else waits (bounded) for the winner's token.
  */
-import { randomUUID } from 'node:crypto';
 import { type Principal, isAllowed } from './authz.js';
 import { backoffFor, backoffNote, errorForBackoff, errorForFailure } from './backoff.js';
 import { circuitError, openCircuit, probeFailed } from './circuit.js';
@@ -18,19 +17,36 @@ import { type InvalidationResult, invalidateToken } from './invalidation.js';
 import { BrokerError, type RefreshReason, forbidden, notFound, rateLimited, unavailable } from './errors.js';
 import { fingerprint } from './fingerprint.js';
 import { inAheadWindow, serves, tokenExpiry, tooShortFor } from './freshness.js';
-import { nextPoll } from './lease.js';
 import { ledgerMarginMs } from './ledger.js';
 import { DEFAULT_MARGIN_PARTS, HOLD_RATE_LIMITED_MS, HOLD_UNLIMITED_MS, LEASE_MS, MISCONFIGURED_RECHECK_MS, type MarginParts, UNLIMITED_GAP_MS } from './limits.js';
-import type { Backoff, Clock, Lease, LedgerStore, ReleaseNote, SecretSource, SecretValue, Sealer, Token, TokenItem, TokenStore, Upstream } from './ports.js';
+import {
+  type Backoff,
+  type Clock,
+  DependencyUnavailable,
+  type Ids,
+  type Lease,
+  type LedgerStore,
+  type ReleaseNote,
+  type SecretSource,
+  type SecretValue,
+  type Sealer,
+  SealerUnavailable,
+  StoreThrottled,
+  type Token,
+  type TokenItem,
+  type TokenStore,
+  type Timers,
+  type Upstream,
+} from './ports.js';
 import { RateLimiter, refusalError } from './rate-limiter.js';
 import { CREDENTIAL_ERRORS, UpstreamError } from './upstream-errors.js';
+import { expectedRefreshMs, waitBeforeRead } from './waiting.js';
 
 export type Outcome = 'memory' | 'store' | 'refreshed' | 'waited';
 
 export interface Served {
   token: Token;
   outcome: Outcome;
-  connection: Connection;
   /** Upstream token requests this request sent, by reason. */
   sent?: RefreshReason[];
   /** Ledger slots left after this request's debit, when it debited. */
@@ -41,7 +57,7 @@ export interface Served {
   upstreamFailed?: boolean;
 }
 
-/** What the broker did with a reported token (DESIGN "HTTP API", POST /invalidate). `fp` is for the log line. */
+/** What the broker did with a reported token (docs/protocol.md "Invalidations"). `fp` is for the log line. */
 export type InvalidationAnswer = { fp: string } & InvalidationResult;
 
 export interface BrokerLog {
@@ -84,6 +100,10 @@ export interface BrokerDeps {
   sealer: Sealer;
   upstream: Upstream;
   clock: Clock;
+  /** Lease owners and ledger attempt ids. */
+  ids: Ids;
+  /** The upstream request's timeout, and how long a request waits for its container's read or refresh. */
+  timers: Timers;
   log?: BrokerLog;
   options?: Partial<BrokerOptions>;
 }
@@ -116,6 +136,8 @@ interface Pending {
 interface RefreshContext {
   connection: Connection;
   lease: Lease;
+  /** When the lease was taken (this container's clock). */
+  leaseAt: number;
   /** The item as it stood when the lease was taken. */
   item: TokenItem;
   /** Its token, opened (undefined if none or invalidated). */
@@ -183,17 +205,17 @@ export class TokenBroker {
         // In the refresh-ahead window one request per container refreshes; the others keep the current token.
         const ahead = inAheadWindow(mem.token, now, connection.refreshBeforeSeconds * 1000, skewMs);
         if (serves(mem.token, now, minTtlMs, skewMs) && (!ahead || running || now < mem.aheadBlockedUntil)) {
-          return { token: mem.token, outcome: waited ? 'waited' : 'memory', connection };
+          return { token: mem.token, outcome: waited ? 'waited' : 'memory' };
         }
         if (tooShortFor(mem.token, minTtlMs)) throw tooShort(mem.token);
       }
       if (running) {
         // In-process single flight: wait for this container's own store read or refresh, then look again.
         waited = true;
-        const r = await withDeadline(running, deadline, clock);
+        const r = await withDeadline(running, deadline, clock, this.deps.timers);
         // A token fresh from the upstream serves whoever waited for it (no skew allowance).
         if (r && (r.outcome === 'refreshed' || r.outcome === 'waited') && serves(r.token, clock.now(), minTtlMs, skewMs, true)) {
-          return { token: r.token, outcome: 'waited', connection };
+          return { token: r.token, outcome: 'waited' };
         }
         if (clock.now() >= deadline) throw unavailable('timed out waiting for a token refresh', 1);
         continue;
@@ -252,37 +274,54 @@ export class TokenBroker {
     const policy = this.policy(connection);
     await this.storePending(connection);
     let item: TokenItem | undefined;
+    // When the last read was sent: a lease taken after it showed the lease free was taken after this.
+    let readAt = clock.now();
     try {
       item = await this.read(connection);
     } catch (e) {
       const pending = this.pendingToken(connection);
-      if (pending && serves(pending, clock.now(), minTtlMs, this.options.skewMs)) return { token: pending, outcome: 'memory', connection };
+      if (pending && serves(pending, clock.now(), minTtlMs, this.options.skewMs)) return { token: pending, outcome: 'memory' };
       throw e;
     }
     let token = this.withPending(connection, await this.open(connection, item));
     const firstVer = item?.ver ?? 0;
-    let poll = 0;
     for (;;) {
       const fresh = (item?.ver ?? 0) > firstVer;
       const step = decide({ now: clock.now(), item, token, fresh, minTtlMs, deadline, holdsLease: false }, policy);
-      if (step.do === 'serve') return { token: step.token, outcome: fresh ? 'waited' : 'store', connection };
+      if (step.do === 'serve') return { token: step.token, outcome: fresh ? 'waited' : 'store' };
       if (step.do === 'refuse') throw step.error;
       if (step.do === 'refresh') {
-        const served = await this.tryRefresh(connection, policy, step, minTtlMs, deadline, firstVer);
-        if (served) return served;
+        const r = await this.tryRefresh(connection, policy, step, minTtlMs, deadline, firstVer);
+        if ('token' in r) return r;
+        if (r.lost?.item) {
+          // Another holder has the lease: the failed lease write brought the item back, no read needed.
+          item = r.lost.item;
+          token = this.withPending(connection, await this.open(connection, item));
+          continue;
+        }
+        if (r.lost) {
+          // The store did not return the item: another holder took the lease after our read showed it free
+          // (counted from the read: early rather than late), and its refresh should take as long as the item
+          // we read expects.
+          const now = clock.now();
+          await clock.sleep(Math.min(waitBeforeRead({ leaseAt: readAt, refreshMs: item?.refreshMs }, now, this.options), deadline - now));
+        }
       } else {
-        poll = nextPoll(poll, this.options.pollInitialMs, this.options.pollMaxMs);
-        await clock.sleep(Math.min(poll, deadline - clock.now()));
+        // Sleep until the holder's refresh is due (the item says when), then poll fast.
+        const now = clock.now();
+        await clock.sleep(Math.min(waitBeforeRead(item, now, this.options), deadline - now));
       }
-      // Another holder has the lease, or we waited for one: look again.
+      // We waited for another holder, or gave a lease back: look again.
+      readAt = clock.now();
       item = await this.read(connection);
       token = this.withPending(connection, await this.open(connection, item));
     }
   }
 
   /**
-   * Takes the lease and refreshes, unless the item changed so that no refresh is needed any more. Undefined
-   * when another holder has the lease. A refresh-ahead that fails for any reason serves its still-valid token.
+   * Takes the lease and refreshes, unless the item changed so that no refresh is needed any more. When
+   * another holder has the lease: `lost`, with the item as the failed lease write found it if the store
+   * returned it. A refresh-ahead that fails for any reason serves its still-valid token.
    */
   private async tryRefresh(
     connection: Connection,
@@ -291,15 +330,19 @@ export class TokenBroker {
     minTtlMs: number,
     deadline: number,
     firstVer: number,
-  ): Promise<Served | undefined> {
+  ): Promise<Served | { lost?: { item?: TokenItem | undefined } }> {
     const { clock } = this.deps;
     // What to serve if this refresh-ahead fails: the still-valid token, as long as it is still the cached one.
     let fallback = step.fallback;
     try {
-      const now = clock.now();
-      const acquired = await this.storeCall(() => this.deps.store.acquireLease(connection.name, randomUUID(), now, now + this.options.leaseMs));
-      if (!acquired) return undefined;
-      const { lease, item } = acquired;
+      const leaseAt = clock.now();
+      const attempt = await this.storeCall(() => this.deps.store.acquireLease(connection.name, this.deps.ids.next(), leaseAt, leaseAt + this.options.leaseMs));
+      if (!attempt.lease) {
+        // Someone else refreshes ahead: the still-valid token serves meanwhile.
+        if (fallback && serves(fallback, clock.now(), minTtlMs, this.options.skewMs)) return { token: fallback, outcome: 'store' };
+        return { lost: { item: attempt.item } };
+      }
+      const { lease, item } = attempt;
       let current: Token | undefined;
       try {
         current = this.withPending(connection, await this.open(connection, item));
@@ -314,11 +357,11 @@ export class TokenBroker {
         await this.releaseQuietly(connection, lease);
         // 'waited' only for a token published while this request waited: in-process waiters then take it
         // without the skew allowance; a cached one keeps it.
-        if (again.do === 'serve') return { token: again.token, outcome: item.ver > firstVer ? 'waited' : 'store', connection };
+        if (again.do === 'serve') return { token: again.token, outcome: item.ver > firstVer ? 'waited' : 'store' };
         if (again.do === 'refuse') throw again.error;
-        return undefined;
+        return {};
       }
-      return await this.refresh({ connection, lease, item, current, minTtlMs, deadline, sent: [], probe: again.circuit === 'probe' }, again);
+      return await this.refresh({ connection, lease, leaseAt, item, current, minTtlMs, deadline, sent: [], probe: again.circuit === 'probe' }, again);
     } catch (e) {
       if (!fallback || !serves(fallback, clock.now(), minTtlMs, this.options.skewMs)) throw e;
       const err = e instanceof BrokerError ? e : undefined;
@@ -327,7 +370,6 @@ export class TokenBroker {
       return {
         token: fallback,
         outcome: 'store',
-        connection,
         ...(err?.extra.sent?.length ? { sent: err.extra.sent } : {}),
         ...(declined ? {} : { staleAfter: err?.code ?? 'internal' }),
         ...(err?.extra.fromUpstream ? { upstreamFailed: true } : {}),
@@ -381,7 +423,7 @@ export class TokenBroker {
     const { connection, lease, deadline } = ctx;
     const { clock } = this.deps;
     const limit = connection.rateLimit;
-    const attemptId = randomUUID();
+    const attemptId = this.deps.ids.next();
     const debit = limit ? await this.limiter.debit(limit, attemptId, { demand: DEMAND_REASONS.has(reason), connection: connection.name }) : undefined;
     const now = clock.now();
     // Finish inside the lease (nobody takes it over mid-request) and before the caller's deadline.
@@ -404,7 +446,7 @@ export class TokenBroker {
     }
     ctx.sent.push(reason);
     const sentAt = clock.now();
-    const up = await this.deps.upstream.requestToken(connection, secret.credentials, AbortSignal.timeout(budget));
+    const up = await this.deps.upstream.requestToken(connection, secret.credentials, this.deps.timers.timeout(budget));
     const token: Token = {
       accessToken: up.accessToken,
       tokenType: up.tokenType,
@@ -432,7 +474,7 @@ export class TokenBroker {
       const hold = backoffNote(unavailable('the upstream answered with a token that expires no later than the cached one; try again later', 1), holdUntil);
       await this.releaseQuietly(connection, lease, DEMAND_REASONS.has(reason) ? { demandBackoff: hold } : { backoff: hold });
       this.log.warn('upstream answered with a token that expires no later than the cached one', { connection: connection.name, reason, fp: token.fp });
-      if (serves(current, clock.now(), minTtlMs, this.options.skewMs)) return { token: current, outcome: 'store', connection, ...extra };
+      if (serves(current, clock.now(), minTtlMs, this.options.skewMs)) return { token: current, outcome: 'store', ...extra };
       throw withSent(errorForBackoff(hold, clock.now()), ctx.sent);
     }
     const satisfies = serves(token, clock.now(), minTtlMs, this.options.skewMs, true);
@@ -447,6 +489,8 @@ export class TokenBroker {
         fp: token.fp,
         reason,
         ...(demandBackoff ? { demandBackoff } : {}),
+        // What the next refresh's waiters sleep for before they read.
+        refreshMs: expectedRefreshMs(ctx.item.refreshMs, clock.now() - ctx.leaseAt),
       });
       published = result === 'published';
     } catch (e) {
@@ -466,7 +510,7 @@ export class TokenBroker {
 
   /** The refreshed token for the request that fetched or awaited it, if it satisfies its min_ttl. */
   private answer(token: Token, outcome: Outcome, ctx: RefreshContext, extra: Pick<Served, 'sent' | 'ledgerRemaining'>): Served {
-    if (serves(token, this.deps.clock.now(), ctx.minTtlMs, this.options.skewMs, true)) return { token, outcome, connection: ctx.connection, ...extra };
+    if (serves(token, this.deps.clock.now(), ctx.minTtlMs, this.options.skewMs, true)) return { token, outcome, ...extra };
     if (tooShortFor(token, ctx.minTtlMs)) throw withSent(tooShort(token), ctx.sent);
     throw withSent(unavailable('the refreshed token does not satisfy min_ttl', 1), ctx.sent);
   }
@@ -531,8 +575,8 @@ export class TokenBroker {
     p.retryAt = now + PENDING_RETRY_MS;
     let lease: Lease | undefined;
     try {
-      const acquired = await store.acquireLease(connection.name, randomUUID(), now, now + this.options.leaseMs);
-      if (!acquired) return;
+      const acquired = await store.acquireLease(connection.name, this.deps.ids.next(), now, now + this.options.leaseMs);
+      if (!acquired.lease) return;
       lease = acquired.lease;
       const current = await this.open(connection, acquired.item);
       if (current && current.expiresAt >= p.token.expiresAt) {
@@ -598,7 +642,7 @@ export class TokenBroker {
       this.log.warn('upstream token request failed', { connection: connection.name, failure: f.kind, status: 'status' in f ? f.status : undefined });
       return errorForFailure(f, backoff.until - now);
     }
-    const err = e instanceof BrokerError ? e : this.storeError(e);
+    const err = this.brokerError(e);
     await this.releaseQuietly(connection, lease, this.withProbe(ctx, releaseNoteFor(err, e, connection, item, now), now));
     return err;
   }
@@ -613,18 +657,30 @@ export class TokenBroker {
     return this.storeCall(() => this.deps.store.get(connection.name));
   }
 
-  /** Runs a store call; a DynamoDB fault becomes 503 `unavailable` (with its cause), never a 500. */
+  /** Runs a store call; a store that is throttled or unavailable becomes 503 `unavailable` (with its cause). */
   private async storeCall<T>(call: () => Promise<T>): Promise<T> {
     try {
       return await call();
     } catch (e) {
-      throw e instanceof BrokerError ? e : this.storeError(e);
+      throw e instanceof DependencyUnavailable ? this.unavailableError(e) : e;
     }
   }
 
-  private storeError(e: unknown): BrokerError {
-    this.log.warn('token store unavailable', { error: errorName(e) });
-    return unavailable('token store unavailable', 1, e);
+  /**
+   * The caller's error for a failure, by its type (adapters type what may clear by itself): a dependency that
+   * is unavailable is a 503 with Retry-After; anything untyped is a bug or a misconfiguration, a 500.
+   */
+  private brokerError(e: unknown): BrokerError {
+    if (e instanceof BrokerError) return e;
+    if (e instanceof DependencyUnavailable) return this.unavailableError(e);
+    this.log.warn('unexpected failure', { error: errorName(e) });
+    return new BrokerError('internal', 'internal error', {}, { cause: e });
+  }
+
+  private unavailableError(e: DependencyUnavailable): BrokerError {
+    const kms = e instanceof SealerUnavailable;
+    this.log.warn(kms ? 'key service unavailable' : e instanceof StoreThrottled ? 'token store throttled' : 'token store unavailable', { error: e.name, cause: errorName(e.cause) });
+    return unavailable(kms ? 'key service unavailable' : 'token store unavailable', 1, e);
   }
 
   private async releaseQuietly(connection: Connection, lease: Lease, note?: ReleaseNote): Promise<void> {
@@ -668,7 +724,7 @@ export class TokenBroker {
     } catch (e) {
       this.memory.delete(name);
       // KMS throttled or unreachable: the sealed token may be fine; answer 503 and leave it for the fleet.
-      if (isTransient(e)) throw this.storeError(e);
+      if (e instanceof DependencyUnavailable) throw this.unavailableError(e);
       // Tampered with, sealed for another connection or with another key: never serve it, and let a fresh
       // token replace it (publishing over a token that expires later needs it invalidated).
       // Replacing it costs a token request, so it goes through the budget guard like a caller's report: containers
@@ -742,31 +798,22 @@ function withSent(err: BrokerError, sent: RefreshReason[]): BrokerError {
   return err;
 }
 
-/**
- * An AWS service or network failure (throttling, 5xx, timeouts), as opposed to a sealed token that does not
- * open. The Encryption SDK folds keyring errors into its own message, so the message is checked too.
- */
-export function isTransient(e: unknown): boolean {
-  const err = e as { $metadata?: unknown; $retryable?: unknown; name?: string; message?: string; code?: string };
-  if (err?.$metadata !== undefined || err?.$retryable !== undefined) return true;
-  const text = `${err?.name ?? ''} ${err?.code ?? ''} ${err?.message ?? ''}`;
-  return /Throttl|TooManyRequests|LimitExceeded|ServiceUnavailable|InternalFailure|KMSInternal|Timeout|ECONN|ENOTFOUND|EAI_AGAIN|ETIMEDOUT|EPIPE|socket hang up|NetworkingError/i.test(text);
-}
-
 function errorName(e: unknown): string {
   return e instanceof Error ? e.name : typeof e;
 }
 
-async function withDeadline<T>(p: Promise<T>, deadline: number, clock: Clock): Promise<T | undefined> {
+async function withDeadline<T>(p: Promise<T>, deadline: number, clock: Clock, timers: Timers): Promise<T | undefined> {
   const wait = deadline - clock.now();
   if (wait <= 0) return undefined;
-  let timer: NodeJS.Timeout | undefined;
-  const result = await Promise.race([
-    p,
-    new Promise<undefined>((resolve) => {
-      timer = setTimeout(() => resolve(undefined), wait);
-    }),
-  ]);
-  clearTimeout(timer);
-  return result;
+  const timeout = timers.timeout(wait);
+  let onTimeout!: () => void;
+  const timedOut = new Promise<undefined>((resolve) => {
+    onTimeout = () => resolve(undefined);
+    timeout.addEventListener('abort', onTimeout, { once: true });
+  });
+  try {
+    return await Promise.race([p, timedOut]);
+  } finally {
+    timeout.removeEventListener('abort', onTimeout);
+  }
 }

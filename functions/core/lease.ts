@@ -14,8 +14,3 @@ export function leaseState(item: Pick<TokenItem, 'owner' | 'leaseUntil'> | undef
 export function canRefresh(deadline: number, now: number, budgetMs: number): boolean {
   return deadline - now >= budgetMs;
 }
-
-/** Poll interval while waiting for another holder: grows from `initial` to `max`. */
-export function nextPoll(previous: number, initial: number, max: number): number {
-  return previous <= 0 ? initial : Math.min(max, Math.ceil(previous * 1.5));
-}

@@ -10,10 +10,44 @@ export interface Clock {
   sleep(ms: number): Promise<void>;
 }
 
-export const systemClock: Clock = {
-  now: () => Date.now(),
-  sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
-};
+/** Fresh unique ids: lease owners, ledger attempt ids. */
+export interface Ids {
+  next(): string;
+}
+
+/** Timeouts on the real time of the process (the core never starts a timer of its own). */
+export interface Timers {
+  /** A signal that aborts (with a `TimeoutError`) after `ms`; it never keeps the process alive. */
+  timeout(ms: number): AbortSignal;
+}
+
+/**
+ * A port's dependency failed in a way that may clear by itself (throttled, a 5xx, unreachable, timed out).
+ * Adapters classify their SDK's errors into these types and keep the original as `cause`; the core answers
+ * 503 with Retry-After for them and never reads an error's message. Anything else an adapter throws is a
+ * configuration error or a bug.
+ */
+export class DependencyUnavailable extends Error {
+  override name = 'DependencyUnavailable';
+  constructor(message: string, options: { cause: unknown }) {
+    super(message, options);
+  }
+}
+
+/** The token store (DynamoDB) did not answer: a 5xx, a network error, a timeout. */
+export class StoreUnavailable extends DependencyUnavailable {
+  override name = 'StoreUnavailable';
+}
+
+/** The token store throttled the request after the SDK's retries (a hot partition, or the table's limits). */
+export class StoreThrottled extends StoreUnavailable {
+  override name = 'StoreThrottled';
+}
+
+/** The sealer's key service (KMS) did not answer or throttled: the sealed token may be fine. */
+export class SealerUnavailable extends DependencyUnavailable {
+  override name = 'SealerUnavailable';
+}
 
 /** A token as the broker serves it (plaintext: only ever in memory and in the 200 body). */
 export interface Token {
@@ -40,7 +74,7 @@ export interface Backoff {
 }
 
 /**
- * A connection's credential circuit (DESIGN "Budget guard"): opened by a credential or configuration error
+ * A connection's credential circuit (docs/protocol.md "Credential circuit"): opened by a credential or configuration error
  * that survived a secret re-read. No upstream request while it is open, until the secret's version or the
  * connection's config changes, or the probe time comes.
  */
@@ -72,6 +106,10 @@ export interface TokenItem {
   fence: number;
   owner?: string;
   leaseUntil?: number;
+  /** When the current lease was taken (the holder's clock): waiters expect its publish `refreshMs` later. */
+  leaseAt?: number;
+  /** How long refreshes take, from taking the lease to publishing (an estimate that leans early, core/waiting.ts). */
+  refreshMs?: number;
   sealed?: Uint8Array;
   expiresAt?: number;
   issuedAt?: number;
@@ -104,7 +142,15 @@ export interface SealedToken {
   fp: string;
   reason: RefreshReason;
   demandBackoff?: Backoff;
+  /** How long this refresh took from taking the lease: what the next refresh's waiters expect. */
+  refreshMs?: number;
 }
+
+/**
+ * A lease attempt: the lease and the item after the write; or no lease (another holder has it) and, when the
+ * store returned it with the failure, the item as the failed write found it.
+ */
+export type LeaseAttempt = { lease: Lease; item: TokenItem } | { lease?: undefined; item?: TokenItem };
 
 export type PublishResult = 'published' | 'superseded';
 
@@ -121,11 +167,12 @@ export interface TokenStore {
   /** Strongly consistent read of the connection's item. */
   get(connection: string): Promise<TokenItem | undefined>;
   /**
-   * Takes the lease if it is free or expired at `now`. Returns the lease and the item as it stands after
-   * the write, or undefined when another holder has it. Reads back after a failed condition, so an
-   * SDK retry of a write that succeeded is recognised as ours.
+   * Takes the lease if it is free or expired at `now`, recording `now` as `leaseAt`. Returns the lease and
+   * the item as it stands after the write; when another holder has it, no lease and the item as the failed
+   * write found it if the store returned it (DynamoDB does), so a waiter needs no read of its own. An SDK
+   * retry of a write that succeeded is recognised as ours (read back if the store did not return the item).
    */
-  acquireLease(connection: string, owner: string, now: number, until: number): Promise<{ lease: Lease; item: TokenItem } | undefined>;
+  acquireLease(connection: string, owner: string, now: number, until: number): Promise<LeaseAttempt>;
   /**
    * Stores the token and frees the lease, only while `lease` is still the current one (fencing) and
    * the cached token is not one that expires later (unless that one was invalidated). Clears any backoff
@@ -153,7 +200,7 @@ export interface LedgerState {
   backoffUntil?: number;
   /**
    * connection -> no upstream attempt for it before this time: it fetched a token that waits to be
-   * published (DESIGN "Budget guard": a store fault after a fetch costs at most one request per 5 minutes).
+   * published (docs/protocol.md "Fetched tokens are kept": a store fault after a fetch costs at most one request per 5 minutes).
    */
   holds?: Record<string, number>;
   /** Optimistic-concurrency version; 0 when the item does not exist. */

@@ -10,7 +10,7 @@ import { DEFAULT_MIN_TTL_SECONDS, MIN_TTL_PARAM, routePath } from '../contract/r
 import { HttpUpstream } from '../adapters/upstream-http.js';
 import { isAllowed, principalFromArn } from '../core/authz.js';
 import { TokenBroker } from '../core/broker.js';
-import { systemClock } from '../core/ports.js';
+import { randomIds, systemClock, systemTimers } from '../adapters/system.js';
 import { createHttpHandler } from '../broker/http.js';
 import { noMetrics, type RequestLog } from '../broker/observability.js';
 import { fileSecrets, type LocalConfig, localSealKey, localSecretSource, parseLocalConfig, StartupError } from './config.js';
@@ -142,6 +142,8 @@ export async function startLocalBroker(opts: LocalBrokerOptions): Promise<LocalB
       sealer: rawAesSealer(localSealKey(opts.table)),
       upstream: new HttpUpstream(),
       clock: systemClock,
+      ids: randomIds,
+      timers: systemTimers,
       log: logger,
     });
     const handler = createHttpHandler({ broker, logger, metrics: noMetrics });

@@ -3,6 +3,7 @@ import {
   DynamoDBClient,
   GetItemCommand,
   ProvisionedThroughputExceededException,
+  ResourceNotFoundException,
   UpdateItemCommand,
   type AttributeValue,
 } from '@aws-sdk/client-dynamodb';
@@ -10,7 +11,7 @@ import { mockClient } from 'aws-sdk-client-mock';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { DynamoTokenStore, toTokenItem } from '../../functions/adapters/dynamodb-store.js';
 import { BrokerError } from '../../functions/core/errors.js';
-import type { Backoff, Circuit, Lease, SealedToken } from '../../functions/core/ports.js';
+import { type Backoff, type Circuit, type Lease, type LeaseAttempt, type SealedToken, StoreThrottled, StoreUnavailable, type TokenItem } from '../../functions/core/ports.js';
 import { RateLimiter } from '../../functions/core/rate-limiter.js';
 import { type EmbeddedDynamo, ensureTable, localDynamoClient, startDynalite } from '../../functions/local/dynamodb.js';
 import { FakeClock } from '../support/clock.js';
@@ -26,6 +27,13 @@ const sealedToken = (tag: string, expiresAt: number, issuedAt = T0): SealedToken
   fp: `fp-${tag}`,
   reason: 'expired',
 });
+
+/** A lease the test expects to get. */
+async function taken(attempt: Promise<LeaseAttempt>): Promise<{ lease: Lease; item: TokenItem }> {
+  const r = await attempt;
+  if (!r.lease) throw new Error('the lease was not taken');
+  return r;
+}
 
 const N = (v: number): AttributeValue => ({ N: String(v) });
 const S = (v: string): AttributeValue => ({ S: v });
@@ -61,20 +69,23 @@ describe('DynamoTokenStore with a mocked client', () => {
     ddb.on(UpdateItemCommand).rejects(ccf({ pk: S('tok#c'), owner: S('me'), fence: N(7), ver: N(3), leaseUntil: N(T0 + LEASE_MS) }));
     const r = await store.acquireLease('c', 'me', T0, T0 + LEASE_MS);
     expect(r?.lease).toEqual({ owner: 'me', fence: 7, until: T0 + LEASE_MS });
-    expect(r?.item.ver).toBe(3);
+    expect(r.item?.ver).toBe(3);
     expect(ddb.commandCalls(GetItemCommand)).toHaveLength(0); // the Item on the exception sufficed
   });
 
-  it('acquireLease whose failed condition shows another owner returns undefined', async () => {
+  it('acquireLease whose failed condition shows another owner returns no lease and the item it found', async () => {
     ddb.on(UpdateItemCommand).rejects(ccf({ pk: S('tok#c'), owner: S('other'), fence: N(7), ver: N(3), leaseUntil: N(T0 + LEASE_MS) }));
-    expect(await store.acquireLease('c', 'me', T0, T0 + LEASE_MS)).toBeUndefined();
+    const r = await store.acquireLease('c', 'me', T0, T0 + LEASE_MS);
+    expect(r.lease).toBeUndefined();
+    expect(r.item).toMatchObject({ owner: 'other', fence: 7, ver: 3 }); // the item the failed write found: no read needed
+    expect(ddb.commandCalls(GetItemCommand)).toHaveLength(0);
   });
 
   it('without Item on the exception, reads back with a consistent GetItem', async () => {
     ddb.on(UpdateItemCommand).rejects(ccf());
     ddb.on(GetItemCommand).resolves({ Item: { pk: S('tok#c'), owner: S('me'), fence: N(2), ver: N(0), leaseUntil: N(T0 + LEASE_MS) } });
     const r = await store.acquireLease('c', 'me', T0, T0 + LEASE_MS);
-    expect(r?.lease.fence).toBe(2);
+    expect(r.lease?.fence).toBe(2);
     const get = ddb.commandCalls(GetItemCommand);
     expect(get).toHaveLength(1);
     expect(get[0]!.args[0].input).toMatchObject({ TableName: TABLE, Key: { pk: S('tok#c') }, ConsistentRead: true });
@@ -105,21 +116,67 @@ describe('DynamoTokenStore with a mocked client', () => {
     expect(ddb.commandCalls(GetItemCommand)).toHaveLength(0);
   });
 
-  it('throttling and other errors propagate (never mistaken for a lost race or a miss)', async () => {
+  it('throttling leaves every call as StoreThrottled with the SDK error as cause (never a lost race or a miss)', async () => {
     const throttled = new ProvisionedThroughputExceededException({ message: 'slow down', $metadata: { httpStatusCode: 400 } });
     ddb.on(UpdateItemCommand).rejects(throttled);
     ddb.on(GetItemCommand).rejects(throttled);
     const lease: Lease = { owner: 'me', fence: 1, until: T0 + LEASE_MS };
-    await expect(store.acquireLease('c', 'me', T0, T0 + LEASE_MS)).rejects.toBe(throttled);
-    await expect(store.publish('c', lease, sealedToken('a', T0 + 1000))).rejects.toBe(throttled);
-    await expect(store.release('c', lease)).rejects.toBe(throttled);
-    await expect(store.invalidate('c', 'fp', T0)).rejects.toBe(throttled);
-    await expect(store.write('k', 0, {}, 'a', T0)).rejects.toBe(throttled);
-    await expect(store.setBackoff('k', T0)).rejects.toBe(throttled);
-    await expect(store.hold('k', 'c', T0)).rejects.toBe(throttled);
-    await expect(store.refund('k', 'a')).rejects.toBe(throttled);
-    await expect(store.get('c')).rejects.toBe(throttled);
-    await expect(store.read('k')).rejects.toBe(throttled);
+    const calls = [
+      store.acquireLease('c', 'me', T0, T0 + LEASE_MS),
+      store.publish('c', lease, sealedToken('a', T0 + 1000)),
+      store.release('c', lease),
+      store.invalidate('c', 'fp', T0),
+      store.reset('c'),
+      store.write('k', 0, {}, 'a', T0),
+      store.setBackoff('k', T0),
+      store.hold('k', 'c', T0),
+      store.refund('k', 'a'),
+      store.releaseHold('k', 'c'),
+      store.get('c'),
+      store.read('k'),
+    ];
+    for (const call of calls) {
+      const e = await call.then(() => undefined, (x: unknown) => x);
+      expect(e).toBeInstanceOf(StoreThrottled);
+      expect((e as Error).cause).toBe(throttled);
+    }
+  });
+
+  it('a server fault or a network error is StoreUnavailable; a client error (missing table, denied) stays as the SDK threw it', async () => {
+    const server = Object.assign(new Error('InternalServerError'), { name: 'InternalServerError', $fault: 'server', $metadata: { httpStatusCode: 500 } });
+    ddb.on(GetItemCommand).rejects(server);
+    const e = await store.get('c').catch((x: unknown) => x);
+    expect(e).toBeInstanceOf(StoreUnavailable);
+    expect(e).not.toBeInstanceOf(StoreThrottled);
+    expect((e as Error).cause).toBe(server);
+    ddb.on(GetItemCommand).rejects(Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' }));
+    await expect(store.get('c')).rejects.toBeInstanceOf(StoreUnavailable);
+    const missing = new ResourceNotFoundException({ message: 'Requested resource not found', $metadata: { httpStatusCode: 400 } });
+    ddb.on(GetItemCommand).rejects(missing);
+    await expect(store.get('c')).rejects.toBe(missing);
+  });
+
+  it('names each attribute once and sends only the values its expressions use', async () => {
+    ddb.on(UpdateItemCommand).resolves({});
+    const lease: Lease = { owner: 'me', fence: 1, until: T0 + LEASE_MS };
+    await store.release('c', lease);
+    await store.release('c', lease, { backoff: { until: T0, code: 'unavailable', message: 'm' } });
+    await store.publish('c', lease, sealedToken('a', T0 + 1000));
+    await store.invalidate('c', 'fp', T0, 10_000);
+    await store.hold('k', 'conn', T0);
+    await store.refund('k', 'attempt-1');
+    for (const call of ddb.commandCalls(UpdateItemCommand)) {
+      const { UpdateExpression, ConditionExpression, ExpressionAttributeNames = {}, ExpressionAttributeValues = {} } = call.args[0].input;
+      const text = `${UpdateExpression} ${ConditionExpression}`;
+      expect(Object.keys(ExpressionAttributeNames).sort()).toEqual([...new Set(text.match(/#\w+/g))].sort());
+      expect(Object.keys(ExpressionAttributeValues).sort()).toEqual([...new Set(text.match(/:\w+/g))].sort());
+    }
+    const [plain, withNote, publish, , hold, refund] = ddb.commandCalls(UpdateItemCommand).map((c) => c.args[0].input);
+    expect(plain!.ConditionExpression).toBe(withNote!.ConditionExpression);
+    expect(publish!.ConditionExpression).toContain(plain!.ConditionExpression); // the lease clause, said once
+    expect(withNote!.ExpressionAttributeValues![':bo']).toEqual({ M: { until: N(T0), code: S('unavailable'), msg: S('m') } });
+    expect(hold!.ExpressionAttributeNames!['#a']).toBe('hold#conn');
+    expect(refund!.ExpressionAttributeNames).toMatchObject({ '#log': 'log', '#id': 'attempt-1' });
   });
 
   it('toTokenItem maps every attribute', () => {
@@ -221,16 +278,36 @@ describe('DynamoTokenStore against dynalite', () => {
       const a = await store.acquireLease(c, 'holder-a', T0, T0 + LEASE_MS);
       expect(a?.lease).toEqual({ owner: 'holder-a', fence: 1, until: T0 + LEASE_MS });
       expect(a?.item).toMatchObject({ ver: 0, fence: 1, owner: 'holder-a' });
-      expect(await store.acquireLease(c, 'holder-b', T0 + LEASE_MS - 1, T0 + 2 * LEASE_MS)).toBeUndefined();
+      const refused = await store.acquireLease(c, 'holder-b', T0 + LEASE_MS - 1, T0 + 2 * LEASE_MS);
+      expect(refused.lease).toBeUndefined();
+      // dynalite returns no item with the failure, and without an SDK retry the store does not read it back.
+      expect(refused.item).toBeUndefined();
+      expect(seen.filter((x) => x.command === 'GetItemCommand')).toHaveLength(0);
       const b = await store.acquireLease(c, 'holder-b', T0 + LEASE_MS, T0 + 2 * LEASE_MS);
       expect(b?.lease).toEqual({ owner: 'holder-b', fence: 2, until: T0 + 2 * LEASE_MS });
       expect(await store.get(c)).toMatchObject({ owner: 'holder-b', fence: 2, leaseUntil: T0 + 2 * LEASE_MS });
     });
 
+    it('records when the lease was taken, and at publish how long the refresh took (what waiters sleep for)', async () => {
+      const c = name();
+      const a = await taken(store.acquireLease(c, 'holder-a', T0, T0 + LEASE_MS));
+      expect(a.item).toMatchObject({ leaseAt: T0 });
+      expect(await store.publish(c, a.lease, { ...sealedToken('t', T0 + 3_600_000), refreshMs: 512 })).toBe('published');
+      const published = await store.get(c);
+      expect(published).toMatchObject({ refreshMs: 512, fp: 'fp-t' });
+      expect(published?.leaseAt).toBeUndefined();
+      const b = await taken(store.acquireLease(c, 'holder-b', T0 + 5, T0 + LEASE_MS));
+      expect(b.item).toMatchObject({ leaseAt: T0 + 5, refreshMs: 512 }); // a waiter expects the publish at T0 + 5 + 512
+      await store.release(c, b.lease);
+      const released = await store.get(c);
+      expect(released?.leaseAt).toBeUndefined();
+      expect(released?.refreshMs).toBe(512); // a failed refresh leaves the last good duration
+    });
+
     it('release frees the lease only for the current holder, and can leave a backoff, a demand backoff and a circuit', async () => {
       const c = name();
-      const a = (await store.acquireLease(c, 'holder-a', T0, T0 + LEASE_MS))!;
-      const b = (await store.acquireLease(c, 'holder-b', T0 + LEASE_MS, T0 + 2 * LEASE_MS))!;
+      const a = await taken(store.acquireLease(c, 'holder-a', T0, T0 + LEASE_MS));
+      const b = await taken(store.acquireLease(c, 'holder-b', T0 + LEASE_MS, T0 + 2 * LEASE_MS));
       await store.release(c, a.lease); // stale: fence 1 is no longer current
       expect(await store.get(c)).toMatchObject({ owner: 'holder-b', fence: 2 });
       const backoff: Backoff = { until: T0 + 30_000, code: 'unavailable', message: 'upstream token endpoint unavailable', failures: 2 };
@@ -244,32 +321,32 @@ describe('DynamoTokenStore against dynalite', () => {
       expect(item?.demandBackoff).toEqual(demandBackoff);
       expect(item?.circuit).toEqual(circuit);
       // Free again: the next acquire needs no waiting.
-      expect((await store.acquireLease(c, 'holder-c', T0 + LEASE_MS + 1, T0 + 3 * LEASE_MS))?.lease.fence).toBe(3);
+      expect((await store.acquireLease(c, 'holder-c', T0 + LEASE_MS + 1, T0 + 3 * LEASE_MS)).lease?.fence).toBe(3);
     });
   });
 
   describe('publish', () => {
     it('stores the token with its reason, frees the lease, bumps ver, clears a backoff and the circuit, sets the demand backoff', async () => {
       const c = name();
-      const a = (await store.acquireLease(c, 'holder-a', T0, T0 + LEASE_MS))!;
+      const a = await taken(store.acquireLease(c, 'holder-a', T0, T0 + LEASE_MS));
       const circuit: Circuit = { upstreamError: 'invalid_grant', openedAt: T0, probeAt: T0, probes: 0, secretVersion: 'sv', configHashes: ['ch', 'ch2'], checkedAt: T0 };
       await store.release(c, a.lease, { backoff: { until: T0 + 1000, code: 'unavailable', message: 'x' }, circuit, demandBackoff: { until: T0 + 9, code: 'unavailable', message: 'old' } });
-      const b = (await store.acquireLease(c, 'holder-b', T0, T0 + LEASE_MS))!;
+      const b = await taken(store.acquireLease(c, 'holder-b', T0, T0 + LEASE_MS));
       const spacing: Backoff = { until: T0 + 2_880_000, code: 'rate_limited', message: 'spacing', refusal: 'spacing' };
       const t = { ...sealedToken('t1', T0 + 3_600_000), reason: 'min_ttl' as const, demandBackoff: spacing };
       expect(await store.publish(c, b.lease, t)).toBe('published');
       const item = await store.get(c);
       expect(item).toEqual({ ver: 1, fence: 2, sealed: t.sealed, expiresAt: t.expiresAt, issuedAt: T0, fp: 'fp-t1', reason: 'min_ttl', demandBackoff: spacing });
       // Without a demand backoff, a publish clears the old one.
-      const h = (await store.acquireLease(c, 'holder-c', T0, T0 + LEASE_MS))!;
+      const h = await taken(store.acquireLease(c, 'holder-c', T0, T0 + LEASE_MS));
       expect(await store.publish(c, h.lease, sealedToken('t2', T0 + 3_600_000))).toBe('published');
       expect((await store.get(c))?.demandBackoff).toBeUndefined();
     });
 
     it('A8: a holder whose lease was taken over cannot publish; the newer holder\'s token stays', async () => {
       const c = name();
-      const h1 = (await store.acquireLease(c, 'holder-1', T0, T0 + LEASE_MS))!;
-      const h2 = (await store.acquireLease(c, 'holder-2', T0 + LEASE_MS + 1, T0 + 2 * LEASE_MS))!;
+      const h1 = await taken(store.acquireLease(c, 'holder-1', T0, T0 + LEASE_MS));
+      const h2 = await taken(store.acquireLease(c, 'holder-2', T0 + LEASE_MS + 1, T0 + 2 * LEASE_MS));
       expect(h2.lease.fence).toBe(2);
       // Holder 1 answers late, while holder 2 still holds the lease...
       expect(await store.publish(c, h1.lease, sealedToken('late-1', T0 + 7_200_000))).toBe('superseded');
@@ -281,7 +358,7 @@ describe('DynamoTokenStore against dynalite', () => {
 
     it('publishing twice with the same lease fails the second time (the lease was consumed)', async () => {
       const c = name();
-      const h = (await store.acquireLease(c, 'holder', T0, T0 + LEASE_MS))!;
+      const h = await taken(store.acquireLease(c, 'holder', T0, T0 + LEASE_MS));
       expect(await store.publish(c, h.lease, sealedToken('a', T0 + 3_600_000))).toBe('published');
       expect(await store.publish(c, h.lease, sealedToken('b', T0 + 7_200_000))).toBe('superseded');
       expect(await store.get(c)).toMatchObject({ fp: 'fp-a', ver: 1 });
@@ -289,21 +366,21 @@ describe('DynamoTokenStore against dynalite', () => {
 
     it('invariant 4: refuses a token that expires earlier than the cached one, unless that one was invalidated', async () => {
       const c = name();
-      const h1 = (await store.acquireLease(c, 'h1', T0, T0 + LEASE_MS))!;
+      const h1 = await taken(store.acquireLease(c, 'h1', T0, T0 + LEASE_MS));
       await store.publish(c, h1.lease, sealedToken('long', T0 + 3_600_000));
 
-      const h2 = (await store.acquireLease(c, 'h2', T0 + 1, T0 + LEASE_MS))!;
+      const h2 = await taken(store.acquireLease(c, 'h2', T0 + 1, T0 + LEASE_MS));
       expect(await store.publish(c, h2.lease, sealedToken('short', T0 + 1_800_000))).toBe('superseded');
       expect(await store.get(c)).toMatchObject({ fp: 'fp-long', expiresAt: T0 + 3_600_000, ver: 1 });
       await store.release(c, h2.lease);
 
       // An equally long token may replace it.
-      const h3 = (await store.acquireLease(c, 'h3', T0 + 2, T0 + LEASE_MS))!;
+      const h3 = await taken(store.acquireLease(c, 'h3', T0 + 2, T0 + LEASE_MS));
       expect(await store.publish(c, h3.lease, sealedToken('same', T0 + 3_600_000))).toBe('published');
 
       // After an invalidation, a shorter one may replace it, and the invalidation is cleared.
       expect(await store.invalidate(c, 'fp-same', T0)).toEqual({ kind: 'invalidated' });
-      const h4 = (await store.acquireLease(c, 'h4', T0 + 3, T0 + LEASE_MS))!;
+      const h4 = await taken(store.acquireLease(c, 'h4', T0 + 3, T0 + LEASE_MS));
       expect(await store.publish(c, h4.lease, sealedToken('short', T0 + 1_800_000))).toBe('published');
       const item = await store.get(c);
       expect(item).toMatchObject({ fp: 'fp-short', expiresAt: T0 + 1_800_000, ver: 3 });
@@ -316,7 +393,7 @@ describe('DynamoTokenStore against dynalite', () => {
       const c = name();
       const notCurrent = { kind: 'not_current' };
       expect(await store.invalidate(c, 'fp-none', T0)).toEqual(notCurrent); // no item
-      const h = (await store.acquireLease(c, 'h', T0, T0 + LEASE_MS))!;
+      const h = await taken(store.acquireLease(c, 'h', T0, T0 + LEASE_MS));
       await store.publish(c, h.lease, sealedToken('cur', T0 + 3_600_000));
       expect(await store.invalidate(c, 'fp-other', T0)).toEqual(notCurrent);
       expect((await store.get(c))?.invalidated).toBeUndefined();
@@ -324,7 +401,7 @@ describe('DynamoTokenStore against dynalite', () => {
       expect(await store.get(c)).toMatchObject({ invalidated: true, invalidatedAt: T0 });
       expect(await store.invalidate(c, 'fp-cur', T0)).toEqual(notCurrent); // a hundred reports, one change, even in the same ms
       // After a new publish, reports of the old token change nothing.
-      const h2 = (await store.acquireLease(c, 'h2', T0 + 1, T0 + LEASE_MS))!;
+      const h2 = await taken(store.acquireLease(c, 'h2', T0 + 1, T0 + LEASE_MS));
       await store.publish(c, h2.lease, sealedToken('next', T0 + 3_600_000));
       expect(await store.invalidate(c, 'fp-cur', T0)).toEqual(notCurrent);
       expect((await store.get(c))?.invalidated).toBeUndefined();
@@ -332,10 +409,10 @@ describe('DynamoTokenStore against dynalite', () => {
 
     it('with a minimum gap, honours one invalidation per gap, atomically (connections without rateLimit)', async () => {
       const c = name();
-      const h = (await store.acquireLease(c, 'h', T0, T0 + LEASE_MS))!;
+      const h = await taken(store.acquireLease(c, 'h', T0, T0 + LEASE_MS));
       await store.publish(c, h.lease, sealedToken('one', T0 + 3_600_000));
       expect(await store.invalidate(c, 'fp-one', T0, 10_000)).toEqual({ kind: 'invalidated' });
-      const h2 = (await store.acquireLease(c, 'h2', T0 + 1, T0 + LEASE_MS))!;
+      const h2 = await taken(store.acquireLease(c, 'h2', T0 + 1, T0 + LEASE_MS));
       await store.publish(c, h2.lease, sealedToken('two', T0 + 3_600_000));
       expect(await store.invalidate(c, 'fp-two', T0 + 4_000, 10_000)).toEqual({ kind: 'too_soon', until: T0 + 10_000 });
       expect((await store.get(c))?.invalidated).toBeUndefined();
@@ -348,9 +425,9 @@ describe('DynamoTokenStore against dynalite', () => {
       const c = name();
       expect(await store.reset(c)).toBeUndefined(); // no item: nothing to reset, nothing created
       expect(await store.get(c)).toBeUndefined();
-      const h = (await store.acquireLease(c, 'h', T0, T0 + LEASE_MS))!;
+      const h = await taken(store.acquireLease(c, 'h', T0, T0 + LEASE_MS));
       await store.publish(c, h.lease, sealedToken('kept', T0 + 3_600_000));
-      const h2 = (await store.acquireLease(c, 'h2', T0, T0 + LEASE_MS))!;
+      const h2 = await taken(store.acquireLease(c, 'h2', T0, T0 + LEASE_MS));
       const circuit: Circuit = { upstreamError: 'invalid_grant', openedAt: T0, probeAt: T0 + 1, probes: 0, secretVersion: 'sv', configHashes: ['ch', 'ch2'], checkedAt: T0 };
       await store.release(c, h2.lease, { circuit, backoff: { until: T0 + 9, code: 'unavailable', message: 'b' }, demandBackoff: { until: T0 + 9, code: 'rate_limited', message: 'd' } });
       const before = await store.reset(c);
@@ -438,12 +515,12 @@ describe('DynamoTokenStore against dynalite', () => {
       const c = name();
       await store.acquireLease(c, 'holder-a', T0, T0 + LEASE_MS);
       drop.set('UpdateItemCommand', 1); // not used: the condition fails on the first attempt
-      expect(await store.acquireLease(c, 'holder-b', T0 + 1, T0 + LEASE_MS)).toBeUndefined();
+      expect((await store.acquireLease(c, 'holder-b', T0 + 1, T0 + LEASE_MS)).lease).toBeUndefined();
     });
 
     it('A10: publish recognises its own retried write as published, with ver bumped once', async () => {
       const c = name();
-      const h = (await store.acquireLease(c, 'holder', T0, T0 + LEASE_MS))!;
+      const h = await taken(store.acquireLease(c, 'holder', T0, T0 + LEASE_MS));
       drop.set('UpdateItemCommand', 1);
       attempts.clear();
       expect(await store.publish(c, h.lease, sealedToken('a', T0 + 3_600_000))).toBe('published');
@@ -464,13 +541,15 @@ describe('DynamoTokenStore against dynalite', () => {
       throttle.set('UpdateItemCommand', 2);
       const r = await store.acquireLease(c, 'holder', T0, T0 + LEASE_MS);
       expect(attempts.get('UpdateItemCommand')).toBe(3);
-      expect(r?.lease.fence).toBe(1);
+      expect(r.lease?.fence).toBe(1);
     });
 
     it('A13: permanent throttling propagates as an error after the SDK gives up', async () => {
       const c = name();
       throttle.set('GetItemCommand', 100);
-      await expect(store.get(c)).rejects.toBeInstanceOf(ProvisionedThroughputExceededException);
+      const e = await store.get(c).catch((x: unknown) => x);
+      expect(e).toBeInstanceOf(StoreThrottled);
+      expect((e as Error).cause).toBeInstanceOf(ProvisionedThroughputExceededException);
       expect(attempts.get('GetItemCommand')).toBe(3); // localDynamoClient's maxAttempts
     });
   });

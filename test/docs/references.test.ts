@@ -15,17 +15,6 @@ const ROOT = join(import.meta.dirname, '..', '..');
 const SELF = relative(ROOT, import.meta.filename);
 
 /**
- * TEMPORARY, remove at merge: files that other branches own and that still cite the shared design document.
- * The wip/docs report lists the replacement of each of their lines; whoever applies it deletes the entry (an
- * entry whose file no longer cites it fails the test).
- */
-const STILL_CITING = new Set([
-  'bench/run.ts',
-  'functions/core/broker.ts',
-  'functions/core/ports.ts',
-]);
-
-/**
  * TEMPORARY, remove at merge: docs pages that another branch (wip/cold) writes. Links to them are not checked
  * while they are missing; once one exists, its entry fails the test until it is deleted.
  */
@@ -124,9 +113,8 @@ function resolve(from: string, ref: string): string | undefined {
   return candidates(from, ref).find((c) => existsSync(join(ROOT, c)));
 }
 
-/** A reference to a page another branch writes (PENDING_DOCS), not there yet; or a STILL_CITING file's citation. */
-const pending = (from: string, ref: string) =>
-  !resolve(from, ref) && (candidates(from, ref).some((c) => PENDING_DOCS.has(c)) || (STILL_CITING.has(from) && SHARED_CITATION.test(ref)));
+/** A reference to a page another branch writes (PENDING_DOCS), not there yet. */
+const pending = (from: string, ref: string) => !resolve(from, ref) && candidates(from, ref).some((c) => PENDING_DOCS.has(c));
 
 describe('reading markdown', () => {
   it('headings outside fenced code, anchored as GitHub does', () => {
@@ -154,9 +142,7 @@ describe('references', () => {
 
   it('no file cites the shared documents outside the repository (the design is docs/)', () => {
     const citing = [...FILES].filter(([file, text]) => file !== SELF && SHARED_CITATION.test(text)).map(([file]) => file);
-    expect(citing.filter((f) => !STILL_CITING.has(f))).toEqual([]);
-    // The temporary allow-list shrinks as its files are fixed: an entry that no longer cites must go.
-    expect([...STILL_CITING].filter((f) => !citing.includes(f))).toEqual([]);
+    expect(citing).toEqual([]);
     // Likewise a pending page that exists now is checked like any other: its entry must go.
     expect([...PENDING_DOCS].filter((f) => existsSync(join(ROOT, f)))).toEqual([]);
   });

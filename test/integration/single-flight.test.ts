@@ -7,6 +7,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { DynamoTokenStore } from '../../functions/adapters/dynamodb-store.js';
 import { principalFromArn } from '../../functions/core/authz.js';
 import type { TokenBroker } from '../../functions/core/broker.js';
+import { SealerUnavailable } from '../../functions/core/ports.js';
 import { localDynamoClient } from '../../functions/local/dynamodb.js';
 import { FakeClock, realClock } from '../support/clock.js';
 import { CALLER, connections, instance, startWorld, type World } from '../support/env.js';
@@ -136,7 +137,8 @@ describe('refresh ahead failures', () => {
     await get(instance(world, { clock: realClock, config }).broker, 'kms');
     const { broker } = instance(world, { clock: realClock, config });
     const sealer = (broker as unknown as { deps: { sealer: { open: () => Promise<never> } } }).deps.sealer;
-    sealer.open = () => Promise.reject(Object.assign(new Error('Rate exceeded'), { name: 'ThrottlingException', $metadata: { httpStatusCode: 400 } }));
+    // As the sealer adapter reports a throttled KMS (test/adapters/sealer-faults.test.ts).
+    sealer.open = () => Promise.reject(new SealerUnavailable('KMS unavailable', { cause: Object.assign(new Error('Rate exceeded'), { name: 'ThrottlingException' }) }));
     await expect(get(broker, 'kms')).rejects.toMatchObject({ code: 'unavailable' });
     expect((await storeOf(world).get('kms'))?.invalidated).toBeUndefined();
     expect(world.idp.count()).toBe(1);
@@ -149,7 +151,7 @@ describe('dead lease holders (A6, A7)', () => {
     const config = connections(world.idp, { dead: {} });
     const store = storeOf(world);
     const dead = await store.acquireLease('dead', 'dead-holder', clock.now(), clock.now() + 3_000);
-    expect(dead?.lease.fence).toBe(1);
+    expect(dead.lease?.fence).toBe(1);
     const { broker } = instance(world, { clock, config, options: { leaseMs: 3_000, maxWaitMs: 10_000, upstreamTimeoutMs: 1_000 } });
     const served = await get(broker, 'dead');
     expect(served.outcome).toBe('refreshed');
@@ -158,7 +160,7 @@ describe('dead lease holders (A6, A7)', () => {
     expect(item?.fence).toBe(2);
     expect(item?.ver).toBe(1);
     expect(item?.owner).toBeUndefined();
-    expect(clock.now()).toBeGreaterThanOrEqual(dead!.lease.until);
+    expect(clock.now()).toBeGreaterThanOrEqual(dead.lease!.until);
   });
 
   it('a holder that died between the IdP answer and the publish costs a second ledger slot, nothing else (A7)', async () => {

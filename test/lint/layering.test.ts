@@ -64,17 +64,6 @@ describe('functions/core', () => {
   ])('allows %s', async (code) => {
     expect(await refusals(CORE, code)).toEqual([]);
   });
-
-  // TEMP until wip/store merges: broker.ts and ports.ts may still use the system clock and randomUUID, but
-  // nothing else of the core's layering. Drop this test with the exception in eslint.config.js.
-  it('keeps the adapter rule for the two files that may still use the system clock', async () => {
-    expect(
-      await refusals('functions/core/broker.ts', "import { randomUUID } from 'node:crypto';\nexport const id = randomUUID();"),
-    ).toEqual([]);
-    expect(
-      await refusals('functions/core/ports.ts', "import { HttpUpstream } from '../adapters/upstream-http.js';\nexport { HttpUpstream };"),
-    ).toEqual(['no-restricted-imports']);
-  });
 });
 
 describe('functions/ outside the core', () => {

@@ -54,7 +54,7 @@ export function writeLocalConfig(dir: string, tokenUrl: string): string {
 /** Publishes a (fake-sealed) token for `connection` as a lease holder would. */
 export async function seedToken(store: DynamoTokenStore, connection: string, t: { now: number; expiresAt: number; fp: string; sealed?: Uint8Array }): Promise<void> {
   const got = await store.acquireLease(connection, 'seeder', t.now, t.now + 20_000);
-  if (!got) throw new Error('lease taken');
+  if (!got.lease) throw new Error('lease taken');
   const r = await store.publish(connection, got.lease, {
     sealed: t.sealed ?? new Uint8Array(Buffer.from(CANARY_TOKEN)),
     expiresAt: t.expiresAt,
@@ -68,7 +68,7 @@ export async function seedToken(store: DynamoTokenStore, connection: string, t: 
 /** Leaves a circuit, backoff or demand backoff in the item as a failed lease holder would. */
 export async function seedNote(store: DynamoTokenStore, connection: string, now: number, note: ReleaseNote): Promise<void> {
   const got = await store.acquireLease(connection, 'seeder', now, now + 20_000);
-  if (!got) throw new Error('lease taken');
+  if (!got.lease) throw new Error('lease taken');
   await store.release(connection, got.lease, note);
 }
 

@@ -8,6 +8,7 @@ import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { CachedSecretSource } from '../../functions/adapters/credentials.js';
 import { DynamoTokenStore } from '../../functions/adapters/dynamodb-store.js';
 import { rawAesSealer } from '../../functions/adapters/sealer.js';
+import { randomIds, systemTimers } from '../../functions/adapters/system.js';
 import { HttpUpstream } from '../../functions/adapters/upstream-http.js';
 import { type BrokerOptions, TokenBroker } from '../../functions/core/broker.js';
 import { type ConnectionInput, parseConfig } from '../../functions/core/config.js';
@@ -105,6 +106,8 @@ export function instance(world: World, o: InstanceOptions): { broker: TokenBroke
     sealer: rawAesSealer(world.sealKey),
     upstream: new HttpUpstream({ clock: o.clock }),
     clock: o.clock,
+    ids: randomIds,
+    timers: systemTimers,
     log: { warn: (message, fields) => world.logs.push({ message, ...(fields ? { fields } : {}) }) },
     options: { ...o.options },
   });

@@ -2,6 +2,7 @@
  * Brokers over in-memory fakes (store, ledger, sealer, secrets, upstream) and one FakeClock: the core's
  * branches in milliseconds. Several brokers over one `FastWorld` are separate containers sharing a store.
  */
+import { randomIds, systemTimers } from '../../functions/adapters/system.js';
 import { TokenBroker, type BrokerOptions } from '../../functions/core/broker.js';
 import { type ConnectionInput, parseConfig } from '../../functions/core/config.js';
 import type { ClientCredentials, Sealer, SecretSource, SecretValue, Token, Upstream, UpstreamToken } from '../../functions/core/ports.js';
@@ -88,6 +89,6 @@ export function fastWorld(connections: Record<string, Partial<ConnectionInput>> 
   return {
     ...world,
     broker: (options = {}) =>
-      new TokenBroker({ ...world, sealer: new MemorySealer(), options }),
+      new TokenBroker({ ...world, sealer: new MemorySealer(), ids: randomIds, timers: systemTimers, options }),
   };
 }

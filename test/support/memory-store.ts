@@ -4,7 +4,7 @@
  * (test/integration); this fake only has to agree with the adapter on each operation's outcome, which
  * test/adapters/memory-store.test.ts checks operation by operation against dynalite.
  */
-import type { InvalidateResult, Lease, PublishResult, ReleaseNote, SealedToken, TokenItem, TokenStore } from '../../functions/core/ports.js';
+import type { InvalidateResult, Lease, LeaseAttempt, PublishResult, ReleaseNote, SealedToken, TokenItem, TokenStore } from '../../functions/core/ports.js';
 
 export type StoreOp = 'get' | 'acquireLease' | 'publish' | 'release' | 'invalidate' | 'reset';
 
@@ -18,6 +18,12 @@ export class MemoryTokenStore implements TokenStore {
   fault?: (op: StoreOp, connection: string) => unknown;
   private marks = 0;
 
+  /**
+   * @param returnsItemOnFailure a lost lease write returns the item it found, as DynamoDB does
+   *   (`ReturnValuesOnConditionCheckFailure`); false: as dynalite, which does not.
+   */
+  constructor(private readonly returnsItemOnFailure = true) {}
+
   private enter(op: StoreOp, connection: string): void {
     this.calls[op]++;
     const e = this.fault?.(op, connection);
@@ -30,14 +36,16 @@ export class MemoryTokenStore implements TokenStore {
     return item ? copy(item) : undefined;
   }
 
-  async acquireLease(connection: string, owner: string, now: number, until: number): Promise<{ lease: Lease; item: TokenItem } | undefined> {
+  async acquireLease(connection: string, owner: string, now: number, until: number): Promise<LeaseAttempt> {
     this.enter('acquireLease', connection);
     const item = this.items.get(connection) ?? { ver: 0, fence: 0 };
     if (item.owner !== undefined && (item.leaseUntil ?? 0) > now) {
-      // Held. By this owner: the adapter reads back and takes it for its own write retried by the SDK.
-      return item.owner === owner ? { lease: { owner, fence: item.fence, until: item.leaseUntil ?? until }, item: copy(item) } : undefined;
+      if (!this.returnsItemOnFailure) return {};
+      // Held. By this owner (the item shows it): the adapter takes it for its own write retried by the SDK.
+      if (item.owner === owner) return { lease: { owner, fence: item.fence, until: item.leaseUntil ?? until }, item: copy(item) };
+      return { item: copy(item) };
     }
-    const next: TokenItem = { ...item, owner, leaseUntil: until, fence: item.fence + 1 };
+    const next: TokenItem = { ...item, owner, leaseUntil: until, leaseAt: now, fence: item.fence + 1 };
     this.items.set(connection, next);
     return { lease: { owner, fence: next.fence, until }, item: copy(next) };
   }
@@ -50,7 +58,7 @@ export class MemoryTokenStore implements TokenStore {
       // The adapter reads back: this token in place and the lease free is its own write retried by the SDK.
       return item && item.owner === undefined && item.fp === token.fp && item.expiresAt === token.expiresAt ? 'published' : 'superseded';
     }
-    const { owner: _o, leaseUntil: _l, invalidated: _i, backoff: _b, circuit: _c, demandBackoff: _d, ...kept } = item;
+    const { owner: _o, leaseUntil: _l, leaseAt: _a, invalidated: _i, backoff: _b, circuit: _c, demandBackoff: _d, ...kept } = item;
     this.items.set(connection, {
       ...kept,
       ver: item.ver + 1,
@@ -60,6 +68,7 @@ export class MemoryTokenStore implements TokenStore {
       fp: token.fp,
       reason: token.reason,
       ...(token.demandBackoff ? { demandBackoff: token.demandBackoff } : {}),
+      ...(token.refreshMs !== undefined ? { refreshMs: token.refreshMs } : {}),
     });
     return 'published';
   }
@@ -71,7 +80,7 @@ export class MemoryTokenStore implements TokenStore {
       // Read-back as in the adapter: the lease free at our fence, with our note, is our retried write.
       return item !== undefined && item.owner === undefined && item.fence === lease.fence && (!note.backoff || item.backoff?.until === note.backoff.until);
     }
-    const { owner: _o, leaseUntil: _l, ...kept } = item;
+    const { owner: _o, leaseUntil: _l, leaseAt: _a, ...kept } = item;
     this.items.set(connection, {
       ...kept,
       ...(note.backoff ? { backoff: note.backoff } : {}),

@@ -6,6 +6,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { principalFromArn } from '../../functions/core/authz.js';
+import { StoreUnavailable } from '../../functions/core/ports.js';
 import { brokerError } from '../support/clock.js';
 import { FAST_CALLER, MemorySealer, fastWorld } from '../support/fast-broker.js';
 
@@ -95,7 +96,7 @@ describe('the lease: one upstream request at a time across containers', () => {
         w.store.fault = undefined;
         setImmediate(() => {
           void sealer.seal('main', fresh).then((sealed) =>
-            w.store.publish('main', lease, { sealed, expiresAt: fresh.expiresAt, issuedAt: fresh.issuedAt, fp: fresh.fp, reason: 'expired' }),
+            w.store.publish('main', lease!, { sealed, expiresAt: fresh.expiresAt, issuedAt: fresh.issuedAt, fp: fresh.fp, reason: 'expired' }),
           );
         });
       }
@@ -129,7 +130,7 @@ describe('the lease: one upstream request at a time across containers', () => {
 describe('faults cost no budget', () => {
   it('a store that cannot be read answers 503 and sends nothing upstream', async () => {
     const w = fastWorld();
-    w.store.fault = (op) => (op === 'get' ? Object.assign(new Error('connect ECONNREFUSED'), { name: 'TimeoutError' }) : undefined);
+    w.store.fault = (op) => (op === 'get' ? new StoreUnavailable('DynamoDB unreachable', { cause: new Error('connect ECONNREFUSED') }) : undefined);
     const e = await brokerError(w.broker().getToken(get()));
     expect(e.code).toBe('unavailable');
     expect(e.extra.retryAfterSeconds).toBeGreaterThan(0);
@@ -140,7 +141,7 @@ describe('faults cost no budget', () => {
     const w = fastWorld({ main: { rateLimit: { max: 10, windowSeconds: 28_800 } } });
     const a = w.broker();
     const b = w.broker();
-    w.store.fault = (op) => (op === 'publish' ? Object.assign(new Error('internal'), { name: 'InternalServerError' }) : undefined);
+    w.store.fault = (op) => (op === 'publish' ? new StoreUnavailable('DynamoDB 500', { cause: new Error('InternalServerError') }) : undefined);
     const served = await a.getToken(get());
     expect(served.outcome).toBe('refreshed');
     expect((await a.getToken(get())).token.fp).toBe(served.token.fp);
