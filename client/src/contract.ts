@@ -52,9 +52,13 @@ export const RETRY_AFTER_HEADER = 'retry-after';
  */
 export function parseRetryAfter(header: string | string[] | undefined, now: number): number | undefined {
   const value = Array.isArray(header) ? header[0] : header;
-  if (value === undefined || value.trim() === '') return undefined;
-  if (/^\s*\d+\s*$/.test(value)) return Number(value);
-  const date = Date.parse(value);
+  const v = value?.trim();
+  if (!v) return undefined;
+  // delta-seconds, or an IMF-fixdate; anything else ('-1', '1.5', other date formats) is not a delay the
+  // broker would send, and is ignored rather than read as "retry at once".
+  if (/^\d{1,9}$/.test(v)) return Number(v);
+  if (!/^[A-Za-z]{3}, \d{2} [A-Za-z]{3} \d{4} \d{2}:\d{2}:\d{2} GMT$/.test(v)) return undefined;
+  const date = Date.parse(v);
   if (Number.isNaN(date)) return undefined;
   return Math.max(0, Math.ceil((date - now) / 1000));
 }
