@@ -343,7 +343,7 @@ function markdown(r: Results, meta: { date: string; node: string; cores: number;
 }
 
 function packageVersions(): Record<string, string> {
-  const names = ['@aws-sdk/client-dynamodb', '@aws-sdk/client-kms', '@aws-lambda-powertools/logger', 'undici', 'zod', 'dynalite', 'esbuild', 'tsx'];
+  const names = ['@aws-sdk/client-dynamodb', '@aws-sdk/client-kms', 'undici', 'zod', 'dynalite', 'esbuild', 'tsx'];
   return Object.fromEntries(names.map((n) => [n, (JSON.parse(readFileSync(join(ROOT, 'node_modules', n, 'package.json'), 'utf8')) as { version: string }).version]));
 }
 

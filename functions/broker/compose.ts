@@ -16,7 +16,7 @@ import { ledgerMarginMs } from '../core/ledger.js';
 import { BUDGET_GAUGE_EVENT } from '../core/telemetry.js';
 import { type GaugeReport, isBudgetGaugeEvent, publishBudgetGauges } from './gauges.js';
 import { createHttpHandler, type HttpHandler, type ProxyEvent } from './http.js';
-import { powertoolsLogger, powertoolsMetrics } from './observability.js';
+import { jsonLogger, emfMetrics } from './observability.js';
 
 function required(env: NodeJS.ProcessEnv, name: string): string {
   const v = env[name];
@@ -88,7 +88,7 @@ export function buildAwsEntry(env: NodeJS.ProcessEnv = process.env): AwsEntry {
 function buildAws(env: NodeJS.ProcessEnv): { http: HttpHandler; gauges: () => Promise<GaugeReport> } {
   const file = env[BROKER_ENV.configFile] ?? 'config.json';
   const config = loadConfigFile(isAbsolute(file) ? file : join(env.LAMBDA_TASK_ROOT ?? process.cwd(), file));
-  const logger = powertoolsLogger();
+  const logger = jsonLogger();
   const store = new DynamoTokenStore(new DynamoDBClient({ maxAttempts: 3 }), required(env, BROKER_ENV.table));
   const options = tuning(env);
   const broker = new TokenBroker({
@@ -102,7 +102,7 @@ function buildAws(env: NodeJS.ProcessEnv): { http: HttpHandler; gauges: () => Pr
     log: logger,
     options,
   });
-  const metrics = powertoolsMetrics();
+  const metrics = emfMetrics();
   const marginMs = ledgerMarginMs(broker.options.margin);
   return {
     http: createHttpHandler({ broker, logger, metrics }),
