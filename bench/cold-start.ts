@@ -15,6 +15,9 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { gzipSync } from 'node:zlib';
 import { build, type Metafile } from 'esbuild';
 import { buildLambda } from '../cdk/scripts/build.js';
+import { renderBundleConfig } from '../cdk/src/connections.js';
+import { configDigest } from '../functions/broker/config-file.js';
+import { parseConfig } from '../functions/core/config.js';
 import { bundleLambda, entryOutput, staticOutputs } from '../cdk/scripts/lambda-bundle.js';
 import { median } from './lib.js';
 
@@ -152,12 +155,15 @@ export function lambdaEnv(workDir: string): NodeJS.ProcessEnv {
     ]),
   );
   mkdirSync(workDir, { recursive: true });
+  // As the construct writes it: validated, every default written out, its digest in the environment.
   const configFile = join(workDir, 'cold-config.json');
-  writeFileSync(configFile, JSON.stringify({ connections }, null, 2));
+  const text = renderBundleConfig(parseConfig({ connections }));
+  writeFileSync(configFile, text);
   return {
     PATH: process.env.PATH,
     // The construct's environment.
     BROKER_CONFIG_FILE: configFile,
+    BROKER_CONFIG_SHA256: configDigest(text),
     BROKER_TABLE: 'token-broker-bench',
     BROKER_SEAL_KEY_ARN: 'arn:aws:kms:us-east-1:111122223333:key/00000000-0000-0000-0000-000000000000',
     POWERTOOLS_SERVICE_NAME: 'token-broker',

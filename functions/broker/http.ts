@@ -8,7 +8,7 @@ import type { APIGatewayProxyEvent, APIGatewayProxyEventV2, APIGatewayProxyResul
 import { performance } from 'node:perf_hooks';
 import { principalArn, principalFromArn } from '../core/authz.js';
 import type { InvalidationAnswer, TokenBroker } from '../core/broker.js';
-import { CONNECTION_NAME } from '../core/config.js';
+import { CONNECTION_NAME } from '../core/connection.js';
 import { BrokerError, type ErrorCode, invalidRequest, notFound, type RefreshReason, type Refusal } from '../core/errors.js';
 import { expiresInSeconds } from '../core/freshness.js';
 import { DIMENSIONS, METRICS, type MetricName, REQUEST_LOG_MESSAGE } from '../core/telemetry.js';

@@ -32,7 +32,7 @@ const env = (file: string) => ({
 describe('buildAwsHandler', () => {
   it('reads the bundled config relative to LAMBDA_TASK_ROOT and serves the contract (deny by default)', async () => {
     writeFileSync(join(dir, 'config.json'), JSON.stringify({ connections: { vitesse: { tokenUrl: 'https://staging-identity.vitessepsp.com/connect/token', grantType: 'client_credentials', secret: 's', callers: ALLOWED } } }));
-    const handler = buildAwsHandler({ ...env('config.json'), LAMBDA_TASK_ROOT: dir });
+    const handler = await buildAwsHandler({ ...env('config.json'), LAMBDA_TASK_ROOT: dir });
     const event = { httpMethod: 'GET', path: '/tokens/vitesse', requestContext: { identity: { userArn: 'arn:aws:sts::111122223333:assumed-role/tax-engine/s' } } } as unknown as APIGatewayProxyEvent;
     const res = await handler(event);
     expect(res.statusCode).toBe(403);
@@ -40,11 +40,11 @@ describe('buildAwsHandler', () => {
     expect(unknown.statusCode).toBe(404);
   });
 
-  it('fails at start, naming the connection and field, for a bad config or a missing variable', () => {
+  it('fails at start, naming the connection and field, for a bad config or a missing variable', async () => {
     writeFileSync(join(dir, 'bad.json'), JSON.stringify({ connections: { vitesse: { tokenUrl: 'ftp://x', grantType: 'client_credentials', secret: 's', callers: ALLOWED } } }));
-    expect(() => buildAwsHandler(env(join(dir, 'bad.json')))).toThrow(/connections\.vitesse\.tokenUrl/);
-    expect(() => buildAwsHandler({ ...env(join(dir, 'config.json')), BROKER_TABLE: '' })).toThrow(ConfigError);
-    expect(() => buildAwsHandler({ ...env(join(dir, 'config.json')), BROKER_MEMORY_MAX_AGE_MS: '9000' })).toThrow(/at most|5000/);
+    await expect(buildAwsHandler(env(join(dir, 'bad.json')))).rejects.toThrow(/connections\.vitesse\.tokenUrl/);
+    await expect(buildAwsHandler({ ...env(join(dir, 'config.json')), BROKER_TABLE: '' })).rejects.toThrow(ConfigError);
+    await expect(buildAwsHandler({ ...env(join(dir, 'config.json')), BROKER_MEMORY_MAX_AGE_MS: '9000' })).rejects.toThrow(/at most|5000/);
   });
 });
 

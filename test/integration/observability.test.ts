@@ -168,7 +168,7 @@ describe('budget gauges (scheduled, every minute, traffic or not)', () => {
     process.env.AWS_SECRET_ACCESS_KEY ??= 'local';
     process.env.AWS_REGION ??= 'us-east-1';
     try {
-      const entry = buildAwsEntry({
+      const entry = await buildAwsEntry({
         LAMBDA_TASK_ROOT: dir,
         BROKER_TABLE: world.table,
         BROKER_SEAL_KEY_ARN: 'arn:aws:kms:us-east-1:111122223333:key/00000000-0000-0000-0000-000000000000',
