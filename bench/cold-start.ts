@@ -1,16 +1,23 @@
 /**
  * Cold start: times `await import(index.mjs)` in fresh Node processes, for the Lambda exactly as
  * @token-broker/cdk ships it (cdk/lambda, built by the package build) and for a bare GetItem handler built with
- * the same esbuild settings (cdk/scripts/lambda-bundle.ts). The single-file `bundle` below serves the
- * breakdown of where the time goes and the benchmark's worker.
+ * the same esbuild settings (cdk/scripts/lambda-bundle.ts: splitting, ESM-first mainFields, minify, source
+ * maps written but not enabled), started alike (no --enable-source-maps, the same environment): like for like.
+ *
+ * `npx tsx bench/cold-start.ts [--runs 21] [--breakdown]` measures just this and prints the figures.
+ * The single-file `bundle` below serves the benchmark's worker.
  */
 import { spawnSync } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { gzipSync } from 'node:zlib';
 import { build, type Metafile } from 'esbuild';
 import { buildLambda } from '../cdk/scripts/build.js';
+import { renderBundleConfig } from '../cdk/src/connections.js';
+import { configDigest } from '../functions/contract/config-digest.js';
+import { parseConfig } from '../functions/core/config.js';
 import { bundleLambda, entryOutput, staticOutputs } from '../cdk/scripts/lambda-bundle.js';
 import { median } from './lib.js';
 
@@ -66,14 +73,15 @@ function measure(metafile: Metafile): LambdaBuild {
   const code = (outputs: string[]) => outputs.filter((o) => o.endsWith('.mjs')).map((o) => readFileSync(join(ROOT, o)));
   const atInit = code(staticOutputs(metafile, entry));
   const all = code(Object.keys(metafile.outputs));
-  return {
+  const build = {
     file: join(ROOT, entry),
     initBytes: atInit.reduce((n, b) => n + b.length, 0),
     initGzipBytes: atInit.reduce((n, b) => n + gzipSync(b).length, 0),
     totalBytes: all.reduce((n, b) => n + b.length, 0),
     files: all.length,
-    metafile,
   };
+  // Not enumerable: results.json keeps the sizes, not esbuild's whole metafile.
+  return Object.defineProperty(build, 'metafile', { value: metafile, enumerable: false }) as LambdaBuild;
 }
 
 /**
@@ -102,25 +110,42 @@ export function topInputs(b: { metafile: Metafile }, count: number, outputs = Ob
 }
 
 const IMPORT_SCRIPT = `
+const c0 = process.cpuUsage();
 const t0 = performance.now();
 await import(process.env.BENCH_MODULE);
 const t1 = performance.now();
-process.stdout.write(JSON.stringify({ initMs: t1 - t0, sinceStartMs: t1 }));
+const c = process.cpuUsage(c0);
+process.stdout.write(JSON.stringify({ initMs: t1 - t0, cpuMs: (c.user + c.system) / 1000, sinceStartMs: t1 }));
 process.exit(0);
 `;
 
-/** Import-and-init time of a bundle in a fresh `node` process (ms), plus time since process start. */
-export function timeImport(file: string, env: NodeJS.ProcessEnv): { initMs: number; sinceStartMs: number } {
+export interface ImportTime {
+  /** Wall-clock time of `await import(file)`. */
+  initMs: number;
+  /** CPU time (user + system, all threads) the process spent in it: what a busy machine disturbs least. */
+  cpuMs: number;
+  /** Time since the process started, at the end of the import. */
+  sinceStartMs: number;
+}
+
+/**
+ * Import-and-init time of a bundle in a fresh `node` process (ms). The process gets `env` and nothing else
+ * (no NODE_OPTIONS, so no --enable-source-maps: the function is deployed without).
+ */
+export function timeImport(file: string, env: NodeJS.ProcessEnv): ImportTime {
   const r = spawnSync(process.execPath, ['--input-type=module', '-e', IMPORT_SCRIPT], {
     env: { ...env, BENCH_MODULE: pathToFileURL(file).href },
     encoding: 'utf8',
     timeout: 30_000,
   });
   if (r.status !== 0) throw new Error(`importing ${file} failed (${r.status}): ${r.stderr}`);
-  return JSON.parse(r.stdout) as { initMs: number; sinceStartMs: number };
+  return JSON.parse(r.stdout) as ImportTime;
 }
 
-/** The environment a deployed broker Lambda starts with (config file written to `workDir`). */
+/**
+ * The environment a deployed broker Lambda starts with (config file written to `workDir`): what the construct
+ * sets (cdk/src/units/function.ts) and what the Lambda runtime adds. Both bundles start with it.
+ */
 export function lambdaEnv(workDir: string): NodeJS.ProcessEnv {
   const callers = ['arn:aws:iam::111122223333:role/payments-*'];
   const connections = Object.fromEntries(
@@ -129,16 +154,36 @@ export function lambdaEnv(workDir: string): NodeJS.ProcessEnv {
       { tokenUrl: `https://${name}.example.com/oauth/token`, grantType: 'client_credentials', secret: `token-broker/bench/${name}`, callers },
     ]),
   );
+  mkdirSync(workDir, { recursive: true });
+  // As the construct writes it: validated, every default written out, its digest in the environment.
   const configFile = join(workDir, 'cold-config.json');
-  writeFileSync(configFile, JSON.stringify({ connections }, null, 2));
+  const text = renderBundleConfig(parseConfig({ connections }));
+  writeFileSync(configFile, text);
   return {
     PATH: process.env.PATH,
+    // The construct's environment.
     BROKER_CONFIG_FILE: configFile,
+    BROKER_CONFIG_SHA256: configDigest(text),
     BROKER_TABLE: 'token-broker-bench',
     BROKER_SEAL_KEY_ARN: 'arn:aws:kms:us-east-1:111122223333:key/00000000-0000-0000-0000-000000000000',
+    POWERTOOLS_SERVICE_NAME: 'token-broker',
+    POWERTOOLS_METRICS_NAMESPACE: 'TokenBroker',
+    POWERTOOLS_LOG_LEVEL: 'INFO',
+    // The runtime's.
     AWS_REGION: 'us-east-1',
+    AWS_DEFAULT_REGION: 'us-east-1',
+    AWS_EXECUTION_ENV: 'AWS_Lambda_nodejs22.x',
+    AWS_LAMBDA_FUNCTION_NAME: 'token-broker-bench-broker',
+    AWS_LAMBDA_FUNCTION_VERSION: '$LATEST',
+    AWS_LAMBDA_FUNCTION_MEMORY_SIZE: '512',
+    AWS_LAMBDA_LOG_GROUP_NAME: '/aws/lambda/token-broker-bench-broker',
+    AWS_LAMBDA_LOG_STREAM_NAME: '2026/01/01/[$LATEST]00000000000000000000000000000000',
+    AWS_LAMBDA_INITIALIZATION_TYPE: 'on-demand',
+    LAMBDA_TASK_ROOT: workDir,
     AWS_ACCESS_KEY_ID: 'AKIDBENCHEXAMPLE',
     AWS_SECRET_ACCESS_KEY: 'bench-secret-access-key',
+    AWS_SESSION_TOKEN: 'bench-session-token',
+    TZ: ':UTC',
     AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true',
   };
 }
@@ -150,33 +195,111 @@ export function lambdaEnv(workDir: string): NodeJS.ProcessEnv {
  */
 const PARTS: [string, string[]][] = [
   ['bare handler (DynamoDB client)', ['bench/bare-handler.ts']],
-  ['+ TokenBroker, config (zod), DynamoTokenStore', ['functions/core/broker.ts', 'functions/core/config.ts', 'functions/adapters/dynamodb-store.ts']],
-  ['+ HttpUpstream (undici)', ['functions/adapters/upstream-http.ts']],
-  ['+ sealer (@aws-crypto/client-node, KMS client)', ['functions/adapters/sealer.ts']],
-  ['+ Secrets Manager client', ['functions/adapters/secrets-manager.ts']],
-  ['+ HTTP layer, Powertools logger and metrics', ['functions/broker/http.ts', 'functions/broker/observability.ts']],
+  ['+ TokenBroker, run-time config, DynamoTokenStore', ['functions/core/broker.ts', 'functions/core/connection.ts', 'functions/adapters/dynamodb-store.ts']],
+  ['+ sealer (KMS client, node:crypto)', ['functions/adapters/sealer.ts']],
+  ['+ HTTP layer, logging and metrics', ['functions/broker/http.ts', 'functions/broker/observability.ts']],
+  ['+ config schema (zod; the handler loads it only for a config synth did not validate)', ['functions/core/config.ts']],
+  ['+ HttpUpstream (undici; the handler loads it on first refresh)', ['functions/adapters/upstream-http.ts']],
+  ['+ Secrets Manager client (the handler loads it on first refresh)', ['functions/adapters/secrets-manager.ts']],
 ];
 
 export interface BreakdownRow {
   step: string;
+  /** Bytes `import()` reads (entry and static chunks). */
   bytes: number;
   initMsMedian: number;
 }
 
-/** Import-and-init time of the handler built up part by part, and of both bundles with ESM-first package resolution. */
+/** Import-and-init time of the handler built up part by part, each built with the Lambda's esbuild settings. */
 export async function coldBreakdown(workDir: string, env: NodeJS.ProcessEnv, runs: number): Promise<BreakdownRow[]> {
-  const steps: { step: string; bundle: Bundle }[] = [];
+  const steps: { step: string; build: LambdaBuild }[] = [];
   const modules: string[] = [];
+  const dir = join(workDir, 'parts');
+  mkdirSync(dir, { recursive: true });
   for (const [i, [step, files]] of PARTS.entries()) {
     modules.push(...files);
-    const contents = modules.map((m, j) => `export * as m${j} from ${JSON.stringify(join(ROOT, m))};`).join('\n');
-    steps.push({ step, bundle: await bundle({ contents }, join(workDir, `part-${i}.mjs`)) });
+    const entry = join(dir, `part-${i}.ts`);
+    writeFileSync(entry, modules.map((m, j) => `export * as m${j} from ${JSON.stringify(join(ROOT, m))};`).join('\n'));
+    steps.push({ step, build: measure(await bundleLambda(entry, join(dir, `part-${i}`))) });
   }
-  const esmFirst = { mainFields: ['module', 'main'] };
-  steps.push({ step: '= the handler (compose.ts builds its clients at init)', bundle: await bundle(join(ROOT, 'functions/broker/handler.ts'), join(workDir, 'part-handler.mjs')) });
-  steps.push({ step: 'bare handler, mainFields module,main', bundle: await bundle(join(ROOT, 'bench/bare-handler.ts'), join(workDir, 'bare-esm.mjs'), esmFirst) });
-  steps.push({ step: 'the handler, mainFields module,main', bundle: await bundle(join(ROOT, 'functions/broker/handler.ts'), join(workDir, 'handler-esm.mjs'), esmFirst) });
+  steps.push({ step: '= the handler as shipped', build: measure(await bundleLambda(join(ROOT, 'functions/broker/handler.ts'), join(dir, 'handler'))) });
   const times = steps.map(() => [] as number[]);
-  for (let r = 0; r < runs; r++) steps.forEach((s, i) => times[i]!.push(timeImport(s.bundle.file, env).initMs));
-  return steps.map((s, i) => ({ step: s.step, bytes: s.bundle.bytes, initMsMedian: median(times[i]!) }));
+  for (let r = 0; r < runs; r++) steps.forEach((s, i) => times[i]!.push(timeImport(s.build.file, env).initMs));
+  return steps.map((s, i) => ({ step: s.step, bytes: s.build.initBytes, initMsMedian: median(times[i]!) }));
+}
+
+/** One bundle's sizes and its import-and-init times. */
+export type ColdSide = LambdaBuild & { initMsMedian: number; initMsAll: number[]; cpuMsMedian: number };
+
+export interface ColdStart {
+  /** broker median / bare median (wall-clock time of the import: the goal's measure). */
+  ratio: number;
+  brokerMs: number;
+  bareMs: number;
+  /** The same for the CPU time the imports took, which a busy machine disturbs less. */
+  cpu: { ratio: number; brokerMs: number; bareMs: number };
+  runs: number;
+  /** os.loadavg() (1, 5, 15 min) before and after the timed runs: the machine's load, to read the figures by. */
+  load: { before: number[]; after: number[] };
+  handler: ColdSide;
+  bare: ColdSide;
+  /** The largest npm packages in what the broker reads at init. */
+  topInputs: { input: string; bytes: number }[];
+  breakdown?: BreakdownRow[];
+}
+
+/**
+ * The like-for-like cold start: rebuilds the broker Lambda (cdk/lambda) and the bare handler with the same
+ * settings, then imports each in `runs` fresh processes, alternating (and swapping which goes first), after
+ * one discarded warm-up each. `breakdown`: also time the handler's parts (always, never, or only when the
+ * ratio misses `goal`).
+ */
+export async function measureColdStart(workDir: string, runs: number, o: { breakdown?: boolean | 'if-missed'; goal?: number } = {}): Promise<ColdStart> {
+  const { handler, bare } = await prebuiltLambdas(workDir);
+  const env = lambdaEnv(workDir);
+  timeImport(handler.file, env);
+  timeImport(bare.file, env);
+  const times = { handler: [] as number[], bare: [] as number[] };
+  const cpu = { handler: [] as number[], bare: [] as number[] };
+  const before = loadavg();
+  for (let i = 0; i < runs; i++) {
+    // Alternate, so that a busy moment on the machine hits both alike; and swap the order every other run.
+    const order = i % 2 === 0 ? (['handler', 'bare'] as const) : (['bare', 'handler'] as const);
+    for (const side of order) {
+      const t = timeImport((side === 'handler' ? handler : bare).file, env);
+      times[side].push(t.initMs);
+      cpu[side].push(t.cpuMs);
+    }
+  }
+  const after = loadavg();
+  const side = (b: LambdaBuild, all: number[], cpuMs: number[]): ColdSide => Object.assign(b, { initMsMedian: median(all), initMsAll: all, cpuMsMedian: median(cpuMs) });
+  const h = side(handler, times.handler, cpu.handler);
+  const b = side(bare, times.bare, cpu.bare);
+  const ratio = h.initMsMedian / b.initMsMedian;
+  const wantBreakdown = o.breakdown === true || (o.breakdown === 'if-missed' && ratio > (o.goal ?? 1.2));
+  return {
+    ratio,
+    brokerMs: h.initMsMedian,
+    bareMs: b.initMsMedian,
+    cpu: { ratio: h.cpuMsMedian / b.cpuMsMedian, brokerMs: h.cpuMsMedian, bareMs: b.cpuMsMedian },
+    runs,
+    load: { before, after },
+    handler: h,
+    bare: b,
+    topInputs: topInputs(handler, 12, staticOutputs(handler.metafile)),
+    ...(wantBreakdown ? { breakdown: await coldBreakdown(workDir, env, Math.max(3, Math.ceil(runs / 2))) } : {}),
+  };
+}
+
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  const arg = (name: string) => process.argv[process.argv.indexOf(name) + 1];
+  const runs = process.argv.includes('--runs') ? Number(arg('--runs')) : 21;
+  const r = await measureColdStart(join(ROOT, 'bench/.work'), runs, { breakdown: process.argv.includes('--breakdown') });
+  const load = (l: number[]) => l.map((v) => v.toFixed(2)).join(' ');
+  console.log(`cold start, median of ${r.runs} fresh processes each (alternating), Node ${process.version}`);
+  console.log(`  broker ${r.brokerMs.toFixed(1)} ms (${r.handler.initBytes} bytes at init), bare GetItem ${r.bareMs.toFixed(1)} ms (${r.bare.initBytes} bytes)`);
+  console.log(`  ratio ${r.ratio.toFixed(2)}; load average before ${load(r.load.before)}, after ${load(r.load.after)}`);
+  console.log(`  CPU time: broker ${r.cpu.brokerMs.toFixed(1)} ms, bare ${r.cpu.bareMs.toFixed(1)} ms, ratio ${r.cpu.ratio.toFixed(2)}`);
+  console.log(`  at init: ${r.topInputs.map((t) => `${t.input} ${(t.bytes / 1024).toFixed(0)} KB`).join(', ')}`);
+  for (const b of r.breakdown ?? []) console.log(`  ${b.initMsMedian.toFixed(1).padStart(7)} ms ${String(b.bytes).padStart(8)} B  ${b.step}`);
 }

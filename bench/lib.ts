@@ -12,7 +12,7 @@ import { DynamoTokenStore } from '../functions/adapters/dynamodb-store.js';
 import { rawAesSealer } from '../functions/adapters/sealer.js';
 import { HttpUpstream } from '../functions/adapters/upstream-http.js';
 import { createHttpHandler, type ProxyEvent } from '../functions/broker/http.js';
-import { noMetrics, powertoolsLogger, powertoolsMetrics, type RequestLog } from '../functions/broker/observability.js';
+import { noMetrics, jsonLogger, emfMetrics, type RequestLog } from '../functions/broker/observability.js';
 import { type BrokerOptions, TokenBroker } from '../functions/core/broker.js';
 import { type ConnectionInput, parseConfig } from '../functions/core/config.js';
 import { randomIds, systemClock, systemTimers } from '../functions/adapters/system.js';
@@ -114,7 +114,7 @@ const silentLog: RequestLog = { info: () => {}, warn: () => {}, error: () => {} 
 /**
  * One broker container as compose.ts builds it for Lambda, with local adapters: its own DynamoDB client
  * to the shared endpoint, a raw-AES sealer with the shared key, secrets from memory. `quiet` swaps
- * Powertools logging and metrics (written to this process's stdout) for no-ops.
+ * the JSON logging and EMF metrics (written to this process's stdout) for no-ops.
  */
 export function container(env: Env, o: { options?: Partial<BrokerOptions>; quiet?: boolean } = {}) {
   const config = parseConfig({ connections: env.connections });
@@ -122,7 +122,7 @@ export function container(env: Env, o: { options?: Partial<BrokerOptions>; quiet
   const store = new DynamoTokenStore(client, env.table);
   const sealer = rawAesSealer(Buffer.from(env.sealKeyHex, 'hex'));
   const secrets = new CachedSecretSource(async () => ({ value: CREDENTIALS, version: '1' }), systemClock);
-  const logger = o.quiet ? silentLog : powertoolsLogger();
+  const logger = o.quiet ? silentLog : jsonLogger();
   const broker = new TokenBroker({
     config,
     store,
@@ -136,7 +136,7 @@ export function container(env: Env, o: { options?: Partial<BrokerOptions>; quiet
     log: logger,
     options: { ...env.options, ...o.options },
   });
-  const handler = createHttpHandler({ broker, logger, metrics: o.quiet ? noMetrics : powertoolsMetrics() });
+  const handler = createHttpHandler({ broker, logger, metrics: o.quiet ? noMetrics : emfMetrics() });
   return { config, client, store, sealer, broker, handler };
 }
 

@@ -93,6 +93,7 @@ export class TokenBroker extends Construct {
       settings,
       removalPolicy,
       code: brokerCode(this, config),
+      config,
       table: this.table,
       keys,
       secretArns: secrets.readableArns,

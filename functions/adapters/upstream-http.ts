@@ -5,7 +5,7 @@
  * cap on the response size. Answers become UpstreamTokens or typed UpstreamErrors; bodies are never logged.
  */
 import { Agent, type Dispatcher, request } from 'undici';
-import { type Connection, requireGrantFields } from '../core/config.js';
+import { type Connection, requireGrantFields } from '../core/connection.js';
 import { parseRetryAfter } from '../contract/retry-after.js';
 import type { Clock, ClientCredentials, Upstream, UpstreamToken } from '../core/ports.js';
 import { systemClock } from './system.js';

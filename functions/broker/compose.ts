@@ -3,37 +3,26 @@
  * core and HTTP layer serve local mode (functions/local), with local adapters instead.
  */
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
-import { readFileSync } from 'node:fs';
 import { isAbsolute, join } from 'node:path';
 import { DynamoTokenStore } from '../adapters/dynamodb-store.js';
 import { kmsSealer } from '../adapters/sealer.js';
 import { type BrokerOptions, TokenBroker } from '../core/broker.js';
-import { type BrokerConfig, ConfigError, parseConfig, parseConfigText } from '../core/config.js';
+import { ConfigError } from '../core/connection.js';
 import type { SecretSource, Upstream } from '../core/ports.js';
 import { randomIds, systemClock, systemTimers } from '../adapters/system.js';
-import { BROKER_ENV } from './env.js';
+import { loadConfigFile } from './config-file.js';
+import { BROKER_ENV } from '../contract/env.js';
 import type { APIGatewayProxyResult, Context } from 'aws-lambda';
 import { ledgerMarginMs } from '../core/ledger.js';
-import { BUDGET_GAUGE_EVENT } from '../core/telemetry.js';
+import { BUDGET_GAUGE_EVENT } from '../contract/telemetry.js';
 import { type GaugeReport, isBudgetGaugeEvent, publishBudgetGauges } from './gauges.js';
 import { createHttpHandler, type HttpHandler, type ProxyEvent } from './http.js';
-import { powertoolsLogger, powertoolsMetrics } from './observability.js';
+import { jsonLogger, emfMetrics } from './observability.js';
 
 function required(env: NodeJS.ProcessEnv, name: string): string {
   const v = env[name];
   if (!v) throw new ConfigError(`environment variable ${name} is not set`);
   return v;
-}
-
-/** Reads and validates the config file shipped in the bundle (100 connections do not fit a 4 KB env var). */
-export function loadConfigFile(path: string): BrokerConfig {
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch {
-    throw new ConfigError(`cannot read config file ${path}`);
-  }
-  return parseConfig(parseConfigText(text, path), path);
 }
 
 /**
@@ -77,19 +66,19 @@ function tuning(env: NodeJS.ProcessEnv): Partial<BrokerOptions> {
 /** The Lambda's entry: API Gateway requests, and the scheduled budget-gauge event. */
 export type AwsEntry = (event: ProxyEvent | typeof BUDGET_GAUGE_EVENT, context?: Pick<Context, 'getRemainingTimeInMillis'>) => Promise<APIGatewayProxyResult | GaugeReport>;
 
-export function buildAwsHandler(env: NodeJS.ProcessEnv = process.env): HttpHandler {
-  return buildAws(env).http;
+export async function buildAwsHandler(env: NodeJS.ProcessEnv = process.env): Promise<HttpHandler> {
+  return (await buildAws(env)).http;
 }
 
-export function buildAwsEntry(env: NodeJS.ProcessEnv = process.env): AwsEntry {
-  const { http, gauges } = buildAws(env);
+export async function buildAwsEntry(env: NodeJS.ProcessEnv = process.env): Promise<AwsEntry> {
+  const { http, gauges } = await buildAws(env);
   return (event, context) => (isBudgetGaugeEvent(event) ? gauges() : http(event as ProxyEvent, context));
 }
 
-function buildAws(env: NodeJS.ProcessEnv): { http: HttpHandler; gauges: () => Promise<GaugeReport> } {
+async function buildAws(env: NodeJS.ProcessEnv): Promise<{ http: HttpHandler; gauges: () => Promise<GaugeReport> }> {
   const file = env[BROKER_ENV.configFile] ?? 'config.json';
-  const config = loadConfigFile(isAbsolute(file) ? file : join(env.LAMBDA_TASK_ROOT ?? process.cwd(), file));
-  const logger = powertoolsLogger();
+  const config = await loadConfigFile(isAbsolute(file) ? file : join(env.LAMBDA_TASK_ROOT ?? process.cwd(), file), env[BROKER_ENV.configDigest]);
+  const logger = jsonLogger();
   const store = new DynamoTokenStore(new DynamoDBClient({ maxAttempts: 3 }), required(env, BROKER_ENV.table));
   const options = tuning(env);
   const broker = new TokenBroker({
@@ -105,7 +94,7 @@ function buildAws(env: NodeJS.ProcessEnv): { http: HttpHandler; gauges: () => Pr
     log: logger,
     options,
   });
-  const metrics = powertoolsMetrics();
+  const metrics = emfMetrics();
   const marginMs = ledgerMarginMs(broker.options.margin);
   return {
     http: createHttpHandler({ broker, logger, metrics }),

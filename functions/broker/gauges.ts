@@ -7,7 +7,7 @@
 import type { BrokerConfig } from '../core/config.js';
 import type { Clock, LedgerState, LedgerStore, TokenStore } from '../core/ports.js';
 import { connectionStatus } from '../core/status.js';
-import { BUDGET_GAUGE_EVENT, DIMENSIONS, METRICS } from '../core/telemetry.js';
+import { BUDGET_GAUGE_EVENT, DIMENSIONS, METRICS } from '../contract/telemetry.js';
 import type { MetricSink, RequestLog } from './observability.js';
 
 export interface GaugeDeps {

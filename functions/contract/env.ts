@@ -6,6 +6,8 @@ export const BROKER_ENV = {
   sealKeyArn: 'BROKER_SEAL_KEY_ARN',
   /** The connection config shipped in the bundle, relative to LAMBDA_TASK_ROOT (default config.json). */
   configFile: 'BROKER_CONFIG_FILE',
+  /** SHA-256 of the config file as synth validated and wrote it: that document is not validated again at start. */
+  configDigest: 'BROKER_CONFIG_SHA256',
   /** Optional: how long a container answers from memory, 0..5000 ms (default 5000). */
   memoryMaxAgeMs: 'BROKER_MEMORY_MAX_AGE_MS',
 } as const;

@@ -3,6 +3,7 @@
  * share: error codes and statuses, routes, names, environment variables, telemetry, Retry-After.
  * Pure TypeScript: it imports nothing (no core, adapters, broker code or AWS SDK), so any part may import it.
  */
+export * from './config-digest.js';
 export * from './deployment.js';
 export * from './env.js';
 export * from './errors.js';

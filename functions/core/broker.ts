@@ -11,7 +11,7 @@
 import { type Principal, isAllowed } from './authz.js';
 import { backoffFor, backoffNote, errorForBackoff, errorForFailure } from './backoff.js';
 import { circuitError, openCircuit, probeFailed } from './circuit.js';
-import { type BrokerConfig, type Connection, requireUsableCredentials } from './config.js';
+import { type BrokerConfig, type Connection, requireUsableCredentials } from './connection.js';
 import { DEMAND_REASONS, type Policy, type Step, aheadBlockedUntil, decide, tooShort } from './decide.js';
 import { type InvalidationResult, invalidateToken } from './invalidation.js';
 import { BrokerError, type RefreshReason, forbidden, notFound, rateLimited, unavailable } from './errors.js';

@@ -29,7 +29,7 @@ describe('kmsSealer failure types', () => {
     expect((e as Error).cause).toBe(err);
   });
 
-  it('a throttled or unreachable Decrypt (folded into the Encryption SDK message) is SealerUnavailable', async () => {
+  it('a throttled or unreachable Decrypt is SealerUnavailable', async () => {
     const sealed = await kmsSealer(KEY_ARN).seal('c', token);
     kms.on(DecryptCommand).rejects(throttled());
     await expect(kmsSealer(KEY_ARN).open('c', sealed)).rejects.toBeInstanceOf(SealerUnavailable);

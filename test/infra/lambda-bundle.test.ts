@@ -16,7 +16,7 @@ const entry = entryOutput(meta);
 const staticGraph = (from: string) => staticOutputs(meta, from);
 const inputsOf = (outputs: Iterable<string>) => new Set([...outputs].flatMap((o) => Object.keys(meta.outputs[o]!.inputs)));
 
-const REFRESH_ONLY = [/^functions\/adapters\/upstream-http\.ts$/, /^functions\/adapters\/secrets-manager\.ts$/, /node_modules\/undici\//, /node_modules\/@aws-sdk\/client-secrets-manager\//];
+const REFRESH_ONLY = [/^functions\/adapters\/upstream-http\.ts$/, /^functions\/adapters\/secrets-manager\.ts$/, /node_modules\/undici\//, /node_modules\/@aws-sdk\/client-secrets-manager\//, /node_modules\/zod\//, /^functions\/core\/config\.ts$/];
 
 describe('the prebuilt Lambda', () => {
   it('is index.mjs (handler index.handler) with the createRequire banner, chunks beside it', () => {

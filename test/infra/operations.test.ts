@@ -1,6 +1,6 @@
 /**
  * Issue 11, the infrastructure: alarms and dashboard rows per connection on the broker's own metrics (named by
- * functions/core/telemetry.ts), the budget gauge's schedule, saved Logs Insights queries, the operator policy.
+ * functions/contract/telemetry.ts), the budget gauge's schedule, saved Logs Insights queries, the operator policy.
  */
 import { Annotations, Match } from 'aws-cdk-lib/assertions';
 import { describe, expect, it, vi } from 'vitest';

@@ -169,6 +169,7 @@ describe('function', () => {
       BROKER_TABLE: { Ref: tableId },
       BROKER_SEAL_KEY_ARN: { 'Fn::GetAtt': [sealId, 'Arn'] },
       BROKER_CONFIG_FILE: 'config.json',
+      BROKER_CONFIG_SHA256: expect.stringMatching(/^[0-9a-f]{64}$/),
       POWERTOOLS_SERVICE_NAME: 'token-broker',
       POWERTOOLS_METRICS_NAMESPACE: 'TokenBroker',
       POWERTOOLS_LOG_LEVEL: 'DEBUG',

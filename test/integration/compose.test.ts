@@ -32,9 +32,9 @@ const env = (file: string) => ({
 describe('buildAwsHandler', () => {
   it('reads the bundled config relative to LAMBDA_TASK_ROOT and serves the contract (deny by default)', async () => {
     writeFileSync(join(dir, 'config.json'), JSON.stringify({ connections: { vitesse: { tokenUrl: 'https://staging-identity.vitessepsp.com/connect/token', grantType: 'client_credentials', secret: 's', callers: ALLOWED } } }));
-    const handler = buildAwsHandler({ ...env('config.json'), LAMBDA_TASK_ROOT: dir });
+    const handler = await buildAwsHandler({ ...env('config.json'), LAMBDA_TASK_ROOT: dir });
     const userArn = 'arn:aws:sts::111122223333:assumed-role/tax-engine/s';
-    // The request log lines (Powertools, on stdout) are captured, not printed.
+    // The request log lines (JSON, on stdout) are captured, not printed.
     const out: string[] = [];
     const stdout = vi.spyOn(process.stdout, 'write').mockImplementation((chunk: string | Uint8Array) => out.push(String(chunk)) > 0);
     try {
@@ -52,11 +52,11 @@ describe('buildAwsHandler', () => {
     ]);
   });
 
-  it('fails at start, naming the connection and field, for a bad config or a missing variable', () => {
+  it('fails at start, naming the connection and field, for a bad config or a missing variable', async () => {
     writeFileSync(join(dir, 'bad.json'), JSON.stringify({ connections: { vitesse: { tokenUrl: 'ftp://x', grantType: 'client_credentials', secret: 's', callers: ALLOWED } } }));
-    expect(() => buildAwsHandler(env(join(dir, 'bad.json')))).toThrow(/connections\.vitesse\.tokenUrl/);
-    expect(() => buildAwsHandler({ ...env(join(dir, 'config.json')), BROKER_TABLE: '' })).toThrow(ConfigError);
-    expect(() => buildAwsHandler({ ...env(join(dir, 'config.json')), BROKER_MEMORY_MAX_AGE_MS: '9000' })).toThrow(/at most|5000/);
+    await expect(buildAwsHandler(env(join(dir, 'bad.json')))).rejects.toThrow(/connections\.vitesse\.tokenUrl/);
+    await expect(buildAwsHandler({ ...env(join(dir, 'config.json')), BROKER_TABLE: '' })).rejects.toThrow(ConfigError);
+    await expect(buildAwsHandler({ ...env(join(dir, 'config.json')), BROKER_MEMORY_MAX_AGE_MS: '9000' })).rejects.toThrow(/at most|5000/);
   });
 });
 

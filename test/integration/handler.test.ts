@@ -1,12 +1,12 @@
 /**
  * The Lambda's HTTP layer end to end over the real core, store (dynalite) and a fake IdP: routes, status
  * codes and bodies of docs/design.md "HTTP API", identity only from the request context, and nothing secret in
- * any log line (Powertools Logger output captured from stdout).
+ * any log line (the JSON log lines captured from stdout).
  */
 import type { APIGatewayProxyEventV2 } from 'aws-lambda';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createHttpHandler, type HttpHandler } from '../../functions/broker/http.js';
-import { type MetricSink, powertoolsLogger } from '../../functions/broker/observability.js';
+import { type MetricSink, jsonLogger } from '../../functions/broker/observability.js';
 import { apiEvent, type ApiEventOptions } from '../../functions/local/api-event.js';
 import { realClock } from '../support/clock.js';
 import { ALLOWED, CALLER, connections, instance, startWorld, type World } from '../support/env.js';
@@ -45,7 +45,7 @@ beforeAll(async () => {
     output.push(String(chunk));
     return true;
   });
-  const inner = createHttpHandler({ broker, logger: powertoolsLogger(), metrics: sink });
+  const inner = createHttpHandler({ broker, logger: jsonLogger(), metrics: sink });
   handler = async (e, c) => {
     const res = await inner(e, c);
     if (res.statusCode === 200) served.add(json(res.body).access_token as string);

@@ -1,7 +1,7 @@
 /**
  * Issue 11's runtime half: one stdout line per request carrying its EMF metrics with a `connection`
- * dimension and the audit fields; the scheduled budget gauges for every connection. Real Powertools Logger
- * and Metrics, real store (dynalite), output captured from stdout. Never a token.
+ * dimension and the audit fields; the scheduled budget gauges for every connection. The real logger
+ * and metrics (functions/broker/observability.ts), real store (dynalite), output captured from stdout. Never a token.
  */
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -11,7 +11,7 @@ import { DynamoTokenStore } from '../../functions/adapters/dynamodb-store.js';
 import { buildAwsEntry } from '../../functions/broker/compose.js';
 import { publishBudgetGauges } from '../../functions/broker/gauges.js';
 import { createHttpHandler, type HttpHandler } from '../../functions/broker/http.js';
-import { powertoolsLogger, powertoolsMetrics } from '../../functions/broker/observability.js';
+import { jsonLogger, emfMetrics } from '../../functions/broker/observability.js';
 import { configDocument } from '../../functions/core/config.js';
 import { ledgerMarginMs } from '../../functions/core/ledger.js';
 import { DEFAULT_MARGIN_PARTS } from '../../functions/core/limits.js';
@@ -45,7 +45,7 @@ beforeAll(async () => {
   world = await startWorld(issue(1200));
   const config = connections(world.idp, { pay: {}, vertex: { rateLimit: { max: 10, windowSeconds: 28800 } } });
   const { broker } = instance(world, { clock: realClock, config });
-  handler = createHttpHandler({ broker, logger: powertoolsLogger(), metrics: powertoolsMetrics() });
+  handler = createHttpHandler({ broker, logger: jsonLogger(), metrics: emfMetrics() });
   // Both streams: in Lambda, stderr lands in the same log group (a warning there is a second line too).
   for (const stream of [process.stdout, process.stderr]) {
     vi.spyOn(stream, 'write').mockImplementation((chunk: string | Uint8Array) => {
@@ -131,7 +131,7 @@ describe('budget gauges (scheduled, every minute, traffic or not)', () => {
     const config = connections(world.idp, { pay: {}, vertex: { rateLimit: { max: 10, windowSeconds: 28800 } } });
     const store = new DynamoTokenStore(localDynamoClient(world.dynamo.endpoint), world.table);
     const { lines: out, result } = await lines(() =>
-      publishBudgetGauges({ config, store, ledger: store, logger: powertoolsLogger(), metrics: powertoolsMetrics(), clock: realClock, marginMs: ledgerMarginMs(DEFAULT_MARGIN_PARTS) }),
+      publishBudgetGauges({ config, store, ledger: store, logger: jsonLogger(), metrics: emfMetrics(), clock: realClock, marginMs: ledgerMarginMs(DEFAULT_MARGIN_PARTS) }),
     );
     expect(result).toEqual({ connections: 2, failed: [] });
     const budget = out.filter((l) => l.message === 'budget');
@@ -160,7 +160,7 @@ describe('budget gauges (scheduled, every minute, traffic or not)', () => {
     process.env.AWS_SECRET_ACCESS_KEY ??= 'local';
     process.env.AWS_REGION ??= 'us-east-1';
     try {
-      const entry = buildAwsEntry({
+      const entry = await buildAwsEntry({
         LAMBDA_TASK_ROOT: dir,
         BROKER_TABLE: world.table,
         BROKER_SEAL_KEY_ARN: 'arn:aws:kms:us-east-1:111122223333:key/00000000-0000-0000-0000-000000000000',

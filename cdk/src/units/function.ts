@@ -4,9 +4,11 @@ import * as iam from 'aws-cdk-lib/aws-iam';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import { Construct } from 'constructs';
-import { BROKER_ENV } from '../../../functions/broker/env.js';
-import { METRIC_NAMESPACE, SERVICE } from '../../../functions/core/telemetry.js';
-import { BUNDLE_CONFIG_FILE } from '../connections.js';
+import { configDigest } from '../../../functions/contract/config-digest.js';
+import { BROKER_ENV } from '../../../functions/contract/env.js';
+import type { BrokerConfig } from '../../../functions/core/config.js';
+import { METRIC_NAMESPACE, SERVICE } from '../../../functions/contract/telemetry.js';
+import { BUNDLE_CONFIG_FILE, renderBundleConfig } from '../connections.js';
 import { LAMBDA_HANDLER } from '../lambda-code.js';
 import type { StageSettings } from '../settings.js';
 import { type BrokerKeys, DYNAMODB_VIA_SERVICE } from './keys.js';
@@ -23,6 +25,8 @@ export interface BrokerFunctionProps {
   readonly settings: StageSettings;
   readonly removalPolicy: RemovalPolicy;
   readonly code: lambda.Code;
+  /** The validated config `code` carries as config.json (its digest tells the function it need not validate it again). */
+  readonly config: BrokerConfig;
   readonly table: dynamodb.ITable;
   readonly keys: BrokerKeys;
   /** Secret ARNs (or ARN patterns) the function may read. */
@@ -91,6 +95,8 @@ export class BrokerFunction extends Construct {
         [BROKER_ENV.table]: table.tableName,
         [BROKER_ENV.sealKeyArn]: keys.sealKey.keyArn,
         [BROKER_ENV.configFile]: BUNDLE_CONFIG_FILE,
+        // The config.json synth validated: the function takes it as is, without loading zod at cold start.
+        [BROKER_ENV.configDigest]: configDigest(renderBundleConfig(props.config)),
         POWERTOOLS_SERVICE_NAME: SERVICE,
         POWERTOOLS_METRICS_NAMESPACE: METRIC_NAMESPACE,
         POWERTOOLS_LOG_LEVEL: settings.logLevel,

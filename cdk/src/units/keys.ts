@@ -87,8 +87,8 @@ export class BrokerKeys extends Construct {
       }),
     });
 
-    // Seal key: envelope encryption of cached tokens (AWS Encryption SDK, KMS keyring). Only the function may
-    // use it (allowSealing), and only with the broker's encryption context.
+    // Seal key: envelope encryption of cached tokens (KMS data keys and AES-256-GCM, docs/sealing.md). Only the
+    // function may use it (allowSealing), and only with the broker's encryption context.
     this.sealKey = new kms.Key(this, 'SealKey', {
       ...common,
       description: `token-broker ${props.stage}: seals cached tokens (envelope encryption)`,
