@@ -56,7 +56,7 @@ export async function bundle(entry: string | { contents: string }, outfile: stri
   return { file: outfile, bytes: code.length, gzipBytes: gzipSync(code).length, metafile: r.metafile };
 }
 
-export interface LambdaBuild {
+interface LambdaBuild {
   /** The entry (`index.mjs`) to import. */
   file: string;
   /** What `import(index.mjs)` reads: the entry and the chunks it imports statically. */
@@ -119,7 +119,7 @@ process.stdout.write(JSON.stringify({ initMs: t1 - t0, cpuMs: (c.user + c.system
 process.exit(0);
 `;
 
-export interface ImportTime {
+interface ImportTime {
   /** Wall-clock time of `await import(file)`. */
   initMs: number;
   /** CPU time (user + system, all threads) the process spent in it: what a busy machine disturbs least. */
@@ -203,7 +203,7 @@ const PARTS: [string, string[]][] = [
   ['+ Secrets Manager client (the handler loads it on first refresh)', ['functions/adapters/secrets-manager.ts']],
 ];
 
-export interface BreakdownRow {
+interface BreakdownRow {
   step: string;
   /** Bytes `import()` reads (entry and static chunks). */
   bytes: number;
@@ -229,7 +229,7 @@ export async function coldBreakdown(workDir: string, env: NodeJS.ProcessEnv, run
 }
 
 /** One bundle's sizes and its import-and-init times. */
-export type ColdSide = LambdaBuild & { initMsMedian: number; initMsAll: number[]; cpuMsMedian: number };
+type ColdSide = LambdaBuild & { initMsMedian: number; initMsAll: number[]; cpuMsMedian: number };
 
 export interface ColdStart {
   /** broker median / bare median (wall-clock time of the import: the goal's measure). */

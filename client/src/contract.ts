@@ -5,20 +5,23 @@
  * the two disagree. Internal: not an entry point of the package.
  */
 
-export const ERROR_CODES = ['invalid_request', 'forbidden', 'not_found', 'rate_limited', 'upstream_error', 'unavailable', 'internal'] as const;
+/** The broker's error codes, each with the HTTP status it is answered with. */
+const CODES_AND_STATUSES = [
+  ['invalid_request', 400],
+  ['forbidden', 403],
+  ['not_found', 404],
+  ['rate_limited', 429],
+  ['upstream_error', 502],
+  ['unavailable', 503],
+  ['internal', 500],
+] as const;
 
-export type TokenBrokerErrorCode = (typeof ERROR_CODES)[number];
+export type TokenBrokerErrorCode = (typeof CODES_AND_STATUSES)[number][0];
+
+export const ERROR_CODES: readonly TokenBrokerErrorCode[] = CODES_AND_STATUSES.map(([code]) => code);
 
 /** The HTTP status the broker answers each code with. */
-export const ERROR_STATUS: Readonly<Record<TokenBrokerErrorCode, number>> = {
-  invalid_request: 400,
-  forbidden: 403,
-  not_found: 404,
-  rate_limited: 429,
-  upstream_error: 502,
-  unavailable: 503,
-  internal: 500,
-};
+export const ERROR_STATUS = Object.fromEntries(CODES_AND_STATUSES) as Readonly<Record<TokenBrokerErrorCode, number>>;
 
 /** The codes the client retries (with backoff, honouring Retry-After). */
 export const RETRYABLE_CODES: readonly TokenBrokerErrorCode[] = ['rate_limited', 'unavailable'];

@@ -20,6 +20,5 @@ export const ERROR_STATUS: Readonly<Record<ErrorCode, number>> = {
   internal: 500,
 };
 
-/** The codes a caller may retry: they carry `Retry-After` (429 and 503). */
-/** @internal the parity test (test/client/contract-parity.test.ts) reads it. */
+/** @internal The codes a caller may retry: they carry `Retry-After` (429 and 503). The parity test reads it. */
 export const RETRYABLE_CODES: readonly ErrorCode[] = ['rate_limited', 'unavailable'];

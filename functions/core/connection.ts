@@ -53,7 +53,7 @@ export function resolveRateLimit(name: string, r: RateLimitInput): RateLimit {
   };
 }
 
-export function resolveConnection(name: string, c: ParsedConnection): Connection {
+function resolveConnection(name: string, c: ParsedConnection): Connection {
   const { rateLimit, refreshBeforeSeconds, ...rest } = c;
   const resolved = {
     ...rest,
@@ -123,7 +123,7 @@ export function requireGrantFields(connection: Connection, credentials: { userna
 }
 
 /** What a secret holds until ops fill it in (the stack creates secrets with it; the examples use it). */
-export const PLACEHOLDER = 'REPLACE_ME';
+const PLACEHOLDER = 'REPLACE_ME';
 
 /**
  * Throws unless the secret can be sent upstream: the grant's fields are there and none still holds the
