@@ -14,12 +14,6 @@ import { USAGE } from '../../functions/local/flags.js';
 const ROOT = join(import.meta.dirname, '..', '..');
 const SELF = relative(ROOT, import.meta.filename);
 
-/**
- * TEMPORARY, remove at merge: docs pages that another branch (wip/cold) writes. Links to them are not checked
- * while they are missing; once one exists, its entry fails the test until it is deleted.
- */
-const PENDING_DOCS = new Set(['docs/sealing.md', 'docs/cold-start.md']);
-
 /** The team's shared documents beside the repository: the shared design, its test plan, the shared folder. */
 const SHARED_CITATION = /\bDESIGN\b|\bTEST-PLAN\b|(?:\.\.|\/work)\/shared\//;
 
@@ -113,9 +107,6 @@ function resolve(from: string, ref: string): string | undefined {
   return candidates(from, ref).find((c) => existsSync(join(ROOT, c)));
 }
 
-/** A reference to a page another branch writes (PENDING_DOCS), not there yet. */
-const pending = (from: string, ref: string) => !resolve(from, ref) && candidates(from, ref).some((c) => PENDING_DOCS.has(c));
-
 describe('reading markdown', () => {
   it('headings outside fenced code, anchored as GitHub does', () => {
     const md = ['# A title', '```sh', '# not a heading', '```', '## Local mode (`npm start`) ##', '## Notes', '### Notes', 'text # no'].join('\n');
@@ -134,7 +125,7 @@ describe('references', () => {
       for (const m of text.matchAll(/(?<![\w@/.-])((?:\.\.?\/)*(?:[\w-]+\/)*[\w-]+\.(?:md|yaml))(?![\w/-])/g)) {
         const ref = m[1]!;
         if (ref.includes('/tmp') || /^(?:my-|your-)/.test(ref)) continue;
-        if (!resolve(file, ref) && !pending(file, ref)) missing.push(`${file}: ${ref}`);
+        if (!resolve(file, ref)) missing.push(`${file}: ${ref}`);
       }
     }
     expect(missing).toEqual([]);
@@ -143,8 +134,6 @@ describe('references', () => {
   it('no file cites the shared documents outside the repository (the design is docs/)', () => {
     const citing = [...FILES].filter(([file, text]) => file !== SELF && SHARED_CITATION.test(text)).map(([file]) => file);
     expect(citing).toEqual([]);
-    // Likewise a pending page that exists now is checked like any other: its entry must go.
-    expect([...PENDING_DOCS].filter((f) => existsSync(join(ROOT, f)))).toEqual([]);
   });
 
   it('every `FILE.md "Heading"` reference names a heading of that file', () => {
@@ -156,7 +145,7 @@ describe('references', () => {
         const [ref, heading] = [m[1]!, m[2]!.replace(/\\(.)/g, '$1')];
         const target = resolve(file, ref);
         if (!target) {
-          if (!pending(file, ref)) bad.push(`${file}: ${ref} does not exist`);
+          bad.push(`${file}: ${ref} does not exist`);
           continue;
         }
         checked++;
@@ -177,7 +166,7 @@ describe('references', () => {
         if (/^[a-z]+:/.test(ref)) continue; // another site
         const target = ref ? resolve(file, ref) : file;
         if (!target) {
-          if (!pending(file, ref)) bad.push(`${file}: ${ref} does not exist`);
+          bad.push(`${file}: ${ref} does not exist`);
           continue;
         }
         checked++;
