@@ -21,8 +21,14 @@ const NOT_TESTS = [forbid('(^|/)(test|testkit|bench)/', 'server code imports not
 
 const CORE_IMPORTS = [
   ...NOT_TESTS,
-  forbid('(^|/)(adapters|broker|local|ops)(/|$)', 'functions/core imports no adapter, broker, local or ops code: depend on a port (core/ports.ts).'),
-  forbid('^@aws-sdk/|^@smithy/|^@aws-crypto/|^@aws-lambda-powertools/|^undici$|^aws-lambda$', 'functions/core imports no AWS SDK, HTTP client or Lambda runtime library: that belongs in an adapter.'),
+  forbid(
+    '(^|/)(adapters|broker|local|ops)(/|$)',
+    'functions/core imports no adapter, broker, local or ops code: depend on a port (core/ports.ts).',
+  ),
+  forbid(
+    '^@aws-sdk/|^@smithy/|^@aws-crypto/|^@aws-lambda-powertools/|^undici$|^aws-lambda$',
+    'functions/core imports no AWS SDK, HTTP client or Lambda runtime library: that belongs in an adapter.',
+  ),
 ];
 
 /** Wall clock, timers and randomness: the core gets them only through its injected ports. */
@@ -35,7 +41,10 @@ const CORE_CLOCK_PATHS = ['node:crypto', 'crypto'].map((name) => ({
   message: 'functions/core takes ids and randomness from its ports; node:crypto is for hashing here.',
 }));
 const CORE_CLOCK_GLOBALS = [
-  ...['setTimeout', 'setInterval', 'setImmediate', 'clearTimeout', 'clearInterval'].map((name) => ({ name, message: 'functions/core waits through the injected Clock (clock.sleep).' })),
+  ...['setTimeout', 'setInterval', 'setImmediate', 'clearTimeout', 'clearInterval'].map((name) => ({
+    name,
+    message: 'functions/core waits through the injected Clock (clock.sleep).',
+  })),
   { name: 'performance', message: 'functions/core reads time from the injected Clock.' },
   { name: 'crypto', message: 'functions/core takes ids and randomness from its ports.' },
 ];
@@ -45,15 +54,25 @@ const CORE_CLOCK_PROPERTIES = [
   { object: 'AbortSignal', property: 'timeout', message: 'functions/core times out through the injected Clock.' },
   { object: 'performance', property: 'now', message: 'functions/core reads time from the injected Clock.' },
   { object: 'process', property: 'hrtime', message: 'functions/core reads time from the injected Clock.' },
-  ...['setTimeout', 'setInterval', 'setImmediate', 'crypto', 'performance'].map((property) => ({ object: 'globalThis', property, message: 'functions/core uses its ports for time and randomness.' })),
+  ...['setTimeout', 'setInterval', 'setImmediate', 'crypto', 'performance'].map((property) => ({
+    object: 'globalThis',
+    property,
+    message: 'functions/core uses its ports for time and randomness.',
+  })),
 ];
 const CORE_CLOCK_SYNTAX = [
-  { selector: "NewExpression[callee.name='Date'][arguments.length=0]", message: 'functions/core reads time from the injected Clock: new Date(clock.now()).' },
+  {
+    selector: "NewExpression[callee.name='Date'][arguments.length=0]",
+    message: 'functions/core reads time from the injected Clock: new Date(clock.now()).',
+  },
   { selector: "CallExpression[callee.name='Date']", message: 'functions/core reads time from the injected Clock: new Date(clock.now()).' },
 ];
 
 const CLIENT_IMPORTS = [
-  forbid('(^|/)(functions|cdk|infra|bench|test)/', '@token-broker/client is published alone: it imports nothing from functions/, cdk/, infra/, bench/ or test/.'),
+  forbid(
+    '(^|/)(functions|cdk|infra|bench|test)/',
+    '@token-broker/client is published alone: it imports nothing from functions/, cdk/, infra/, bench/ or test/.',
+  ),
 ];
 
 /** functions/ paths infra and the CDK construct may import, besides the contract. */
@@ -73,7 +92,10 @@ const TESTKIT_IMPORTS = [forbid('(^|/)(test|bench)/', 'testkit/ serves tests and
 
 /** The rules for one layer: its import regexes on static imports and import(), plus extra restrictions. */
 function layer(files, imports, extra = {}) {
-  const dynamic = imports.map(({ regex, message }) => ({ selector: `ImportExpression > Literal.source[value=/${regex.replaceAll('/', '\\/')}/]`, message }));
+  const dynamic = imports.map(({ regex, message }) => ({
+    selector: `ImportExpression > Literal.source[value=/${regex.replaceAll('/', '\\/')}/]`,
+    message,
+  }));
   return {
     files,
     rules: {
@@ -85,7 +107,10 @@ function layer(files, imports, extra = {}) {
   };
 }
 
-const NO_LAZY_LOAD = { selector: 'ImportExpression', message: 'functions/core loads nothing lazily: the broker composes adapters (functions/broker).' };
+const NO_LAZY_LOAD = {
+  selector: 'ImportExpression',
+  message: 'functions/core loads nothing lazily: the broker composes adapters (functions/broker).',
+};
 
 /** The core's rules; `clock: false` keeps the layering but not the clock and randomness rules. */
 function coreLayer(files) {
@@ -105,7 +130,18 @@ export default tseslint.config(
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {
-    languageOptions: { globals: { process: 'readonly', Buffer: 'readonly', console: 'readonly', setTimeout: 'readonly', clearTimeout: 'readonly', URL: 'readonly', AbortSignal: 'readonly', AbortController: 'readonly' } },
+    languageOptions: {
+      globals: {
+        process: 'readonly',
+        Buffer: 'readonly',
+        console: 'readonly',
+        setTimeout: 'readonly',
+        clearTimeout: 'readonly',
+        URL: 'readonly',
+        AbortSignal: 'readonly',
+        AbortController: 'readonly',
+      },
+    },
     rules: {
       '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_' }],
       'no-console': 'off',

@@ -95,7 +95,11 @@ export async function prebuiltLambdas(workDir: string): Promise<{ handler: Lambd
 }
 
 /** Bytes in the output per npm package (project files as `(project)`), largest first. */
-export function topInputs(b: { metafile: Metafile }, count: number, outputs = Object.keys(b.metafile.outputs)): { input: string; bytes: number }[] {
+export function topInputs(
+  b: { metafile: Metafile },
+  count: number,
+  outputs = Object.keys(b.metafile.outputs),
+): { input: string; bytes: number }[] {
   const sizes = new Map<string, number>();
   for (const output of outputs.map((o) => b.metafile.outputs[o]!)) {
     for (const [path, { bytesInOutput }] of Object.entries(output.inputs)) {
@@ -151,7 +155,12 @@ export function lambdaEnv(workDir: string): NodeJS.ProcessEnv {
   const connections = Object.fromEntries(
     ['vitesse-staging', 'vitesse-prod', 'vertex-oseries', 'vertex-cloud', 'demo'].map((name) => [
       name,
-      { tokenUrl: `https://${name}.example.com/oauth/token`, grantType: 'client_credentials', secret: `token-broker/bench/${name}`, callers },
+      {
+        tokenUrl: `https://${name}.example.com/oauth/token`,
+        grantType: 'client_credentials',
+        secret: `token-broker/bench/${name}`,
+        callers,
+      },
     ]),
   );
   mkdirSync(workDir, { recursive: true });
@@ -195,7 +204,10 @@ export function lambdaEnv(workDir: string): NodeJS.ProcessEnv {
  */
 const PARTS: [string, string[]][] = [
   ['bare handler (DynamoDB client)', ['bench/bare-handler.ts']],
-  ['+ TokenBroker, run-time config, DynamoTokenStore', ['functions/core/broker.ts', 'functions/core/connection.ts', 'functions/adapters/dynamodb-store.ts']],
+  [
+    '+ TokenBroker, run-time config, DynamoTokenStore',
+    ['functions/core/broker.ts', 'functions/core/connection.ts', 'functions/adapters/dynamodb-store.ts'],
+  ],
   ['+ sealer (KMS client, node:crypto)', ['functions/adapters/sealer.ts']],
   ['+ HTTP layer, logging and metrics', ['functions/broker/http.ts', 'functions/broker/observability.ts']],
   ['+ config schema (zod; the handler loads it only for a config synth did not validate)', ['functions/core/config.ts']],
@@ -222,7 +234,10 @@ export async function coldBreakdown(workDir: string, env: NodeJS.ProcessEnv, run
     writeFileSync(entry, modules.map((m, j) => `export * as m${j} from ${JSON.stringify(join(ROOT, m))};`).join('\n'));
     steps.push({ step, build: measure(await bundleLambda(entry, join(dir, `part-${i}`))) });
   }
-  steps.push({ step: '= the handler as shipped', build: measure(await bundleLambda(join(ROOT, 'functions/broker/handler.ts'), join(dir, 'handler'))) });
+  steps.push({
+    step: '= the handler as shipped',
+    build: measure(await bundleLambda(join(ROOT, 'functions/broker/handler.ts'), join(dir, 'handler'))),
+  });
   const times = steps.map(() => [] as number[]);
   for (let r = 0; r < runs; r++) steps.forEach((s, i) => times[i]!.push(timeImport(s.build.file, env).initMs));
   return steps.map((s, i) => ({ step: s.step, bytes: s.build.initBytes, initMsMedian: median(times[i]!) }));
@@ -254,7 +269,11 @@ export interface ColdStart {
  * one discarded warm-up each. `breakdown`: also time the handler's parts (always, never, or only when the
  * ratio misses `goal`).
  */
-export async function measureColdStart(workDir: string, runs: number, o: { breakdown?: boolean | 'if-missed'; goal?: number } = {}): Promise<ColdStart> {
+export async function measureColdStart(
+  workDir: string,
+  runs: number,
+  o: { breakdown?: boolean | 'if-missed'; goal?: number } = {},
+): Promise<ColdStart> {
   const { handler, bare } = await prebuiltLambdas(workDir);
   const env = lambdaEnv(workDir);
   timeImport(handler.file, env);
@@ -272,7 +291,8 @@ export async function measureColdStart(workDir: string, runs: number, o: { break
     }
   }
   const after = loadavg();
-  const side = (b: LambdaBuild, all: number[], cpuMs: number[]): ColdSide => Object.assign(b, { initMsMedian: median(all), initMsAll: all, cpuMsMedian: median(cpuMs) });
+  const side = (b: LambdaBuild, all: number[], cpuMs: number[]): ColdSide =>
+    Object.assign(b, { initMsMedian: median(all), initMsAll: all, cpuMsMedian: median(cpuMs) });
   const h = side(handler, times.handler, cpu.handler);
   const b = side(bare, times.bare, cpu.bare);
   const ratio = h.initMsMedian / b.initMsMedian;
@@ -297,9 +317,12 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const r = await measureColdStart(join(ROOT, 'bench/.work'), runs, { breakdown: process.argv.includes('--breakdown') });
   const load = (l: number[]) => l.map((v) => v.toFixed(2)).join(' ');
   console.log(`cold start, median of ${r.runs} fresh processes each (alternating), Node ${process.version}`);
-  console.log(`  broker ${r.brokerMs.toFixed(1)} ms (${r.handler.initBytes} bytes at init), bare GetItem ${r.bareMs.toFixed(1)} ms (${r.bare.initBytes} bytes)`);
+  console.log(
+    `  broker ${r.brokerMs.toFixed(1)} ms (${r.handler.initBytes} bytes at init), bare GetItem ${r.bareMs.toFixed(1)} ms (${r.bare.initBytes} bytes)`,
+  );
   console.log(`  ratio ${r.ratio.toFixed(2)}; load average before ${load(r.load.before)}, after ${load(r.load.after)}`);
   console.log(`  CPU time: broker ${r.cpu.brokerMs.toFixed(1)} ms, bare ${r.cpu.bareMs.toFixed(1)} ms, ratio ${r.cpu.ratio.toFixed(2)}`);
   console.log(`  at init: ${r.topInputs.map((t) => `${t.input} ${(t.bytes / 1024).toFixed(0)} KB`).join(', ')}`);
-  for (const b of r.breakdown ?? []) console.log(`  ${b.initMsMedian.toFixed(1).padStart(7)} ms ${String(b.bytes).padStart(8)} B  ${b.step}`);
+  for (const b of r.breakdown ?? [])
+    console.log(`  ${b.initMsMedian.toFixed(1).padStart(7)} ms ${String(b.bytes).padStart(8)} B  ${b.step}`);
 }

@@ -106,7 +106,12 @@ export function connectionDoc(tokenUrl: string, extra: Partial<ConnectionInput> 
 
 /** The settings of localDynamoClient (functions/local/dynamodb.ts), without pulling dynalite into the worker bundle. */
 export function dynamoClient(endpoint: string): DynamoDBClient {
-  return new DynamoDBClient({ endpoint, region: 'us-east-1', maxAttempts: 3, credentials: { accessKeyId: 'local', secretAccessKey: 'local' } });
+  return new DynamoDBClient({
+    endpoint,
+    region: 'us-east-1',
+    maxAttempts: 3,
+    credentials: { accessKeyId: 'local', secretAccessKey: 'local' },
+  });
 }
 
 const silentLog: RequestLog = { info: () => {}, warn: () => {}, error: () => {} };
@@ -158,13 +163,15 @@ export function apiEvent(method: 'GET' | 'POST', path: string, o: { query?: Reco
   } as unknown as ProxyEvent;
 }
 
-export const getEvent = (connection: string, minTtl: number) => apiEvent('GET', `/tokens/${connection}`, { query: { min_ttl: String(minTtl) } });
+export const getEvent = (connection: string, minTtl: number) =>
+  apiEvent('GET', `/tokens/${connection}`, { query: { min_ttl: String(minTtl) } });
 export const invalidateEvent = (connection: string, accessToken: string) =>
   apiEvent('POST', `/tokens/${connection}/invalidate`, { body: JSON.stringify({ access_token: accessToken }) });
 
 /** The outcome of a GET /tokens response: `200`, `short` if the token has less than min_ttl left, else status and message. */
 export function tokenOutcome(res: APIGatewayProxyResult, minTtl: number): { outcome: string; accessToken?: string; expiresAt?: number } {
-  if (res.statusCode !== 200) return { outcome: `${res.statusCode} ${(JSON.parse(res.body) as { message?: string }).message ?? ''}`.trim() };
+  if (res.statusCode !== 200)
+    return { outcome: `${res.statusCode} ${(JSON.parse(res.body) as { message?: string }).message ?? ''}`.trim() };
   const body = JSON.parse(res.body) as { access_token: string; expires_in: number; expires_at: string };
   const expiresAt = Date.parse(body.expires_at);
   const short = body.expires_in < minTtl || expiresAt - Date.now() < minTtl * 1000;
@@ -267,5 +274,8 @@ export function stats(xs: number[]): LatencyStats {
 }
 
 export function median(xs: number[]): number {
-  return percentile([...xs].sort((a, b) => a - b), 50);
+  return percentile(
+    [...xs].sort((a, b) => a - b),
+    50,
+  );
 }

@@ -48,13 +48,29 @@ const STORM = { expiresIn: 5, minTtl: 1, skewMs: 500, memoryMaxAgeMs: 1_000, con
 /** Ledger: 10 upstream requests per 3 s window, shared by 4 connections, over 4 windows. */
 // One machine, one clock: no skew between the processes; loopback connects in well under 100 ms.
 const LEDGER_MARGIN = { sendCutoffMs: 150, connectTimeoutMs: 100, clockSkewMs: 0 };
-const LEDGER = { max: 10, windowSeconds: 3, connections: 4, windows: quick ? 2 : 4, marginMs: ledgerMarginMs(LEDGER_MARGIN), concurrency: 4, thinkMs: 5 };
+const LEDGER = {
+  max: 10,
+  windowSeconds: 3,
+  connections: 4,
+  windows: quick ? 2 : 4,
+  marginMs: ledgerMarginMs(LEDGER_MARGIN),
+  concurrency: 4,
+  thinkMs: 5,
+};
 const HOT = { rounds: quick ? 3 : 10, perRound: quick ? 50 : 150, refreshes: quick ? 60 : 300 };
 /**
  * Refresh storms: 4 processes x 50 concurrent requests for a token the runner invalidated, upstream 500 ms.
  * The first storm (the connection's first refresh: nothing recorded for the waiters yet) is not measured.
  */
-const WAITERS = { processes: 4, requests: 50, upstreamDelayMs: 500, storms: quick ? 3 : 11, unmeasured: 1, memoryMaxAgeMs: 1_000, minTtl: 60 };
+const WAITERS = {
+  processes: 4,
+  requests: 50,
+  upstreamDelayMs: 500,
+  storms: quick ? 3 : 11,
+  unmeasured: 1,
+  memoryMaxAgeMs: 1_000,
+  minTtl: 60,
+};
 const COLD_RUNS = quick ? 3 : 21;
 const GOALS = { perLifetime: 1, storeHitRatio: 1.3, coldRatio: 1.2, violations: 0, waiterP50Ms: 50, waiterP99Ms: 100, readsPerWaiter: 5 };
 
@@ -81,7 +97,9 @@ function nextMessage(child: ChildProcess, timeoutMs: number): Promise<FromWorker
 async function runWorkers<R extends WorkerResult>(count: number, job: Job, runMs: number): Promise<Done<R>[]> {
   const send = (c: ChildProcess, m: ToWorker) => c.send(m);
   // Worker stdout (Powertools log lines and metrics) goes to /dev/null.
-  const children = Array.from({ length: count }, () => fork(join(WORK, 'worker.mjs'), [], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] }));
+  const children = Array.from({ length: count }, () =>
+    fork(join(WORK, 'worker.mjs'), [], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] }),
+  );
   try {
     const ready = children.map((c) => nextMessage(c, 60_000));
     children.forEach((c) => send(c, { type: 'job', job }));
@@ -97,7 +115,11 @@ async function runWorkers<R extends WorkerResult>(count: number, job: Job, runMs
 // ---------------------------------------------------------------- scenarios
 
 let tables = 0;
-async function freshEnv(dynamo: EmbeddedDynamo, connections: Record<string, ConnectionInput>, options: Partial<BrokerOptions>): Promise<Env> {
+async function freshEnv(
+  dynamo: EmbeddedDynamo,
+  connections: Record<string, ConnectionInput>,
+  options: Partial<BrokerOptions>,
+): Promise<Env> {
   const table = `bench-${process.pid}-${++tables}`;
   const admin = localDynamoClient(dynamo.endpoint);
   await ensureTable(admin, table);
@@ -170,7 +192,11 @@ async function fleetStorm(dynamo: EmbeddedDynamo) {
     });
     try {
       const refreshBefore = v.refreshBeforeSeconds !== undefined ? { refreshBeforeSeconds: v.refreshBeforeSeconds } : {};
-      const env = await freshEnv(dynamo, { main: connectionDoc(idp.url, refreshBefore) }, { skewMs: STORM.skewMs, memoryMaxAgeMs: STORM.memoryMaxAgeMs });
+      const env = await freshEnv(
+        dynamo,
+        { main: connectionDoc(idp.url, refreshBefore) },
+        { skewMs: STORM.skewMs, memoryMaxAgeMs: STORM.memoryMaxAgeMs },
+      );
       const load: Load = { concurrency: STORM.concurrency, durationMs, thinkMs: STORM.thinkMs, minTtl: STORM.minTtl };
       const done = await runWorkers<Tally>(PROCESSES, { kind: 'storm', env, load, mode: v.mode }, durationMs);
       const tally = mergeTallies(done.map((d) => d.result));
@@ -222,9 +248,15 @@ async function refreshStorm(dynamo: EmbeddedDynamo) {
     const connections = Object.fromEntries(['main', ...warm].map((name) => [name, connectionDoc(idp.url)]));
     const env = await freshEnv(dynamo, connections, { memoryMaxAgeMs: WAITERS.memoryMaxAgeMs });
     const store = new DynamoTokenStore(localDynamoClient(dynamo.endpoint), env.table);
-    for (let i = 0; i < WAITERS.processes; i++) children.push(fork(join(WORK, 'worker.mjs'), [], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] }));
+    for (let i = 0; i < WAITERS.processes; i++)
+      children.push(fork(join(WORK, 'worker.mjs'), [], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] }));
     const ready = children.map((c) => nextMessage(c, 60_000));
-    children.forEach((c, i) => c.send({ type: 'job', job: { kind: 'waiters', env, requests: WAITERS.requests, minTtl: WAITERS.minTtl, warm: warm[i]! } } satisfies ToWorker));
+    children.forEach((c, i) =>
+      c.send({
+        type: 'job',
+        job: { kind: 'waiters', env, requests: WAITERS.requests, minTtl: WAITERS.minTtl, warm: warm[i]! },
+      } satisfies ToWorker),
+    );
     await Promise.all(ready);
     const storms: { upstream: number; rounds: StormRound[] }[] = [];
     for (let s = 0; s < WAITERS.storms; s++) {
@@ -237,11 +269,13 @@ async function refreshStorm(dynamo: EmbeddedDynamo) {
       const rounds = (await Promise.all(answers)).map((m) => (m as { round: StormRound }).round);
       storms.push({ upstream: idp.count() - before, rounds });
     }
-    const done = await Promise.all(children.map((c) => {
-      const m = nextMessage(c, 60_000);
-      c.send({ type: 'stop' } satisfies ToWorker);
-      return m;
-    }));
+    const done = await Promise.all(
+      children.map((c) => {
+        const m = nextMessage(c, 60_000);
+        c.send({ type: 'stop' } satisfies ToWorker);
+        return m;
+      }),
+    );
     const measured = storms.slice(WAITERS.unmeasured);
     const overheads: number[] = [];
     const reads: number[] = [];
@@ -273,7 +307,12 @@ async function refreshStorm(dynamo: EmbeddedDynamo) {
       outcomes,
       waitingRequests: overheads.length,
       lateStarters,
-      overheadMs: { p50: percentile(sorted, 50), p99: percentile(sorted, 99), max: sorted[sorted.length - 1] ?? NaN, min: sorted[0] ?? NaN },
+      overheadMs: {
+        p50: percentile(sorted, 50),
+        p99: percentile(sorted, 99),
+        max: sorted[sorted.length - 1] ?? NaN,
+        min: sorted[0] ?? NaN,
+      },
       readsPerWaitingContainer: { max: Math.max(...reads), mean: reads.reduce((a, b) => a + b, 0) / reads.length, all: reads },
       // The unmeasured first storm: no refresh recorded yet, so its waiters polled from the lease time on.
       firstStormReads: storms[0]!.rounds.filter((r) => r.publishedAt === undefined).map((r) => r.reads),
@@ -323,7 +362,9 @@ async function ledgerContention(dynamo: EmbeddedDynamo) {
   try {
     // The guard's reserve and spacing off: this measures the ledger itself under contention.
     const rateLimit = { max: LEDGER.max, windowSeconds: LEDGER.windowSeconds, key: 'shared', reserve: 0, minSpacingSeconds: 0 };
-    const connections = Object.fromEntries(Array.from({ length: LEDGER.connections }, (_, i) => [`l${i}`, connectionDoc(idp.url, { rateLimit })]));
+    const connections = Object.fromEntries(
+      Array.from({ length: LEDGER.connections }, (_, i) => [`l${i}`, connectionDoc(idp.url, { rateLimit })]),
+    );
     const env = await freshEnv(dynamo, connections, { margin: LEDGER_MARGIN });
     const durationMs = LEDGER.windows * LEDGER.windowSeconds * 1000;
     const load: Load = { concurrency: LEDGER.concurrency, durationMs, thinkMs: LEDGER.thinkMs, minTtl: 1 };
@@ -375,10 +416,12 @@ function table(headers: string[], rows: (string | number)[][]): string {
 }
 
 function outcomesText(outcomes: Record<string, number>): string {
-  return Object.entries(outcomes)
-    .filter(([k]) => k !== '200')
-    .map(([k, v]) => `${k}: ${v}`)
-    .join(', ') || '-';
+  return (
+    Object.entries(outcomes)
+      .filter(([k]) => k !== '200')
+      .map(([k, v]) => `${k}: ${v}`)
+      .join(', ') || '-'
+  );
 }
 
 type Results = {
@@ -413,28 +456,75 @@ const TARGETS = {
   'storm.readsPerWaitingContainer': `<= ${GOALS.readsPerWaiter}`,
   'hotPath.memoryHitUs': 'microseconds',
   'hotPath.storeHitRatio': `<= ${GOALS.storeHitRatio}`,
-  'logBytesPerRequest': 'one line per request',
+  logBytesPerRequest: 'one line per request',
   ledgerViolations: `${GOALS.violations}`,
 };
 
 function summary(f: ReturnType<typeof figures>, r: Results): string {
   const met = (ok: boolean) => (ok ? 'met' : '**missed**');
-  return table(['figure', 'target', 'latest run', ''], [
-    ['`storm.upstreamPerLifetime`', TARGETS['storm.upstreamPerLifetime'], fmt(f.storm.upstreamPerLifetime), met(f.storm.upstreamPerLifetime === GOALS.perLifetime)],
-    ['`storm.waiterOverheadMs.p50`', TARGETS['storm.waiterOverheadMs.p50'], fmt(f.storm.waiterOverheadMs.p50, 0), met(f.storm.waiterOverheadMs.p50 <= GOALS.waiterP50Ms)],
-    ['`storm.waiterOverheadMs.p99`', TARGETS['storm.waiterOverheadMs.p99'], fmt(f.storm.waiterOverheadMs.p99, 0), met(f.storm.waiterOverheadMs.p99 <= GOALS.waiterP99Ms)],
-    ['`storm.readsPerWaitingContainer`', TARGETS['storm.readsPerWaitingContainer'], `${f.storm.readsPerWaitingContainer} (mean ${fmt(r.waiters.readsPerWaitingContainer.mean, 1)})`, met(f.storm.readsPerWaitingContainer <= GOALS.readsPerWaiter)],
-    ['`hotPath.storeHitRatio`', TARGETS['hotPath.storeHitRatio'], fmt(f.hotPath.storeHitRatio), met(f.hotPath.storeHitRatio <= GOALS.storeHitRatio)],
-    ['`hotPath.memoryHitUs`', TARGETS['hotPath.memoryHitUs'], fmt(f.hotPath.memoryHitUs, 1), met(f.hotPath.memoryHitUs < 1000)],
-    ['`logBytesPerRequest`', TARGETS.logBytesPerRequest, `${fmt(f.logBytesPerRequest, 0)} (${fmt(r.hot.logLinesPerRequest, 2)} lines)`, met(r.hot.logLinesPerRequest === 1)],
-    ['`coldStart.ratio`', TARGETS['coldStart.ratio'], `${fmt(f.coldStart.ratio)} (${fmt(f.coldStart.brokerMs, 1)} / ${fmt(f.coldStart.bareMs, 1)} ms)`, met(f.coldStart.ratio <= GOALS.coldRatio)],
-    ['ledger violations', TARGETS.ledgerViolations, `${f.ledgerViolations}`, met(f.ledgerViolations === GOALS.violations)],
-  ]);
+  return table(
+    ['figure', 'target', 'latest run', ''],
+    [
+      [
+        '`storm.upstreamPerLifetime`',
+        TARGETS['storm.upstreamPerLifetime'],
+        fmt(f.storm.upstreamPerLifetime),
+        met(f.storm.upstreamPerLifetime === GOALS.perLifetime),
+      ],
+      [
+        '`storm.waiterOverheadMs.p50`',
+        TARGETS['storm.waiterOverheadMs.p50'],
+        fmt(f.storm.waiterOverheadMs.p50, 0),
+        met(f.storm.waiterOverheadMs.p50 <= GOALS.waiterP50Ms),
+      ],
+      [
+        '`storm.waiterOverheadMs.p99`',
+        TARGETS['storm.waiterOverheadMs.p99'],
+        fmt(f.storm.waiterOverheadMs.p99, 0),
+        met(f.storm.waiterOverheadMs.p99 <= GOALS.waiterP99Ms),
+      ],
+      [
+        '`storm.readsPerWaitingContainer`',
+        TARGETS['storm.readsPerWaitingContainer'],
+        `${f.storm.readsPerWaitingContainer} (mean ${fmt(r.waiters.readsPerWaitingContainer.mean, 1)})`,
+        met(f.storm.readsPerWaitingContainer <= GOALS.readsPerWaiter),
+      ],
+      [
+        '`hotPath.storeHitRatio`',
+        TARGETS['hotPath.storeHitRatio'],
+        fmt(f.hotPath.storeHitRatio),
+        met(f.hotPath.storeHitRatio <= GOALS.storeHitRatio),
+      ],
+      ['`hotPath.memoryHitUs`', TARGETS['hotPath.memoryHitUs'], fmt(f.hotPath.memoryHitUs, 1), met(f.hotPath.memoryHitUs < 1000)],
+      [
+        '`logBytesPerRequest`',
+        TARGETS.logBytesPerRequest,
+        `${fmt(f.logBytesPerRequest, 0)} (${fmt(r.hot.logLinesPerRequest, 2)} lines)`,
+        met(r.hot.logLinesPerRequest === 1),
+      ],
+      [
+        '`coldStart.ratio`',
+        TARGETS['coldStart.ratio'],
+        `${fmt(f.coldStart.ratio)} (${fmt(f.coldStart.brokerMs, 1)} / ${fmt(f.coldStart.bareMs, 1)} ms)`,
+        met(f.coldStart.ratio <= GOALS.coldRatio),
+      ],
+      ['ledger violations', TARGETS.ledgerViolations, `${f.ledgerViolations}`, met(f.ledgerViolations === GOALS.violations)],
+    ],
+  );
 }
 
-function markdown(r: Results, meta: { date: string; node: string; cores: number; cpu: string; loadAverage: { before: number[]; after: number[] } }): string {
+function markdown(
+  r: Results,
+  meta: { date: string; node: string; cores: number; cpu: string; loadAverage: { before: number[]; after: number[] } },
+): string {
   const hot = r.hot.latency;
-  const lat = (name: string, what: string) => [what, fmt(hot[name]!.p50Ms, 3), fmt(hot[name]!.p99Ms, 3), hot[name]!.n, fmt(r.hot.dbCallsPerRun[name] ?? 0)];
+  const lat = (name: string, what: string) => [
+    what,
+    fmt(hot[name]!.p50Ms, 3),
+    fmt(hot[name]!.p99Ms, 3),
+    hot[name]!.n,
+    fmt(r.hot.dbCallsPerRun[name] ?? 0),
+  ];
   const brokerRows = r.fleet.filter((f) => f.variant.startsWith('broker'));
   const stall = Math.max(r.hot.maxStallMs, r.ledger.maxStallMs, r.waiters.maxStallMs, ...r.fleet.map((f) => f.maxStallMs));
   const w = r.waiters;
@@ -444,7 +534,12 @@ function markdown(r: Results, meta: { date: string; node: string; cores: number;
     ``,
     `${meta.date}, Node ${meta.node}, ${meta.cores} cores (${meta.cpu}); load average ${fmt(meta.loadAverage.before[0]!)} before, ${fmt(meta.loadAverage.after[0]!)} after. ` +
       `Generated by \`npm run bench\`${quick ? ' --quick (a smoke run: not representative)' : ''}.`,
-    ...(stall > 1000 ? ['', `Note: a worker's event loop stalled for up to ${fmt(stall, 0)} ms (max stall columns): the machine was busy, so read the figures with that in mind.`] : []),
+    ...(stall > 1000
+      ? [
+          '',
+          `Note: a worker's event loop stalled for up to ${fmt(stall, 0)} ms (max stall columns): the machine was busy, so read the figures with that in mind.`,
+        ]
+      : []),
     ``,
     `## Figures and targets`,
     ``,
@@ -456,10 +551,34 @@ function markdown(r: Results, meta: { date: string; node: string; cores: number;
       `the upstream answers after ${w.upstreamDelayMs} ms. One process refreshes, the others wait. ${w.storms} storms measured after ${w.unmeasuredStorms} unmeasured (the connection's first refresh: nothing recorded for waiters yet). ` +
       `Overhead: from the winner's publish to each waiting request's answer, all processes on one clock. Reads: consistent GetItem calls of the token item per waiting process and storm (dynalite returns no item with a failed lease write; DynamoDB does, which spares no read here since a lost lease attempt is not read back without an SDK retry).`,
     ``,
-    table(['storms', 'waiting requests', 'upstream requests per storm', 'overhead p50 ms', 'overhead p99 ms', 'overhead max ms', 'reads per waiting container (max, mean)', 'first storm reads', 'last refresh ms', 'max stall ms'], [
-      [w.storms, w.waitingRequests, w.upstreamRequestsPerStorm.join(' '), fmt(w.overheadMs.p50, 0), fmt(w.overheadMs.p99, 0), fmt(w.overheadMs.max, 0),
-        `${w.readsPerWaitingContainer.max}, ${fmt(w.readsPerWaitingContainer.mean, 1)}`, w.firstStormReads.join(' '), w.lastRefreshMs ?? '-', fmt(w.maxStallMs, 0)],
-    ]),
+    table(
+      [
+        'storms',
+        'waiting requests',
+        'upstream requests per storm',
+        'overhead p50 ms',
+        'overhead p99 ms',
+        'overhead max ms',
+        'reads per waiting container (max, mean)',
+        'first storm reads',
+        'last refresh ms',
+        'max stall ms',
+      ],
+      [
+        [
+          w.storms,
+          w.waitingRequests,
+          w.upstreamRequestsPerStorm.join(' '),
+          fmt(w.overheadMs.p50, 0),
+          fmt(w.overheadMs.p99, 0),
+          fmt(w.overheadMs.max, 0),
+          `${w.readsPerWaitingContainer.max}, ${fmt(w.readsPerWaitingContainer.mean, 1)}`,
+          w.firstStormReads.join(' '),
+          w.lastRefreshMs ?? '-',
+          fmt(w.maxStallMs, 0),
+        ],
+      ],
+    ),
     ``,
     `## Fleet storm: upstream requests per token lifetime (goal: broker ${fmt(GOALS.perLifetime)})`,
     ``,
@@ -468,8 +587,30 @@ function markdown(r: Results, meta: { date: string; node: string; cores: number;
       `A token lifetime is how long one token may serve: expires_in - max(min_ttl, refreshBeforeSeconds) - skew.`,
     ``,
     table(
-      ['variant', 'duration s', 'calls', 'calls/s', 'not served', 'upstream requests', 'token lifetimes', 'per lifetime', 'latest arrival after send ms', 'max stall ms'],
-      r.fleet.map((f) => [f.variant, f.durationS, f.calls, f.callsPerS, outcomesText(f.outcomes), f.upstreamRequests, f.tokenLifetimes, fmt(f.perLifetime), fmt(f.maxArrivalDelayMs, 0), fmt(f.maxStallMs, 0)]),
+      [
+        'variant',
+        'duration s',
+        'calls',
+        'calls/s',
+        'not served',
+        'upstream requests',
+        'token lifetimes',
+        'per lifetime',
+        'latest arrival after send ms',
+        'max stall ms',
+      ],
+      r.fleet.map((f) => [
+        f.variant,
+        f.durationS,
+        f.calls,
+        f.callsPerS,
+        outcomesText(f.outcomes),
+        f.upstreamRequests,
+        f.tokenLifetimes,
+        fmt(f.perLifetime),
+        fmt(f.maxArrivalDelayMs, 0),
+        fmt(f.maxStallMs, 0),
+      ]),
     ),
     ``,
     `A token lifetime begins with a token requested at least 0.9 lifetime after the previous lifetime began; more than one request per lifetime means duplicates. ` +
@@ -478,17 +619,20 @@ function markdown(r: Results, meta: { date: string; node: string; cores: number;
     ``,
     `## Hot path: handler latency, one request at a time (ms)`,
     ``,
-    table(['path', 'p50', 'p99', 'n', 'DynamoDB calls'], [
-      lat('memoryHit', 'memory hit (handler as deployed)'),
-      lat('memoryHitQuiet', 'memory hit, no logging/metrics'),
-      lat('storeHit', 'store hit (handler as deployed, memoryMaxAgeMs 0)'),
-      lat('storeHitQuiet', 'store hit, no logging/metrics'),
-      lat('brokerGetToken', 'store hit, TokenBroker.getToken only'),
-      lat('storeGet', 'DynamoTokenStore.get'),
-      lat('getItem', 'bare GetItem (ConsistentRead)'),
-      lat('sealerOpen', 'sealer.open (decrypt; only when the item changed)'),
-      lat('refresh', 'refresh (GET after invalidate)'),
-    ]),
+    table(
+      ['path', 'p50', 'p99', 'n', 'DynamoDB calls'],
+      [
+        lat('memoryHit', 'memory hit (handler as deployed)'),
+        lat('memoryHitQuiet', 'memory hit, no logging/metrics'),
+        lat('storeHit', 'store hit (handler as deployed, memoryMaxAgeMs 0)'),
+        lat('storeHitQuiet', 'store hit, no logging/metrics'),
+        lat('brokerGetToken', 'store hit, TokenBroker.getToken only'),
+        lat('storeGet', 'DynamoTokenStore.get'),
+        lat('getItem', 'bare GetItem (ConsistentRead)'),
+        lat('sealerOpen', 'sealer.open (decrypt; only when the item changed)'),
+        lat('refresh', 'refresh (GET after invalidate)'),
+      ],
+    ),
     ``,
     `Store hit / GetItem: p50 ${fmt(r.hot.storeHitOverGetItem)}, p99 ${fmt(r.hot.storeHitOverGetItemP99)} (goal <= ${GOALS.storeHitRatio}: ${verdict(r.hot.storeHitOverGetItem <= GOALS.storeHitRatio)}). ` +
       `Memory hit p50: ${fmt(r.hot.memoryHitP50Us, 1)} us. Log output of a memory hit as deployed: ${fmt(r.hot.logBytesPerRequest, 0)} bytes in ${fmt(r.hot.logLinesPerRequest, 2)} lines per request.`,
@@ -498,17 +642,40 @@ function markdown(r: Results, meta: { date: string; node: string; cores: number;
     `The broker Lambda as @token-broker/cdk ships it (code-split: the upstream client and Secrets Manager load on a container's first refresh) ` +
       `against a bare GetItem handler built with the same esbuild settings. Bytes at init: the entry and the chunks it imports statically.`,
     ``,
-    table(['bundle', 'bytes at init', 'gzip at init', 'bytes in the asset (files)', 'init ms (median)'], [
-      ['broker (prebuilt asset)', r.cold.handler.initBytes, r.cold.handler.initGzipBytes, `${r.cold.handler.totalBytes} (${r.cold.handler.files})`, fmt(r.cold.handler.initMsMedian, 1)],
-      ['bare GetItem handler', r.cold.bare.initBytes, r.cold.bare.initGzipBytes, `${r.cold.bare.totalBytes} (${r.cold.bare.files})`, fmt(r.cold.bare.initMsMedian, 1)],
-    ]),
+    table(
+      ['bundle', 'bytes at init', 'gzip at init', 'bytes in the asset (files)', 'init ms (median)'],
+      [
+        [
+          'broker (prebuilt asset)',
+          r.cold.handler.initBytes,
+          r.cold.handler.initGzipBytes,
+          `${r.cold.handler.totalBytes} (${r.cold.handler.files})`,
+          fmt(r.cold.handler.initMsMedian, 1),
+        ],
+        [
+          'bare GetItem handler',
+          r.cold.bare.initBytes,
+          r.cold.bare.initGzipBytes,
+          `${r.cold.bare.totalBytes} (${r.cold.bare.files})`,
+          fmt(r.cold.bare.initMsMedian, 1),
+        ],
+      ],
+    ),
     ``,
     `Ratio ${fmt(r.cold.ratio)} (goal <= ${GOALS.coldRatio}: ${verdict(r.cold.ratio <= GOALS.coldRatio)}). Largest inputs loaded at init: ` +
-      r.cold.topInputs.map((t) => `${t.input} ${kb(t.bytes)}`).join(', ') + '.',
+      r.cold.topInputs.map((t) => `${t.input} ${kb(t.bytes)}`).join(', ') +
+      '.',
     ...(breakdown
-      ? ['', 'Where the init time goes: the bare handler plus the handler\'s parts, each imported eagerly at init (the handler itself may defer some; ' +
-          'its own row says what it really costs). Medians of fewer runs, so differences under ~20 ms are noise.', '',
-        table(['bundle', 'bytes', 'init ms'], breakdown.map((b) => [b.step, b.bytes, fmt(b.initMsMedian, 1)]))]
+      ? [
+          '',
+          "Where the init time goes: the bare handler plus the handler's parts, each imported eagerly at init (the handler itself may defer some; " +
+            'its own row says what it really costs). Medians of fewer runs, so differences under ~20 ms are noise.',
+          '',
+          table(
+            ['bundle', 'bytes', 'init ms'],
+            breakdown.map((b) => [b.step, b.bytes, fmt(b.initMsMedian, 1)]),
+          ),
+        ]
       : []),
     ``,
     `## Ledger under contention (goal: ${GOALS.violations} violations)`,
@@ -517,17 +684,47 @@ function markdown(r: Results, meta: { date: string; node: string; cores: number;
       `ledgerMarginMs ${LEDGER.marginMs} (the ledger widens each window by it). Violations: windows holding more than ${LEDGER.max}, ` +
       `of ${LEDGER.windowSeconds} s on the upstream's receipt log (the contract), and of ${LEDGER.windowSeconds} s + margin on the debit times the ledger recorded (its own promise).`,
     ``,
-    table(['processes', 'connections on one ledger', 'limit', 'duration s', 'calls', 'not served', 'upstream requests (most allowed)', 'debits/s', 'most in any window', 'violations (receipts)', 'violations (debits)', 'max stall ms'], [
-      [r.ledger.processes, r.ledger.connections, r.ledger.limit, r.ledger.durationS, r.ledger.calls, outcomesText(r.ledger.outcomes), `${r.ledger.upstreamRequests} (${r.ledger.mostAllowed})`,
-        fmt(r.ledger.debitsPerS), r.ledger.maxInWindow, r.ledger.violations, r.ledger.debitViolations, fmt(r.ledger.maxStallMs, 0)],
-    ]),
+    table(
+      [
+        'processes',
+        'connections on one ledger',
+        'limit',
+        'duration s',
+        'calls',
+        'not served',
+        'upstream requests (most allowed)',
+        'debits/s',
+        'most in any window',
+        'violations (receipts)',
+        'violations (debits)',
+        'max stall ms',
+      ],
+      [
+        [
+          r.ledger.processes,
+          r.ledger.connections,
+          r.ledger.limit,
+          r.ledger.durationS,
+          r.ledger.calls,
+          outcomesText(r.ledger.outcomes),
+          `${r.ledger.upstreamRequests} (${r.ledger.mostAllowed})`,
+          fmt(r.ledger.debitsPerS),
+          r.ledger.maxInWindow,
+          r.ledger.violations,
+          r.ledger.debitViolations,
+          fmt(r.ledger.maxStallMs, 0),
+        ],
+      ],
+    ),
     ``,
   ].join('\n');
 }
 
 function packageVersions(): Record<string, string> {
   const names = ['@aws-sdk/client-dynamodb', '@aws-sdk/client-kms', 'undici', 'zod', 'dynalite', 'esbuild', 'tsx'];
-  return Object.fromEntries(names.map((n) => [n, (JSON.parse(readFileSync(join(ROOT, 'node_modules', n, 'package.json'), 'utf8')) as { version: string }).version]));
+  return Object.fromEntries(
+    names.map((n) => [n, (JSON.parse(readFileSync(join(ROOT, 'node_modules', n, 'package.json'), 'utf8')) as { version: string }).version]),
+  );
 }
 
 async function main() {
@@ -561,9 +758,24 @@ async function main() {
   } finally {
     await dynamo.close();
   }
-  const meta = { date: new Date().toISOString(), node: process.version, cores: cpus().length, cpu: cpus()[0]?.model ?? 'unknown', loadAverage: { before: loadBefore, after: loadavg() } };
+  const meta = {
+    date: new Date().toISOString(),
+    node: process.version,
+    cores: cpus().length,
+    cpu: cpus()[0]?.model ?? 'unknown',
+    loadAverage: { before: loadBefore, after: loadavg() },
+  };
   const md = markdown(results, meta);
-  const settings = { processes: PROCESSES, storm: STORM, waiters: WAITERS, ledger: LEDGER, hot: HOT, coldRuns: COLD_RUNS, goals: GOALS, quick };
+  const settings = {
+    processes: PROCESSES,
+    storm: STORM,
+    waiters: WAITERS,
+    ledger: LEDGER,
+    hot: HOT,
+    coldRuns: COLD_RUNS,
+    goals: GOALS,
+    quick,
+  };
   // The named figures first (for scripts), then the targets, then every detail.
   const json = { ...figures(results), targets: TARGETS, ...meta, packages: packageVersions(), settings, ...results };
   writeFileSync(join(BENCH, 'results.json'), JSON.stringify(json, null, 2) + '\n');

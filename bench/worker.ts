@@ -94,7 +94,8 @@ async function waiters(env: Env, requests: number, minTtl: number, warm: string)
   let readTimes: [number, number][] = [];
   c.client.middlewareStack.add(
     (next, ctx) => async (args) => {
-      if (ctx.commandName !== 'GetItemCommand' || !(args.input as { Key?: { pk?: { S?: string } } }).Key?.pk?.S?.startsWith('tok#')) return next(args);
+      if (ctx.commandName !== 'GetItemCommand' || !(args.input as { Key?: { pk?: { S?: string } } }).Key?.pk?.S?.startsWith('tok#'))
+        return next(args);
       reads++;
       const sent = Date.now();
       const out = await next(args);
@@ -209,7 +210,10 @@ async function hot(env: Env, rounds: number, perRound: number, refreshes: number
     { name: 'storeHitQuiet', run: () => ok(quietStore.handler(getEvent('main', minTtl))) },
     { name: 'brokerGetToken', run: () => quietStore.broker.getToken({ connection: 'main', principal, minTtlSeconds: minTtl }) },
     { name: 'storeGet', run: () => quietStore.store.get('main') },
-    { name: 'getItem', run: () => bare.send(new GetItemCommand({ TableName: env.table, Key: { pk: { S: 'tok#main' } }, ConsistentRead: true })) },
+    {
+      name: 'getItem',
+      run: () => bare.send(new GetItemCommand({ TableName: env.table, Key: { pk: { S: 'tok#main' } }, ConsistentRead: true })),
+    },
   ].map((p) => ({ ...p, prepare: nextMillisecond }));
   const refresh: Probe = {
     name: 'refresh',

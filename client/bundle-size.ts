@@ -76,7 +76,11 @@ function dynamicOnly(meta: Metafile): string[] {
       if (imp.kind !== 'dynamic-import' && !imp.external && imp.path in meta.inputs) stack.push(imp.path);
     }
   }
-  const dynamic = new Set(Object.keys(meta.inputs).filter((p) => !seen.has(p)).map(packageOf));
+  const dynamic = new Set(
+    Object.keys(meta.inputs)
+      .filter((p) => !seen.has(p))
+      .map(packageOf),
+  );
   for (const p of seen) dynamic.delete(packageOf(p));
   return [...dynamic].sort();
 }
@@ -89,7 +93,10 @@ export async function measureAll(): Promise<Measurement[]> {
     measure('client, everything bundled', 'client/src/index.ts'),
     measure('client, credential chain external', 'client/src/index.ts', { external: CREDENTIAL_CHAIN }),
     measure('client, everything bundled (mainFields module,main)', 'client/src/index.ts', { mainFields: esm }),
-    measure('client, credential chain external (mainFields module,main)', 'client/src/index.ts', { mainFields: esm, external: CREDENTIAL_CHAIN }),
+    measure('client, credential chain external (mainFields module,main)', 'client/src/index.ts', {
+      mainFields: esm,
+      external: CREDENTIAL_CHAIN,
+    }),
     measure('examples/payments-lambda.ts, everything bundled', 'examples/payments-lambda.ts'),
     measure('examples/payments-lambda.ts, credential chain external', 'examples/payments-lambda.ts', { external: CREDENTIAL_CHAIN }),
   ]);

@@ -57,7 +57,8 @@ export async function handler(event: APIGatewayProxyEventV2): Promise<APIGateway
       bodyTimeout: 10_000,
     });
     const payload = await res.body.text();
-    if (res.statusCode >= 200 && res.statusCode < 300) return { statusCode: 201, headers: { 'content-type': 'application/json' }, body: payload };
+    if (res.statusCode >= 200 && res.statusCode < 300)
+      return { statusCode: 201, headers: { 'content-type': 'application/json' }, body: payload };
     console.warn('payment request refused', { orderId: input.orderId, status: res.statusCode });
     return json(502, { error: 'payment provider refused the request', status: res.statusCode });
   } catch (e) {
@@ -68,7 +69,10 @@ export async function handler(event: APIGatewayProxyEventV2): Promise<APIGateway
       const retryable = e.code === 'unavailable' || e.code === 'rate_limited';
       return {
         statusCode: retryable ? 503 : 500,
-        headers: { 'content-type': 'application/json', ...(e.retryAfterSeconds !== undefined ? { 'retry-after': String(e.retryAfterSeconds) } : {}) },
+        headers: {
+          'content-type': 'application/json',
+          ...(e.retryAfterSeconds !== undefined ? { 'retry-after': String(e.retryAfterSeconds) } : {}),
+        },
         body: JSON.stringify({ error: retryable ? 'payment provider temporarily unavailable' : 'internal error' }),
       };
     }

@@ -32,11 +32,18 @@ function filesUnder(dir: string): string[] {
  */
 export function stageLambdaCode(config: BrokerConfig, stagingRoot: string, prebuilt = PREBUILT_LAMBDA_DIR): string {
   if (!existsSync(join(prebuilt, 'index.mjs'))) {
-    throw new Error(`token-broker: the prebuilt Lambda code is missing (${join(prebuilt, 'index.mjs')}): build @token-broker/cdk first (npm run build)`);
+    throw new Error(
+      `token-broker: the prebuilt Lambda code is missing (${join(prebuilt, 'index.mjs')}): build @token-broker/cdk first (npm run build)`,
+    );
   }
   const configText = renderBundleConfig(config);
   const hash = createHash('sha256');
-  for (const file of filesUnder(prebuilt)) hash.update(file).update('\0').update(readFileSync(join(prebuilt, file))).update('\0');
+  for (const file of filesUnder(prebuilt))
+    hash
+      .update(file)
+      .update('\0')
+      .update(readFileSync(join(prebuilt, file)))
+      .update('\0');
   hash.update(configText);
   const dir = join(stagingRoot, hash.digest('hex').slice(0, 32));
   if (existsSync(join(dir, BUNDLE_CONFIG_FILE))) return dir;

@@ -70,7 +70,9 @@ export class TokenBroker extends Construct {
   constructor(scope: Construct, id: string, props: TokenBrokerProps) {
     super(scope, id);
     this.stage = validateStageName(props.stage ?? 'default');
-    const other = Stack.of(this).node.findAll().find((c) => c instanceof TokenBroker && c !== this);
+    const other = Stack.of(this)
+      .node.findAll()
+      .find((c) => c instanceof TokenBroker && c !== this);
     if (other) {
       throw new StageError(
         `token-broker: ${other.node.path} is already in this stack; its outputs (ApiUrl, TableName...) have fixed names, so stage "${this.stage}" needs a stack of its own`,
@@ -86,7 +88,11 @@ export class TokenBroker extends Construct {
     const keys = new BrokerKeys(this, 'Keys', { stage, removalPolicy });
     this.tableKey = keys.tableKey;
     this.sealKey = keys.sealKey;
-    this.table = new BrokerTable(this, 'Table', { key: keys.tableKey, removalPolicy, deletionProtection: settings.deletionProtection }).table;
+    this.table = new BrokerTable(this, 'Table', {
+      key: keys.tableKey,
+      removalPolicy,
+      deletionProtection: settings.deletionProtection,
+    }).table;
     const secrets = new ConnectionSecrets(this, 'Secrets', { stage, refs: secretRefs(config, source) });
     const fn = new BrokerFunction(this, 'Function', {
       stage,
@@ -164,7 +170,10 @@ export class TokenBroker extends Construct {
   /** The managed policy a caller role in this account attaches to use `connection`. */
   callerPolicy(connection: string): iam.ManagedPolicy {
     const policy = this.callers.policy(connection);
-    if (!policy) throw new Error(`token-broker: no connection "${connection}" (connections: ${[...this.config.connections.keys()].sort().join(', ')})`);
+    if (!policy)
+      throw new Error(
+        `token-broker: no connection "${connection}" (connections: ${[...this.config.connections.keys()].sort().join(', ')})`,
+      );
     return policy;
   }
 

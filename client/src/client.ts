@@ -261,7 +261,14 @@ export class TokenBrokerClient implements TokenSource {
     const deadline = this.#now() + (options.deadlineMs ?? this.#deadlineMs);
     const body = JSON.stringify({ access_token: accessToken });
     const promise = this.#withRetries(connection, deadline, async (timeoutMs) => {
-      const res = await this.#exchange(connection, ROUTES.invalidate.method, routePath('invalidate', connection), undefined, body, timeoutMs);
+      const res = await this.#exchange(
+        connection,
+        ROUTES.invalidate.method,
+        routePath('invalidate', connection),
+        undefined,
+        body,
+        timeoutMs,
+      );
       if (res.status === 200) return parseInvalidateResult(res.text, connection);
       throw redact(this.#errorFor(res, connection), accessToken);
     })
@@ -329,7 +336,14 @@ export class TokenBrokerClient implements TokenSource {
     // Ask the broker for the skew too, so that a fresh token also satisfies the cache rule above.
     const minTtlQuery = Math.min(MAX_MIN_TTL_SECONDS, minTtl + Math.ceil(this.#skewMs / 1000));
     const sentAt = this.#now();
-    const res = await this.#exchange(connection, ROUTES.token.method, routePath('token', connection), { [MIN_TTL_PARAM]: String(minTtlQuery) }, undefined, timeoutMs);
+    const res = await this.#exchange(
+      connection,
+      ROUTES.token.method,
+      routePath('token', connection),
+      { [MIN_TTL_PARAM]: String(minTtlQuery) },
+      undefined,
+      timeoutMs,
+    );
     if (res.status !== 200) throw this.#errorFor(res, connection);
     const token = parseToken(res.text, sentAt, connection);
     if (this.#rejected.get(connection)?.has(token.accessToken)) {
@@ -482,10 +496,19 @@ function parseInvalidateResult(text: string, connection: string): InvalidateResu
   if (fields.invalidated === true) return { invalidated: true };
   if (fields.invalidated === false && fields.reason === 'not_current') return { invalidated: false, reason: 'not_current' };
   const retryAfter = fields.retry_after;
-  if (fields.invalidated === false && fields.reason === 'deferred' && typeof retryAfter === 'number' && Number.isInteger(retryAfter) && retryAfter >= 0) {
+  if (
+    fields.invalidated === false &&
+    fields.reason === 'deferred' &&
+    typeof retryAfter === 'number' &&
+    Number.isInteger(retryAfter) &&
+    retryAfter >= 0
+  ) {
     return { invalidated: false, reason: 'deferred', retryAfterSeconds: retryAfter };
   }
-  throw new InternalError(`token broker answered the invalidation for connection "${connection}" with an unusable body`, { status: 200, connection });
+  throw new InternalError(`token broker answered the invalidation for connection "${connection}" with an unusable body`, {
+    status: 200,
+    connection,
+  });
 }
 
 /** Adds to a bounded Set or Map (oldest entry dropped first). */
@@ -578,7 +601,9 @@ function lazyDefaultCredentials(): AwsCredentialIdentityProvider {
   return async () => {
     provider ??= import('@aws-sdk/credential-provider-node').then((m) => m.defaultProvider());
     try {
-      return await (await provider)();
+      return await (
+        await provider
+      )();
     } catch (e) {
       provider = undefined;
       throw e;

@@ -123,10 +123,14 @@ export function errorFromResponse(
   connection: string,
 ): TokenBrokerError {
   const fields = typeof body === 'object' && body !== null ? (body as Record<string, unknown>) : {};
-  const bodyCode = typeof fields.error === 'string' && (ERROR_CODES as readonly string[]).includes(fields.error) ? (fields.error as TokenBrokerErrorCode) : undefined;
+  const bodyCode =
+    typeof fields.error === 'string' && (ERROR_CODES as readonly string[]).includes(fields.error)
+      ? (fields.error as TokenBrokerErrorCode)
+      : undefined;
   let code = bodyCode ?? CODE_BY_STATUS[status] ?? 'internal';
   if (code === 'upstream_error' && bodyCode === undefined) code = 'internal';
-  const brokerMessage = typeof fields.message === 'string' ? clip(fields.message) : typeof fields.Message === 'string' ? clip(fields.Message) : '';
+  const brokerMessage =
+    typeof fields.message === 'string' ? clip(fields.message) : typeof fields.Message === 'string' ? clip(fields.Message) : '';
   const message = `token broker answered ${status} ${code} for connection "${connection}"${brokerMessage ? `: ${brokerMessage}` : ''}`;
   const details: TokenBrokerErrorDetails = { status, connection };
   if (retryAfterSeconds !== undefined) details.retryAfterSeconds = retryAfterSeconds;

@@ -191,11 +191,21 @@ class Attempt implements Dispatcher.DispatchHandler {
     this.exchange.controller.attach(controller);
   }
 
-  onRequestUpgrade(_controller: Dispatcher.DispatchController, statusCode: number, headers: Record<string, string | string[] | undefined>, socket: import('node:stream').Duplex): void {
+  onRequestUpgrade(
+    _controller: Dispatcher.DispatchController,
+    statusCode: number,
+    headers: Record<string, string | string[] | undefined>,
+    socket: import('node:stream').Duplex,
+  ): void {
     this.exchange.downstream.onRequestUpgrade?.(this.exchange.controller, statusCode, headers, socket);
   }
 
-  onResponseStart(_controller: Dispatcher.DispatchController, statusCode: number, headers: Record<string, string | string[] | undefined>, statusMessage?: string): void {
+  onResponseStart(
+    _controller: Dispatcher.DispatchController,
+    statusCode: number,
+    headers: Record<string, string | string[] | undefined>,
+    statusMessage?: string,
+  ): void {
     if (statusCode === 401 && this.attempt === 1) {
       if (this.exchange.replayable) {
         this.held = new HeldResponse(statusCode, headers, statusMessage);

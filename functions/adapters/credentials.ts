@@ -31,8 +31,6 @@ export function parseCredentials(name: string, value: unknown): ClientCredential
   return r.data;
 }
 
-
-
 export interface CachedSecretOptions {
   /** Re-read after this long. */
   ttlMs: number;

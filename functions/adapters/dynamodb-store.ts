@@ -198,7 +198,8 @@ export function storeFault(e: unknown): unknown {
   if (typeof e !== 'object' || e === null) return e;
   const err = e as Parameters<typeof isThrottlingError>[0] & Error;
   if (isThrottlingError(err)) return new StoreThrottled(`DynamoDB throttled the request (${err.name})`, { cause: e });
-  if (err.$fault === 'server' || isTransientError(err) || isServerError(err)) return new StoreUnavailable(`DynamoDB unavailable (${err.name})`, { cause: e });
+  if (err.$fault === 'server' || isTransientError(err) || isServerError(err))
+    return new StoreUnavailable(`DynamoDB unavailable (${err.name})`, { cause: e });
   return e;
 }
 
@@ -284,7 +285,8 @@ export class DynamoTokenStore implements TokenStore, LedgerStore {
 
   async acquireLease(connection: string, owner: string, now: number, until: number): Promise<LeaseAttempt> {
     const r = await this.conditionalUpdate(tokenKey(connection), {
-      update: 'SET #owner = :me, #leaseUntil = :until, #lat = :now, #fence = if_not_exists(#fence, :zero) + :one, #ver = if_not_exists(#ver, :zero), #ttl = :ttl',
+      update:
+        'SET #owner = :me, #leaseUntil = :until, #lat = :now, #fence = if_not_exists(#fence, :zero) + :one, #ver = if_not_exists(#ver, :zero), #ttl = :ttl',
       condition: LEASE_FREE,
       // now + 2 days is never earlier than a live token's expiry + 1 day (tokens live at most 24 h).
       values: { me: owner, until, zero: 0, one: 1, now, ttl: epochSeconds(now) + 2 * DAY_S },
@@ -390,7 +392,8 @@ export class DynamoTokenStore implements TokenStore, LedgerStore {
     const raw = await this.getRaw(ledgerKey(key));
     const item = (raw ? unmarshall(raw) : {}) as StoredLedger;
     const holds: Record<string, number> = {};
-    for (const [attr, until] of Object.entries(item)) if (attr.startsWith(HOLD_PREFIX)) holds[attr.slice(HOLD_PREFIX.length)] = until as number;
+    for (const [attr, until] of Object.entries(item))
+      if (attr.startsWith(HOLD_PREFIX)) holds[attr.slice(HOLD_PREFIX.length)] = until as number;
     return {
       entries: { ...item.log },
       ver: item.ver ?? 0,
@@ -399,7 +402,13 @@ export class DynamoTokenStore implements TokenStore, LedgerStore {
     };
   }
 
-  async write(key: string, expectedVer: number, entries: Record<string, number>, attemptId: string, expiresAt: number): Promise<LedgerWriteResult> {
+  async write(
+    key: string,
+    expectedVer: number,
+    entries: Record<string, number>,
+    attemptId: string,
+    expiresAt: number,
+  ): Promise<LedgerWriteResult> {
     const r = await this.conditionalUpdate(ledgerKey(key), {
       update: 'SET #log = :log, #ver = :next, #ttl = :ttl',
       condition: expectedVer === 0 ? LEDGER_UNWRITTEN : LEDGER_AT_VERSION,

@@ -142,7 +142,11 @@ export class EnvelopeSealer implements Sealer {
     const { key, wrapped } = await this.encryptKey(connection, context);
     if (wrapped.length < 1 || wrapped.length > MAX_WRAPPED_KEY_BYTES) throw new SealError('the wrapped data key has an unexpected length');
     const header = Buffer.concat([Buffer.from([SEAL_FORMAT_VERSION]), u16(wrapped.length), wrapped]);
-    const { iv, ciphertext, tag } = gcmSeal(key, Buffer.from(JSON.stringify(payload), 'utf8'), Buffer.concat([header, encodeContext(context)]));
+    const { iv, ciphertext, tag } = gcmSeal(
+      key,
+      Buffer.from(JSON.stringify(payload), 'utf8'),
+      Buffer.concat([header, encodeContext(context)]),
+    );
     return new Uint8Array(Buffer.concat([header, iv, ciphertext, tag]));
   }
 
@@ -151,7 +155,12 @@ export class EnvelopeSealer implements Sealer {
     if (bytes.length < HEADER_FIXED || bytes[0] !== SEAL_FORMAT_VERSION) throw new SealError('not a sealed token of this format');
     const wrappedLength = bytes.readUInt16BE(1);
     const bodyAt = HEADER_FIXED + wrappedLength;
-    if (wrappedLength < 1 || wrappedLength > MAX_WRAPPED_KEY_BYTES || bytes.length < bodyAt + IV_BYTES + TAG_BYTES || bytes.length > MAX_SEALED_BYTES) {
+    if (
+      wrappedLength < 1 ||
+      wrappedLength > MAX_WRAPPED_KEY_BYTES ||
+      bytes.length < bodyAt + IV_BYTES + TAG_BYTES ||
+      bytes.length > MAX_SEALED_BYTES
+    ) {
       throw new SealError('not a sealed token of this format');
     }
     const header = bytes.subarray(0, bodyAt);
@@ -249,7 +258,9 @@ export function kmsDataKeys(keyArn: string, client = new KMSClient({ maxAttempts
     async unwrap(wrapped, context) {
       let plaintext: Uint8Array | undefined;
       try {
-        ({ Plaintext: plaintext } = await client.send(new DecryptCommand({ KeyId: keyArn, CiphertextBlob: wrapped, EncryptionContext: context })));
+        ({ Plaintext: plaintext } = await client.send(
+          new DecryptCommand({ KeyId: keyArn, CiphertextBlob: wrapped, EncryptionContext: context }),
+        ));
       } catch (e) {
         if (isPermanentKmsError(e)) throw new SealError(`the data key did not decrypt (${(e as Error).name})`);
         throw kmsFault(e);
@@ -278,7 +289,13 @@ export function rawAesDataKeys(wrappingKey: Uint8Array): DataKeySource {
     async unwrap(wrapped, context) {
       const key =
         wrapped.length === IV_BYTES + KEY_BYTES + TAG_BYTES
-          ? gcmOpen(kek, wrapped.subarray(0, IV_BYTES), wrapped.subarray(IV_BYTES, IV_BYTES + KEY_BYTES), wrapped.subarray(IV_BYTES + KEY_BYTES), encodeContext(context))
+          ? gcmOpen(
+              kek,
+              wrapped.subarray(0, IV_BYTES),
+              wrapped.subarray(IV_BYTES, IV_BYTES + KEY_BYTES),
+              wrapped.subarray(IV_BYTES + KEY_BYTES),
+              encodeContext(context),
+            )
           : undefined;
       if (!key) throw new SealError('the data key did not unwrap: another key or another connection');
       return new Uint8Array(key);

@@ -8,7 +8,12 @@ import type { Clock } from '../core/ports.js';
 import { misconfiguredCredentials } from '../core/errors.js';
 import { CachedSecretSource, type CachedSecretOptions } from './credentials.js';
 
-const CONFIGURATION_ERRORS = new Set(['ResourceNotFoundException', 'AccessDeniedException', 'DecryptionFailure', 'InvalidRequestException']);
+const CONFIGURATION_ERRORS = new Set([
+  'ResourceNotFoundException',
+  'AccessDeniedException',
+  'DecryptionFailure',
+  'InvalidRequestException',
+]);
 
 export function secretsManagerSource(client: SecretsManagerClient, clock: Clock, options?: CachedSecretOptions): CachedSecretSource {
   return new CachedSecretSource(

@@ -64,7 +64,10 @@ function tuning(env: NodeJS.ProcessEnv): Partial<BrokerOptions> {
 }
 
 /** The Lambda's entry: API Gateway requests, and the scheduled budget-gauge event. */
-export type AwsEntry = (event: ProxyEvent | typeof BUDGET_GAUGE_EVENT, context?: Pick<Context, 'getRemainingTimeInMillis'>) => Promise<APIGatewayProxyResult | GaugeReport>;
+export type AwsEntry = (
+  event: ProxyEvent | typeof BUDGET_GAUGE_EVENT,
+  context?: Pick<Context, 'getRemainingTimeInMillis'>,
+) => Promise<APIGatewayProxyResult | GaugeReport>;
 
 export async function buildAwsHandler(env: NodeJS.ProcessEnv = process.env): Promise<HttpHandler> {
   return (await buildAws(env)).http;
@@ -77,7 +80,10 @@ export async function buildAwsEntry(env: NodeJS.ProcessEnv = process.env): Promi
 
 async function buildAws(env: NodeJS.ProcessEnv): Promise<{ http: HttpHandler; gauges: () => Promise<GaugeReport> }> {
   const file = env[BROKER_ENV.configFile] ?? 'config.json';
-  const config = await loadConfigFile(isAbsolute(file) ? file : join(env.LAMBDA_TASK_ROOT ?? process.cwd(), file), env[BROKER_ENV.configDigest]);
+  const config = await loadConfigFile(
+    isAbsolute(file) ? file : join(env.LAMBDA_TASK_ROOT ?? process.cwd(), file),
+    env[BROKER_ENV.configDigest],
+  );
   const logger = jsonLogger();
   const store = new DynamoTokenStore(new DynamoDBClient({ maxAttempts: 3 }), required(env, BROKER_ENV.table));
   const options = tuning(env);

@@ -40,7 +40,11 @@ export async function publishBudgetGauges(deps: GaugeDeps): Promise<GaugeReport>
   const failed: string[] = [];
   const connections = [...config.connections.values()];
   const read = await Promise.allSettled(
-    connections.map(async (c) => ({ c, item: await store.get(c.name), state: c.rateLimit ? await readLedger(c.rateLimit.key) : undefined })),
+    connections.map(async (c) => ({
+      c,
+      item: await store.get(c.name),
+      state: c.rateLimit ? await readLedger(c.rateLimit.key) : undefined,
+    })),
   );
   const now = clock.now();
   read.forEach((r, i) => {

@@ -23,7 +23,12 @@ export type HttpHandler = (event: ProxyEvent, context?: Pick<Context, 'getRemain
 /** Time kept back from the Lambda's remaining time to write the response. */
 const RESPONSE_MARGIN_MS = 500;
 
-const OUTCOME_METRIC = { memory: METRICS.memoryHit, store: METRICS.storeHit, refreshed: METRICS.refreshed, waited: METRICS.waited } as const;
+const OUTCOME_METRIC = {
+  memory: METRICS.memoryHit,
+  store: METRICS.storeHit,
+  refreshed: METRICS.refreshed,
+  waited: METRICS.waited,
+} as const;
 const ERROR_METRIC: Partial<Record<ErrorCode, MetricName>> = {
   rate_limited: METRICS.rateLimited,
   upstream_error: METRICS.upstreamError,
@@ -99,7 +104,8 @@ export function parseMinTtl(query: Record<string, string | undefined>, multi: Re
   if ((multi[MIN_TTL_PARAM]?.length ?? 0) > 1) throw invalidRequest(`${MIN_TTL_PARAM} must be given once`);
   const raw = query[MIN_TTL_PARAM];
   if (raw === undefined) return DEFAULT_MIN_TTL_SECONDS;
-  if (!/^\d{1,5}$/.test(raw) || Number(raw) > MAX_MIN_TTL_SECONDS) throw invalidRequest(`${MIN_TTL_PARAM} must be an integer from 0 to ${MAX_MIN_TTL_SECONDS}`);
+  if (!/^\d{1,5}$/.test(raw) || Number(raw) > MAX_MIN_TTL_SECONDS)
+    throw invalidRequest(`${MIN_TTL_PARAM} must be an integer from 0 to ${MAX_MIN_TTL_SECONDS}`);
   return Number(raw);
 }
 
@@ -107,7 +113,8 @@ export function parseMinTtl(query: Record<string, string | undefined>, multi: Re
 export function parseInvalidateBody(body: string | null | undefined, base64: boolean): string {
   if (!body) throw invalidRequest('body must be JSON {"access_token": "..."}');
   const text = base64 ? Buffer.from(body, 'base64').toString('utf8') : body;
-  if (Buffer.byteLength(text, 'utf8') > MAX_BODY_BYTES) throw new BrokerError('invalid_request', 'body is larger than 8 KB', { status: 413 });
+  if (Buffer.byteLength(text, 'utf8') > MAX_BODY_BYTES)
+    throw new BrokerError('invalid_request', 'body is larger than 8 KB', { status: 413 });
   let doc: unknown;
   try {
     doc = JSON.parse(text);
@@ -168,7 +175,8 @@ export function createHttpHandler(deps: HttpDeps): HttpHandler {
       const r = matchRoute(req.method, req.path);
       if (!r) throw notFound('unknown route');
       fields.route = r.kind;
-      if (!CONNECTION_NAME.test(r.connection)) throw invalidRequest('connection names are lowercase letters, digits and -, at most 64 characters');
+      if (!CONNECTION_NAME.test(r.connection))
+        throw invalidRequest('connection names are lowercase letters, digits and -, at most 64 characters');
       fields.connection = r.connection;
       if (r.kind === 'token') {
         const minTtlSeconds = parseMinTtl(req.query, req.multi);

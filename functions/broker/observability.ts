@@ -56,7 +56,8 @@ function traceId(env: NodeJS.ProcessEnv): string | undefined {
 
 /** Values JSON cannot write as they are: errors by name and message, bigints as strings, cycles left out. */
 function safeJson(line: Record<string, unknown>): string {
-  const replace = (_k: string, v: unknown) => (typeof v === 'bigint' ? v.toString() : v instanceof Error ? { name: v.name, message: v.message, stack: v.stack } : v);
+  const replace = (_k: string, v: unknown) =>
+    typeof v === 'bigint' ? v.toString() : v instanceof Error ? { name: v.name, message: v.message, stack: v.stack } : v;
   try {
     return JSON.stringify(line, replace);
   } catch {
@@ -86,7 +87,13 @@ export function jsonLogger(o: LoggerOptions = {}): RequestLog {
     (message: string, fields?: Record<string, unknown>): void => {
       if (LEVELS[level] < min) return;
       const trace = traceId(env);
-      const line: Record<string, unknown> = { level, message, timestamp: new Date(now()).toISOString(), service, ...(trace ? { xray_trace_id: trace } : {}) };
+      const line: Record<string, unknown> = {
+        level,
+        message,
+        timestamp: new Date(now()).toISOString(),
+        service,
+        ...(trace ? { xray_trace_id: trace } : {}),
+      };
       // The standard keys are the logger's own: a field of the same name does not replace them.
       if (fields) for (const k of Object.keys(fields)) if (!(k in line)) line[k] = fields[k];
       write(safeJson(line), level);

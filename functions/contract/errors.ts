@@ -5,7 +5,15 @@
  * fails when the two disagree.
  */
 /** @internal the parity test (test/client/contract-parity.test.ts) reads it. */
-export const ERROR_CODES = ['invalid_request', 'forbidden', 'not_found', 'rate_limited', 'upstream_error', 'unavailable', 'internal'] as const;
+export const ERROR_CODES = [
+  'invalid_request',
+  'forbidden',
+  'not_found',
+  'rate_limited',
+  'upstream_error',
+  'unavailable',
+  'internal',
+] as const;
 
 export type ErrorCode = (typeof ERROR_CODES)[number];
 

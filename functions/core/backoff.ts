@@ -23,14 +23,24 @@ export const TRANSIENT_BACKOFF_MS = { limited: 30_000, unlimited: 2_000 };
  * rate-limited connection every attempt spends a slot, so consecutive transient failures double the wait
  * (30 s, 60 s, ...) up to the guard's spacing: an upstream that is down does not drain the budget in minutes.
  */
-export function backoffFor(failure: Exclude<UpstreamFailure, { kind: 'oauth' }>, connection: Connection, now: number, previous?: Backoff): Backoff {
+export function backoffFor(
+  failure: Exclude<UpstreamFailure, { kind: 'oauth' }>,
+  connection: Connection,
+  now: number,
+  previous?: Backoff,
+): Backoff {
   const limit = connection.rateLimit;
   const cap = limit ? MAX_UPSTREAM_RETRY_AFTER_MS : MAX_BACKOFF_UNLIMITED_MS;
   const failures = failure.kind === 'rate_limited' ? 0 : (previous?.failures ?? 0) + 1;
   let ms: number;
-  if (failure.kind === 'rate_limited') ms = failure.retryAfterSeconds !== undefined ? failure.retryAfterSeconds * 1000 : DEFAULT_RATE_LIMIT_BACKOFF_MS;
+  if (failure.kind === 'rate_limited')
+    ms = failure.retryAfterSeconds !== undefined ? failure.retryAfterSeconds * 1000 : DEFAULT_RATE_LIMIT_BACKOFF_MS;
   else if (!limit) ms = TRANSIENT_BACKOFF_MS.unlimited;
-  else ms = Math.max(TRANSIENT_BACKOFF_MS.limited, Math.min(TRANSIENT_BACKOFF_MS.limited * 2 ** Math.min(failures - 1, 20), limit.minSpacingMs));
+  else
+    ms = Math.max(
+      TRANSIENT_BACKOFF_MS.limited,
+      Math.min(TRANSIENT_BACKOFF_MS.limited * 2 ** Math.min(failures - 1, 20), limit.minSpacingMs),
+    );
   return { ...backoffNote(errorForFailure(failure, 0), now + Math.min(Math.max(ms, 1000), cap)), ...(failures ? { failures } : {}) };
 }
 
@@ -51,11 +61,21 @@ export function errorForFailure(failure: UpstreamFailure, retryAfterMs: number):
   const fromUpstream = true;
   switch (failure.kind) {
     case 'oauth':
-      return new BrokerError('upstream_error', `upstream refused the token request: ${failure.error}`, { upstreamError: failure.error, fromUpstream });
+      return new BrokerError('upstream_error', `upstream refused the token request: ${failure.error}`, {
+        upstreamError: failure.error,
+        fromUpstream,
+      });
     case 'rate_limited':
-      return new BrokerError('rate_limited', 'upstream rate-limited token requests (upstream 429)', { retryAfterSeconds: retryAfter, refusal: 'upstream_429', fromUpstream });
+      return new BrokerError('rate_limited', 'upstream rate-limited token requests (upstream 429)', {
+        retryAfterSeconds: retryAfter,
+        refusal: 'upstream_429',
+        fromUpstream,
+      });
     case 'invalid_response':
-      return new BrokerError('upstream_error', 'upstream answered with an unusable token response', { upstreamError: 'invalid_response', fromUpstream });
+      return new BrokerError('upstream_error', 'upstream answered with an unusable token response', {
+        upstreamError: 'invalid_response',
+        fromUpstream,
+      });
     case 'unavailable':
       return new BrokerError('unavailable', 'upstream token endpoint unavailable', { retryAfterSeconds: retryAfter, fromUpstream });
   }

@@ -18,7 +18,15 @@ import { BrokerError, type RefreshReason, forbidden, notFound, rateLimited, unav
 import { fingerprint } from './fingerprint.js';
 import { inAheadWindow, serves, tokenExpiry, tooShortFor } from './freshness.js';
 import { ledgerMarginMs } from './ledger.js';
-import { DEFAULT_MARGIN_PARTS, HOLD_RATE_LIMITED_MS, HOLD_UNLIMITED_MS, LEASE_MS, MISCONFIGURED_RECHECK_MS, type MarginParts, UNLIMITED_GAP_MS } from './limits.js';
+import {
+  DEFAULT_MARGIN_PARTS,
+  HOLD_RATE_LIMITED_MS,
+  HOLD_UNLIMITED_MS,
+  LEASE_MS,
+  MISCONFIGURED_RECHECK_MS,
+  type MarginParts,
+  UNLIMITED_GAP_MS,
+} from './limits.js';
 import {
   type Backoff,
   type Clock,
@@ -336,7 +344,9 @@ export class TokenBroker {
     let fallback = step.fallback;
     try {
       const leaseAt = clock.now();
-      const attempt = await this.storeCall(() => this.deps.store.acquireLease(connection.name, this.deps.ids.next(), leaseAt, leaseAt + this.options.leaseMs));
+      const attempt = await this.storeCall(() =>
+        this.deps.store.acquireLease(connection.name, this.deps.ids.next(), leaseAt, leaseAt + this.options.leaseMs),
+      );
       if (!attempt.lease) {
         // Someone else refreshes ahead: the still-valid token serves meanwhile.
         if (fallback && serves(fallback, clock.now(), minTtlMs, this.options.skewMs)) return { token: fallback, outcome: 'store' };
@@ -351,7 +361,10 @@ export class TokenBroker {
         throw e;
       }
       // Someone may have published, invalidated, backed off or opened the circuit between our read and our lease.
-      const again = decide({ now: clock.now(), item, token: current, fresh: item.ver > firstVer, minTtlMs, deadline, holdsLease: true }, policy);
+      const again = decide(
+        { now: clock.now(), item, token: current, fresh: item.ver > firstVer, minTtlMs, deadline, holdsLease: true },
+        policy,
+      );
       fallback = again.do === 'refresh' ? again.fallback : undefined;
       if (again.do !== 'refresh') {
         await this.releaseQuietly(connection, lease);
@@ -361,7 +374,10 @@ export class TokenBroker {
         if (again.do === 'refuse') throw again.error;
         return {};
       }
-      return await this.refresh({ connection, lease, leaseAt, item, current, minTtlMs, deadline, sent: [], probe: again.circuit === 'probe' }, again);
+      return await this.refresh(
+        { connection, lease, leaseAt, item, current, minTtlMs, deadline, sent: [], probe: again.circuit === 'probe' },
+        again,
+      );
     } catch (e) {
       if (!fallback || !serves(fallback, clock.now(), minTtlMs, this.options.skewMs)) throw e;
       const err = e instanceof BrokerError ? e : undefined;
@@ -424,7 +440,9 @@ export class TokenBroker {
     const { clock } = this.deps;
     const limit = connection.rateLimit;
     const attemptId = this.deps.ids.next();
-    const debit = limit ? await this.limiter.debit(limit, attemptId, { demand: DEMAND_REASONS.has(reason), connection: connection.name }) : undefined;
+    const debit = limit
+      ? await this.limiter.debit(limit, attemptId, { demand: DEMAND_REASONS.has(reason), connection: connection.name })
+      : undefined;
     const now = clock.now();
     // Finish inside the lease (nobody takes it over mid-request) and before the caller's deadline.
     const budget = Math.min(this.options.upstreamTimeoutMs, lease.until - 1_000 - now, deadline - RESPONSE_RESERVE_MS - now);
@@ -442,7 +460,10 @@ export class TokenBroker {
           },
         );
       }
-      throw new NotSent(stalled ? 'the rate-limit ledger answered too slowly to send the token request' : 'not enough time left to send the token request', refunded);
+      throw new NotSent(
+        stalled ? 'the rate-limit ledger answered too slowly to send the token request' : 'not enough time left to send the token request',
+        refunded,
+      );
     }
     ctx.sent.push(reason);
     const sentAt = clock.now();
@@ -471,14 +492,26 @@ export class TokenBroker {
     const holdUntil = clock.now() + holdMs(connection);
     if (current && token.expiresAt <= current.expiresAt) {
       // Some upstreams answer with the token they already gave until it dies: no use asking again soon.
-      const hold = backoffNote(unavailable('the upstream answered with a token that expires no later than the cached one; try again later', 1), holdUntil);
+      const hold = backoffNote(
+        unavailable('the upstream answered with a token that expires no later than the cached one; try again later', 1),
+        holdUntil,
+      );
       await this.releaseQuietly(connection, lease, DEMAND_REASONS.has(reason) ? { demandBackoff: hold } : { backoff: hold });
-      this.log.warn('upstream answered with a token that expires no later than the cached one', { connection: connection.name, reason, fp: token.fp });
+      this.log.warn('upstream answered with a token that expires no later than the cached one', {
+        connection: connection.name,
+        reason,
+        fp: token.fp,
+      });
       if (serves(current, clock.now(), minTtlMs, this.options.skewMs)) return { token: current, outcome: 'store', ...extra };
       throw withSent(errorForBackoff(hold, clock.now()), ctx.sent);
     }
     const satisfies = serves(token, clock.now(), minTtlMs, this.options.skewMs, true);
-    const demandBackoff = this.demandBackoffAfter(connection, reason, debit?.at, satisfies || tooShortFor(token, minTtlMs) ? undefined : holdUntil);
+    const demandBackoff = this.demandBackoffAfter(
+      connection,
+      reason,
+      debit?.at,
+      satisfies || tooShortFor(token, minTtlMs) ? undefined : holdUntil,
+    );
     let published: boolean;
     try {
       const sealed = await sealer.seal(connection.name, token);
@@ -519,7 +552,12 @@ export class TokenBroker {
    * After a publish: demand refreshes wait for the guard's spacing (a hint; the ledger decides for sure),
    * and for the hold when the new token could not satisfy the request that fetched it.
    */
-  private demandBackoffAfter(connection: Connection, reason: RefreshReason, debitAt: number | undefined, holdUntil: number | undefined): Backoff | undefined {
+  private demandBackoffAfter(
+    connection: Connection,
+    reason: RefreshReason,
+    debitAt: number | undefined,
+    holdUntil: number | undefined,
+  ): Backoff | undefined {
     const limit = connection.rateLimit;
     const now = this.deps.clock.now();
     // Rate-limited: the guard's spacing from this request's debit. Without rateLimit: demand refreshes, like
@@ -530,7 +568,14 @@ export class TokenBroker {
         ? { until: debitAt + limit.minSpacingMs, error: refusalError('spacing', limit.minSpacingMs, limit) }
         : undefined
       : DEMAND_REASONS.has(reason)
-        ? { until: now + UNLIMITED_GAP_MS, error: rateLimited(`token requests on demand are spaced at least ${UNLIMITED_GAP_MS / 1000} s apart (spacing)`, UNLIMITED_GAP_MS / 1000, 'spacing') }
+        ? {
+            until: now + UNLIMITED_GAP_MS,
+            error: rateLimited(
+              `token requests on demand are spaced at least ${UNLIMITED_GAP_MS / 1000} s apart (spacing)`,
+              UNLIMITED_GAP_MS / 1000,
+              'spacing',
+            ),
+          }
         : undefined;
     if (holdUntil !== undefined && (spacing === undefined || holdUntil >= spacing.until)) {
       return backoffNote(unavailable("the upstream's newest token could not satisfy the requested min_ttl; try again later", 1), holdUntil);
@@ -543,19 +588,33 @@ export class TokenBroker {
    * takes writes again, and keep the fleet from fetching another meanwhile (a backoff in the item; if even
    * that write fails, a hold in the ledger for rate-limited connections; the lease covers the rest).
    */
-  private async holdPending(connection: Connection, lease: Lease, token: Token, reason: RefreshReason, until: number, cause: unknown): Promise<void> {
+  private async holdPending(
+    connection: Connection,
+    lease: Lease,
+    token: Token,
+    reason: RefreshReason,
+    until: number,
+    cause: unknown,
+  ): Promise<void> {
     const { clock } = this.deps;
     const now = clock.now();
     this.pending.set(connection.name, { token, reason, retryAt: now + PENDING_RETRY_MS });
     this.memory.set(connection.name, { token, ver: -1, readAt: now, aheadBlockedUntil: until });
-    this.log.warn('fetched token could not be stored; this container serves it and stores it later', { connection: connection.name, fp: token.fp, error: errorName(cause) });
+    this.log.warn('fetched token could not be stored; this container serves it and stores it later', {
+      connection: connection.name,
+      fp: token.fp,
+      error: errorName(cause),
+    });
     const hold = backoffNote(unavailable('a token fetched for this connection is waiting to be stored; try again later', 1), until);
     const held = await this.deps.store.release(connection.name, lease, { backoff: hold }).catch(() => false);
     if (!held) {
       // The item did not take it (a failing store, or the lease was lost meanwhile): the ledger holds instead.
       if (connection.rateLimit) {
         await this.limiter.holdConnection(connection.rateLimit, connection.name, until).catch((e: unknown) =>
-          this.log.warn('could not record the hold anywhere; the lease covers the next 20 s', { connection: connection.name, error: errorName(e) }),
+          this.log.warn('could not record the hold anywhere; the lease covers the next 20 s', {
+            connection: connection.name,
+            error: errorName(e),
+          }),
         );
       }
     }
@@ -585,7 +644,13 @@ export class TokenBroker {
       }
       const sealed = await this.deps.sealer.seal(connection.name, p.token);
       const t = p.token;
-      const result = await store.publish(connection.name, lease, { sealed, expiresAt: t.expiresAt, issuedAt: t.issuedAt, fp: t.fp, reason: p.reason });
+      const result = await store.publish(connection.name, lease, {
+        sealed,
+        expiresAt: t.expiresAt,
+        issuedAt: t.issuedAt,
+        fp: t.fp,
+        reason: p.reason,
+      });
       if (result === 'published') {
         lease = undefined;
         this.pending.delete(connection.name);
@@ -626,20 +691,35 @@ export class TokenBroker {
       const f = e.failure;
       if (f.kind === 'oauth') {
         // A credential or configuration error that survived the secret re-read: the circuit opens.
-        const circuit = openCircuit(item.circuit, { upstreamError: f.error, secretVersion: fingerprint(secret?.version ?? ''), configHash: connection.configHash }, now);
+        const circuit = openCircuit(
+          item.circuit,
+          { upstreamError: f.error, secretVersion: fingerprint(secret?.version ?? ''), configHash: connection.configHash },
+          now,
+        );
         await this.releaseQuietly(connection, lease, { circuit });
-        this.log.warn('upstream refused the credentials; circuit open', { connection: connection.name, upstreamError: f.error, status: f.status, probeAt: new Date(circuit.probeAt).toISOString() });
+        this.log.warn('upstream refused the credentials; circuit open', {
+          connection: connection.name,
+          upstreamError: f.error,
+          status: f.status,
+          probeAt: new Date(circuit.probeAt).toISOString(),
+        });
         return errorForFailure(f, 0);
       }
       const backoff = backoffFor(f, connection, now, item.backoff);
       // Shared ledger first, so no connection on the same key sends before the lease is free.
       if (f.kind === 'rate_limited' && connection.rateLimit) {
-        await this.limiter.holdUntil(connection.rateLimit, backoff.until).catch((err: unknown) =>
-          this.log.warn('could not record upstream backoff in the ledger', { connection: connection.name, error: errorName(err) }),
-        );
+        await this.limiter
+          .holdUntil(connection.rateLimit, backoff.until)
+          .catch((err: unknown) =>
+            this.log.warn('could not record upstream backoff in the ledger', { connection: connection.name, error: errorName(err) }),
+          );
       }
       await this.releaseQuietly(connection, lease, this.withProbe(ctx, { backoff }, now));
-      this.log.warn('upstream token request failed', { connection: connection.name, failure: f.kind, status: 'status' in f ? f.status : undefined });
+      this.log.warn('upstream token request failed', {
+        connection: connection.name,
+        failure: f.kind,
+        status: 'status' in f ? f.status : undefined,
+      });
       return errorForFailure(f, backoff.until - now);
     }
     const err = this.brokerError(e);
@@ -679,7 +759,10 @@ export class TokenBroker {
 
   private unavailableError(e: DependencyUnavailable): BrokerError {
     const kms = e instanceof SealerUnavailable;
-    this.log.warn(kms ? 'key service unavailable' : e instanceof StoreThrottled ? 'token store throttled' : 'token store unavailable', { error: e.name, cause: errorName(e.cause) });
+    this.log.warn(kms ? 'key service unavailable' : e instanceof StoreThrottled ? 'token store throttled' : 'token store unavailable', {
+      error: e.name,
+      cause: errorName(e.cause),
+    });
     return unavailable(kms ? 'key service unavailable' : 'token store unavailable', 1, e);
   }
 
@@ -729,9 +812,15 @@ export class TokenBroker {
       // token replace it (publishing over a token that expires later needs it invalidated).
       // Replacing it costs a token request, so it goes through the budget guard like a caller's report: containers
       // that cannot open each other's tokens (a key change mid-deploy) must not spend the budget in turn.
-      this.log.warn('cached token did not open; replacing it under the budget guard', { connection: name, fp: item.fp, error: errorName(e) });
+      this.log.warn('cached token did not open; replacing it under the budget guard', {
+        connection: name,
+        fp: item.fp,
+        error: errorName(e),
+      });
       if (!item.fp) return undefined;
-      const answer = await this.storeCall(() => invalidateToken({ store: this.deps.store, limiter: this.limiter, now }, connection, item.fp!));
+      const answer = await this.storeCall(() =>
+        invalidateToken({ store: this.deps.store, limiter: this.limiter, now }, connection, item.fp!),
+      );
       if (answer.invalidated || answer.reason === 'not_current') return undefined;
       throw unavailable('the cached token cannot be opened here and cannot be replaced yet', answer.retryAfterSeconds);
     }
@@ -762,7 +851,13 @@ class Released extends Error {
 }
 
 /** What a holder leaves in the item when it gives up for `err`. */
-function releaseNoteFor(err: BrokerError, original: unknown, connection: Connection, item: TokenItem, now: number): ReleaseNote | undefined {
+function releaseNoteFor(
+  err: BrokerError,
+  original: unknown,
+  connection: Connection,
+  item: TokenItem,
+  now: number,
+): ReleaseNote | undefined {
   const until = now + (err.extra.retryAfterSeconds ?? 1) * 1000;
   switch (err.extra.refusal) {
     // The guard keeps the reserve or the spacing: only demand refreshes wait.

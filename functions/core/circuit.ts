@@ -44,7 +44,9 @@ export function openCircuit(
   const sameSecret = prev !== undefined && prev.secretVersion === failure.secretVersion;
   const known = sameSecret && prev.configHashes.includes(failure.configHash);
   const probes = known ? prev.probes + 1 : 0;
-  const configHashes = sameSecret ? [...prev.configHashes.filter((h) => h !== failure.configHash), failure.configHash].slice(-CONFIGS_REMEMBERED) : [failure.configHash];
+  const configHashes = sameSecret
+    ? [...prev.configHashes.filter((h) => h !== failure.configHash), failure.configHash].slice(-CONFIGS_REMEMBERED)
+    : [failure.configHash];
   return {
     upstreamError: failure.upstreamError,
     openedAt: known ? prev.openedAt : now,

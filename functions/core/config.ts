@@ -77,7 +77,12 @@ export const ConnectionSchema = z.strictObject({
             ctx.issues.push({ code: 'custom', input: r.reserve, path: ['reserve'], message: `must be less than max (${r.max})` });
           }
           if (r.minSpacingSeconds !== undefined && r.minSpacingSeconds > r.windowSeconds) {
-            ctx.issues.push({ code: 'custom', input: r.minSpacingSeconds, path: ['minSpacingSeconds'], message: `must be at most windowSeconds (${r.windowSeconds})` });
+            ctx.issues.push({
+              code: 'custom',
+              input: r.minSpacingSeconds,
+              path: ['minSpacingSeconds'],
+              message: `must be at most windowSeconds (${r.windowSeconds})`,
+            });
           }
         }),
       ),

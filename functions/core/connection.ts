@@ -134,7 +134,10 @@ export function requireUsableCredentials(
   credentials: { client_id: string; client_secret: string; username?: string; password?: string },
 ): void {
   requireGrantFields(connection, credentials);
-  const used = connection.grantType === 'password' ? (['client_id', 'client_secret', 'username', 'password'] as const) : (['client_id', 'client_secret'] as const);
+  const used =
+    connection.grantType === 'password'
+      ? (['client_id', 'client_secret', 'username', 'password'] as const)
+      : (['client_id', 'client_secret'] as const);
   const placeholders = used.filter((f) => credentials[f]?.includes(PLACEHOLDER));
   if (placeholders.length) {
     throw misconfiguredCredentials(connection.secret, `still holds the placeholder ${PLACEHOLDER} in: ${placeholders.join(', ')}`);

@@ -115,11 +115,19 @@ export type InvalidationStep =
  * What to do with a caller's report that its upstream rejected the token with fingerprint `fp`
  * (POST /invalidate, docs/protocol.md "Invalidations").
  */
-export function decideInvalidation(item: TokenItem | undefined, fp: string, now: number, c: { rateLimited: boolean; configHash: string }): InvalidationStep {
+export function decideInvalidation(
+  item: TokenItem | undefined,
+  fp: string,
+  now: number,
+  c: { rateLimited: boolean; configHash: string },
+): InvalidationStep {
   if (!item?.sealed || item.fp !== fp || item.invalidated) return { do: 'not_current' };
-  if (circuitState(item.circuit, now, c.configHash) === 'open') return { do: 'defer', until: circuitRetryAt(item.circuit!), because: circuitError(item.circuit!).message };
+  if (circuitState(item.circuit, now, c.configHash) === 'open')
+    return { do: 'defer', until: circuitRetryAt(item.circuit!), because: circuitError(item.circuit!).message };
   // The later of a backoff and a demand backoff, with its own message (the rule that left it).
-  const blocking = [active(item.backoff, now), active(item.demandBackoff, now)].filter((b) => b !== undefined).sort((a, b) => b.until - a.until)[0];
+  const blocking = [active(item.backoff, now), active(item.demandBackoff, now)]
+    .filter((b) => b !== undefined)
+    .sort((a, b) => b.until - a.until)[0];
   if (blocking) return { do: 'defer', until: blocking.until, because: blocking.message };
   if (c.rateLimited) return { do: 'ask-ledger' };
   if (item.invalidatedAt !== undefined && now - item.invalidatedAt < UNLIMITED_GAP_MS) {

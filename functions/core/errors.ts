@@ -48,8 +48,7 @@ export class BrokerError extends Error {
 }
 
 export const invalidRequest = (message: string) => new BrokerError('invalid_request', message);
-export const forbidden = (message = 'caller is not allowed to use this connection') =>
-  new BrokerError('forbidden', message);
+export const forbidden = (message = 'caller is not allowed to use this connection') => new BrokerError('forbidden', message);
 export const notFound = (message: string) => new BrokerError('not_found', message);
 export const unavailable = (message: string, retryAfterSeconds: number, cause?: unknown) =>
   new BrokerError('unavailable', message, { retryAfterSeconds }, cause === undefined ? undefined : { cause });

@@ -212,7 +212,13 @@ export type LedgerWriteResult = 'written' | 'conflict';
 export interface LedgerStore {
   read(key: string): Promise<LedgerState>;
   /** Writes `entries` if the item is still at `expectedVer`; reads back on a failed condition. */
-  write(key: string, expectedVer: number, entries: Record<string, number>, attemptId: string, expiresAt: number): Promise<LedgerWriteResult>;
+  write(
+    key: string,
+    expectedVer: number,
+    entries: Record<string, number>,
+    attemptId: string,
+    expiresAt: number,
+  ): Promise<LedgerWriteResult>;
   /** Raises backoffUntil to `until` (never lowers it). Bumps the version, so a debit decided before it retries. */
   setBackoff(key: string, until: number): Promise<void>;
   /** Raises the connection's hold to `until` (never lowers it). Bumps the version like setBackoff. */

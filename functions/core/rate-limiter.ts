@@ -27,15 +27,26 @@ export function refusalError(reason: LedgerRefusal, retryAfterMs: number, limit:
   const budget = `${limit.max} per ${limit.windowSeconds} s`;
   switch (reason) {
     case 'held':
-      return new BrokerError('unavailable', 'a token fetched for this connection is waiting to be stored; try again later', { retryAfterSeconds: retryAfter, refusal: REFUSAL[reason] });
+      return new BrokerError('unavailable', 'a token fetched for this connection is waiting to be stored; try again later', {
+        retryAfterSeconds: retryAfter,
+        refusal: REFUSAL[reason],
+      });
     case 'upstream_backoff':
       return rateLimited('upstream asked the broker to wait before requesting another token (upstream 429)', retryAfter, REFUSAL[reason]);
     case 'exhausted':
       return rateLimited(`token request limit reached: ledger exhausted (${budget})`, retryAfter, REFUSAL[reason]);
     case 'reserve':
-      return rateLimited(`the last ${limit.reserve} token requests of the budget (${budget}) are kept for expiring tokens (reserve)`, retryAfter, REFUSAL[reason]);
+      return rateLimited(
+        `the last ${limit.reserve} token requests of the budget (${budget}) are kept for expiring tokens (reserve)`,
+        retryAfter,
+        REFUSAL[reason],
+      );
     case 'spacing':
-      return rateLimited(`token requests on demand are spaced at least ${Math.ceil(limit.minSpacingMs / 1000)} s apart (spacing; budget ${budget})`, retryAfter, REFUSAL[reason]);
+      return rateLimited(
+        `token requests on demand are spaced at least ${Math.ceil(limit.minSpacingMs / 1000)} s apart (spacing; budget ${budget})`,
+        retryAfter,
+        REFUSAL[reason],
+      );
   }
 }
 

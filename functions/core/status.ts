@@ -57,7 +57,13 @@ export interface ConnectionStatus {
   ledger: LedgerStatus | null;
 }
 
-export function connectionStatus(connection: Connection, item: TokenItem | undefined, ledger: LedgerState | undefined, now: number, marginMs: number): ConnectionStatus {
+export function connectionStatus(
+  connection: Connection,
+  item: TokenItem | undefined,
+  ledger: LedgerState | undefined,
+  now: number,
+  marginMs: number,
+): ConnectionStatus {
   const active = (until: number | undefined) => (until !== undefined && until > now ? until : undefined);
   const hasToken = item?.sealed !== undefined && item.expiresAt !== undefined;
   const circuit = item?.circuit;

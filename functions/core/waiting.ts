@@ -35,7 +35,11 @@ export function expectedPublishAt(item: Pick<TokenItem, 'leaseAt' | 'refreshMs'>
 }
 
 /** How long a waiter sleeps before it reads the item again. */
-export function waitBeforeRead(item: Pick<TokenItem, 'leaseAt' | 'leaseUntil' | 'refreshMs'> | undefined, now: number, o: WaitOptions): number {
+export function waitBeforeRead(
+  item: Pick<TokenItem, 'leaseAt' | 'leaseUntil' | 'refreshMs'> | undefined,
+  now: number,
+  o: WaitOptions,
+): number {
   const due = expectedPublishAt(item) ?? item?.leaseAt ?? now;
   let wait: number;
   if (now < due) {

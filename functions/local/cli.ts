@@ -12,7 +12,10 @@ process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 
 /** One line: a multi-issue config error becomes `head issue; issue`. */
 function oneLine(message: string): string {
-  const [head, ...rest] = message.split('\n').map((l) => l.trim()).filter(Boolean);
+  const [head, ...rest] = message
+    .split('\n')
+    .map((l) => l.trim())
+    .filter(Boolean);
   return rest.length ? `${head} ${rest.join('; ')}` : (head ?? message);
 }
 

@@ -51,12 +51,20 @@ const LocalConfigSchema = z
         valid.set(name, parseCredentials(name, value));
       } catch (e) {
         // The operator starting the broker may see which secret and fields (never a value).
-        ctx.addIssue({ code: 'custom', path: ['secrets', name], message: e instanceof BrokerError ? (e.extra.detail ?? e.message) : (e as Error).message });
+        ctx.addIssue({
+          code: 'custom',
+          path: ['secrets', name],
+          message: e instanceof BrokerError ? (e.extra.detail ?? e.message) : (e as Error).message,
+        });
       }
     }
     for (const [name, c] of Object.entries(doc.connections)) {
       if (!(c.secret in doc.secrets)) {
-        ctx.addIssue({ code: 'custom', path: ['connections', name, 'secret'], message: `names secret "${c.secret}", which is not in "secrets"` });
+        ctx.addIssue({
+          code: 'custom',
+          path: ['connections', name, 'secret'],
+          message: `names secret "${c.secret}", which is not in "secrets"`,
+        });
         continue;
       }
       const creds = valid.get(c.secret);

@@ -139,7 +139,13 @@ export async function startDemoUpstream(options: DemoUpstreamOptions = {}): Prom
       resourceIndicators: {
         enabled: true,
         defaultResource: () => DEMO_RESOURCE,
-        getResourceServerInfo: () => ({ scope: DEMO_SCOPE, audience: DEMO_RESOURCE, accessTokenFormat: 'jwt', accessTokenTTL: ttl, jwt: { sign: { alg: 'ES256' } } }),
+        getResourceServerInfo: () => ({
+          scope: DEMO_SCOPE,
+          audience: DEMO_RESOURCE,
+          accessTokenFormat: 'jwt',
+          accessTokenTTL: ttl,
+          jwt: { sign: { alg: 'ES256' } },
+        }),
       },
     },
   });

@@ -53,7 +53,11 @@ function parse(argv: readonly string[]) {
     const quoted = /'([^']*)'/.exec(err.message)?.[1] ?? '';
     if (err.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') fail(`unknown flag ${quoted}`);
     if (err.code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE') {
-      fail(err.message.includes('does not take') ? `flag ${quoted.split(', ').pop()} takes no value` : `flag ${quoted.split(' ')[0]} needs a value`);
+      fail(
+        err.message.includes('does not take')
+          ? `flag ${quoted.split(', ').pop()} takes no value`
+          : `flag ${quoted.split(' ')[0]} needs a value`,
+      );
     }
     if (err.code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL') fail(`unexpected argument ${quoted}`);
     return fail(err.message);

@@ -116,7 +116,17 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
         throw e;
       }
       const caller = opts.callers.get(accessKeyId)!;
-      const event = buildEvent({ method, target, headers, body, accessKeyId, principal: caller.principal, sourceIp: req.socket.remoteAddress ?? '127.0.0.1', requestId, now: started });
+      const event = buildEvent({
+        method,
+        target,
+        headers,
+        body,
+        accessKeyId,
+        principal: caller.principal,
+        sourceIp: req.socket.remoteAddress ?? '127.0.0.1',
+        requestId,
+        now: started,
+      });
       const deadline = started + INTEGRATION_TIMEOUT_MS;
       const result = await opts.handler(event, { getRemainingTimeInMillis: () => Math.max(0, deadline - now()) });
       send(res, result, requestId);
@@ -139,9 +149,16 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   await new Promise<void>((resolve, reject) => {
     const onError = (e: NodeJS.ErrnoException) => {
       const where = `${opts.host}:${opts.port}`;
-      if (e.code === 'EADDRINUSE') reject(new StartupError(`port ${opts.port} on ${opts.host} is already in use (EADDRINUSE); stop the other process or choose another with --port`));
-      else if (e.code === 'EACCES') reject(new StartupError(`not allowed to listen on ${where} (EACCES); choose a port above 1023 with --port`));
-      else if (e.code === 'EADDRNOTAVAIL' || e.code === 'ENOTFOUND') reject(new StartupError(`cannot listen on ${where}: no such local address (${e.code}); check --host`));
+      if (e.code === 'EADDRINUSE')
+        reject(
+          new StartupError(
+            `port ${opts.port} on ${opts.host} is already in use (EADDRINUSE); stop the other process or choose another with --port`,
+          ),
+        );
+      else if (e.code === 'EACCES')
+        reject(new StartupError(`not allowed to listen on ${where} (EACCES); choose a port above 1023 with --port`));
+      else if (e.code === 'EADDRNOTAVAIL' || e.code === 'ENOTFOUND')
+        reject(new StartupError(`cannot listen on ${where}: no such local address (${e.code}); check --host`));
       else reject(new StartupError(`cannot listen on ${where}: ${e.code ?? e.message}`));
     };
     server.once('error', onError);

@@ -158,7 +158,10 @@ export async function startLocalBroker(opts: LocalBrokerOptions): Promise<LocalB
       const caller = connection && [...config.callers].find(([, c]) => isAllowed(principalFromArn(c.principal), connection.callers));
       banner.push(`  callers:     ${[...config.callers.keys()].join(', ')}`);
       if (connection && caller) {
-        banner.push(`Get a token (with ${caller[0]}'s secretAccessKey from the file):`, curlLine(opts.region, caller[0], 'SECRET_ACCESS_KEY', url, connection.name));
+        banner.push(
+          `Get a token (with ${caller[0]}'s secretAccessKey from the file):`,
+          curlLine(opts.region, caller[0], 'SECRET_ACCESS_KEY', url, connection.name),
+        );
       }
     }
     return { url: gateway.url, banner, close: closeAll };

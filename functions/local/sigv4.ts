@@ -97,7 +97,7 @@ export function headerValues(headers: HeaderMap): Map<string, string[]> {
 /** @internal */
 export function parseAuthorization(header: string): AuthorizationParts {
   const m = /^(\S+)\s+(.*)$/s.exec(header.trim());
-  if (!m) throw new SigV4Error('Authorization header requires \'Credential\', \'SignedHeaders\' and \'Signature\' parameters');
+  if (!m) throw new SigV4Error("Authorization header requires 'Credential', 'SignedHeaders' and 'Signature' parameters");
   if (m[1] !== ALGORITHM) throw new SigV4Error(`Unsupported authorization type; sign requests with ${ALGORITHM}`);
   const params = new Map<string, string>();
   for (const part of m[2]!.split(',')) {
@@ -113,7 +113,7 @@ export function parseAuthorization(header: string): AuthorizationParts {
   const signedHeaders = params.get('SignedHeaders');
   const signature = params.get('Signature');
   if (!credential || !signedHeaders || !signature) {
-    throw new SigV4Error('Authorization header requires \'Credential\', \'SignedHeaders\' and \'Signature\' parameters');
+    throw new SigV4Error("Authorization header requires 'Credential', 'SignedHeaders' and 'Signature' parameters");
   }
   return { ...parseCredential(credential), signedHeaders: signedHeaders.split(';').map((h) => h.toLowerCase()), signature };
 }
@@ -249,7 +249,14 @@ export function canonicalRequest(
   const q = target.indexOf('?');
   const path = q < 0 ? target : target.slice(0, q);
   const query = q < 0 ? '' : target.slice(q + 1);
-  return [method.toUpperCase(), canonicalPath(path), canonicalQuery(query, excludeQuery), canonicalHeaders(headers, signed), signed.join(';'), payloadHash].join('\n');
+  return [
+    method.toUpperCase(),
+    canonicalPath(path),
+    canonicalQuery(query, excludeQuery),
+    canonicalHeaders(headers, signed),
+    signed.join(';'),
+    payloadHash,
+  ].join('\n');
 }
 
 function stringToSign(amzDate: string, scope: string, canonical: string): string {
@@ -286,7 +293,10 @@ export function verifySigV4(req: SignedRequest, opts: VerifyOptions): Verified {
   const rawQuery = q < 0 ? '' : req.target.slice(q + 1);
   const authorization = single(headers, 'authorization');
   const presigned = hasQueryAuth(rawQuery);
-  if (authorization !== undefined && presigned) throw new SigV4Error('Only one auth mechanism allowed; only the X-Amz-Algorithm query parameter or the Authorization header should be specified');
+  if (authorization !== undefined && presigned)
+    throw new SigV4Error(
+      'Only one auth mechanism allowed; only the X-Amz-Algorithm query parameter or the Authorization header should be specified',
+    );
   if (authorization === undefined && !presigned) throw new SigV4Error('Missing Authentication Token');
 
   let auth: AuthorizationParts;
@@ -304,7 +314,8 @@ export function verifySigV4(req: SignedRequest, opts: VerifyOptions): Verified {
       requestDate = xAmzDate;
     } else {
       const httpDate = single(headers, 'date');
-      if (httpDate === undefined) throw new SigV4Error("Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header");
+      if (httpDate === undefined)
+        throw new SigV4Error("Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header");
       const t = Date.parse(httpDate);
       if (Number.isNaN(t)) throw new SigV4Error("the 'Date' header is not a valid HTTP date");
       requestDate = amzDate(t);
@@ -318,13 +329,17 @@ export function verifySigV4(req: SignedRequest, opts: VerifyOptions): Verified {
   const time = parseAmzDate(requestDate);
   if (time === undefined) throw new SigV4Error("X-Amz-Date must have the form YYYYMMDD'T'HHMMSS'Z'");
   const maxSkew = opts.maxSkewMs ?? MAX_SKEW_MS;
-  if (time - opts.now > maxSkew) throw new SigV4Error(`Signature not yet current: ${requestDate} is more than 15 minutes after the server time ${amzDate(opts.now)}`);
+  if (time - opts.now > maxSkew)
+    throw new SigV4Error(`Signature not yet current: ${requestDate} is more than 15 minutes after the server time ${amzDate(opts.now)}`);
   if (expiresSeconds !== undefined) {
     // A presigned request is good until its date plus X-Amz-Expires, but never longer than 15 minutes: a signature
     // more than 15 minutes from the clock is refused (docs/design.md "Local mode"), and API Gateway expires
     // presigned URLs early.
     const validMs = Math.min(expiresSeconds * 1000, maxSkew);
-    if (opts.now > time + validMs) throw new SigV4Error(`Request has expired: ${requestDate} plus ${validMs / 1000} s (X-Amz-Expires, at most 15 minutes) is before the server time ${amzDate(opts.now)}`);
+    if (opts.now > time + validMs)
+      throw new SigV4Error(
+        `Request has expired: ${requestDate} plus ${validMs / 1000} s (X-Amz-Expires, at most 15 minutes) is before the server time ${amzDate(opts.now)}`,
+      );
   } else if (opts.now - time > maxSkew) {
     throw new SigV4Error(`Signature expired: ${requestDate} is more than 15 minutes before the server time ${amzDate(opts.now)}`);
   }
@@ -337,18 +352,27 @@ export function verifySigV4(req: SignedRequest, opts: VerifyOptions): Verified {
     // query form they are query parameters, which the canonical query covers.
     const dateHeader = single(headers, 'x-amz-date') !== undefined ? 'x-amz-date' : 'date';
     if (!signed.includes(dateHeader)) throw new SigV4Error(`'${dateHeader}' must be a signed header`);
-    if (sessionToken !== undefined && !signed.includes('x-amz-security-token')) throw new SigV4Error("'X-Amz-Security-Token' must be a signed header");
+    if (sessionToken !== undefined && !signed.includes('x-amz-security-token'))
+      throw new SigV4Error("'X-Amz-Security-Token' must be a signed header");
   }
 
   const bodyHash = hex(req.body);
   const declared = single(headers, 'x-amz-content-sha256');
-  if (declared !== undefined && declared.toLowerCase() !== bodyHash) throw new SigV4Error('x-amz-content-sha256 does not match the request body');
+  if (declared !== undefined && declared.toLowerCase() !== bodyHash)
+    throw new SigV4Error('x-amz-content-sha256 does not match the request body');
 
   const secret = opts.secretFor(auth.accessKeyId);
   if (secret === undefined) throw new SigV4Error('The security token included in the request is invalid');
 
   const scope = `${auth.date}/${auth.region}/${auth.service}/aws4_request`;
-  const canonical = canonicalRequest(req.method, req.target, headers, signed, declared ?? bodyHash, presigned ? QUERY_AUTH.signature : undefined);
+  const canonical = canonicalRequest(
+    req.method,
+    req.target,
+    headers,
+    signed,
+    declared ?? bodyHash,
+    presigned ? QUERY_AUTH.signature : undefined,
+  );
   const expected = createHmac('sha256', signingKey(secret, auth.date, auth.region, auth.service))
     .update(stringToSign(requestDate, scope, canonical), 'utf8')
     .digest();

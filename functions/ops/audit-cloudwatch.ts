@@ -19,7 +19,11 @@ export function cloudWatchSink(client: CloudWatchLogsClient, logGroupName: strin
     },
     write: async (record) => {
       const out = await client.send(
-        new PutLogEventsCommand({ logGroupName, logStreamName, logEvents: [{ timestamp: Date.parse(record.timestamp), message: auditLine(record) }] }),
+        new PutLogEventsCommand({
+          logGroupName,
+          logStreamName,
+          logEvents: [{ timestamp: Date.parse(record.timestamp), message: auditLine(record) }],
+        }),
       );
       const rejected = out.rejectedLogEventsInfo;
       if (rejected && Object.values(rejected).some((v) => v !== undefined)) {

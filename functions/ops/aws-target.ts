@@ -146,7 +146,8 @@ async function deployedConfig(aws: AwsEnv, lambda: LambdaClient, functionName: s
     if (fn.Code?.ImageUri && !location) throw new OpsError(`function ${functionName} is a container image; cannot read its config.json`);
   } catch (e) {
     if (e instanceof OpsError) throw e;
-    if ((e as { name?: string })?.name === 'ResourceNotFoundException') throw new OpsError(`function ${functionName} (stack output ${STACK_OUTPUTS.function}) not found`);
+    if ((e as { name?: string })?.name === 'ResourceNotFoundException')
+      throw new OpsError(`function ${functionName} (stack output ${STACK_OUTPUTS.function}) not found`);
     throw new OpsError(describeAwsError(e, `reading function ${functionName}`));
   }
   if (!location) throw new OpsError(`function ${functionName}: GetFunction gave no code location`);

@@ -35,7 +35,9 @@ export async function status(deps: OpsDeps, connections: readonly Connection[]):
   const out: ConnectionStatus[] = [];
   for (let i = 0; i < connections.length; i += 8) {
     const batch = connections.slice(i, i + 8);
-    const items = await Promise.all(batch.map(async (c) => [await deps.store.get(c.name), c.rateLimit ? await ledgerOf(c.rateLimit.key) : undefined] as const));
+    const items = await Promise.all(
+      batch.map(async (c) => [await deps.store.get(c.name), c.rateLimit ? await ledgerOf(c.rateLimit.key) : undefined] as const),
+    );
     const now = deps.now();
     batch.forEach((c, j) => out.push(connectionStatus(c, items[j]![0], items[j]![1], now, deps.marginMs)));
   }
@@ -112,7 +114,13 @@ export async function refresh(deps: OpsDeps, connection: Connection, opts: { for
   const now = deps.now();
   const r = await invalidateToken({ store: deps.store, limiter, now }, connection, fp, { force: opts.force });
   if (r.invalidated) {
-    return { connection: name, result: 'invalidated', tokenFp: fp, forced: opts.force, circuitOpen: circuitState(item.circuit, now, connection.configHash) !== 'closed' };
+    return {
+      connection: name,
+      result: 'invalidated',
+      tokenFp: fp,
+      forced: opts.force,
+      circuitOpen: circuitState(item.circuit, now, connection.configHash) !== 'closed',
+    };
   }
   if (r.reason === 'not_current') return { connection: name, result: 'not_current', tokenFp: fp };
   const circuitOpen = circuitState(item.circuit, now, connection.configHash) !== 'closed';

@@ -10,7 +10,10 @@ export class OpsError extends Error {
 
 /** One line: a multi-line message (a config error lists every field) becomes `head issue; issue`. */
 function oneLine(message: string): string {
-  const [head, ...rest] = message.split('\n').map((l) => l.trim()).filter(Boolean);
+  const [head, ...rest] = message
+    .split('\n')
+    .map((l) => l.trim())
+    .filter(Boolean);
   return rest.length ? `${head} ${rest.join('; ')}` : (head ?? message);
 }
 
@@ -35,7 +38,8 @@ export function describeAwsError(e: unknown, doing: string): string {
   const message = oneLine(err.message ?? String(e));
   if (code && NETWORK.has(code)) return `${doing}: cannot reach the endpoint (${code})`;
   if (name === 'CredentialsProviderError') return `${doing}: no AWS credentials found (set AWS_PROFILE or log in): ${message}`;
-  if (/^(ExpiredToken|ExpiredTokenException|RequestExpired)$/.test(name)) return `${doing}: your AWS credentials have expired; log in again`;
+  if (/^(ExpiredToken|ExpiredTokenException|RequestExpired)$/.test(name))
+    return `${doing}: your AWS credentials have expired; log in again`;
   if (/AccessDenied|UnauthorizedOperation|NotAuthorized/.test(name)) return `${doing}: access denied: ${message}`;
   if (/UnrecognizedClient|InvalidClientTokenId|InvalidSignature/.test(name)) return `${doing}: AWS refused your credentials (${name})`;
   return `${doing}: ${name}: ${message}`;

@@ -92,7 +92,11 @@ function parse(argv: readonly string[]) {
     const quoted = /'([^']*)'/.exec(err.message)?.[1] ?? '';
     if (err.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') fail(`unknown flag ${quoted}`);
     if (err.code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE') {
-      fail(err.message.includes('does not take') ? `flag ${quoted.split(', ').pop()} takes no value` : `flag ${quoted.split(' ')[0]} needs a value`);
+      fail(
+        err.message.includes('does not take')
+          ? `flag ${quoted.split(', ').pop()} takes no value`
+          : `flag ${quoted.split(' ')[0]} needs a value`,
+      );
     }
     return fail(err.message.split('\n')[0]!);
   }
@@ -103,9 +107,14 @@ function target(values: ReturnType<typeof parse>['values']): TargetFlags {
   const endpoint = values['dynamodb-endpoint'];
   if (region !== undefined && !REGION.test(region)) fail(`--region must look like eu-west-1, not "${region}"`);
   if (stage !== undefined) {
-    const local = [config !== undefined && '--config', endpoint !== undefined && '--dynamodb-endpoint', table !== undefined && '--table'].filter(Boolean);
+    const local = [
+      config !== undefined && '--config',
+      endpoint !== undefined && '--dynamodb-endpoint',
+      table !== undefined && '--table',
+    ].filter(Boolean);
     if (local.length) fail(`--stage cannot be combined with ${local.join(', ')} (those select local mode)`);
-    if (!STAGE_NAME.test(stage)) fail(`--stage must be lowercase letters, digits and -, starting with a letter, at most 20 characters, not "${stage}"`);
+    if (!STAGE_NAME.test(stage))
+      fail(`--stage must be lowercase letters, digits and -, starting with a letter, at most 20 characters, not "${stage}"`);
     return { kind: 'stage', stage, ...(region !== undefined ? { region } : {}) };
   }
   if (config === undefined && endpoint === undefined) fail('no target: give --stage NAME, or --config FILE --dynamodb-endpoint URL');

@@ -10,7 +10,12 @@ import type { Cleared, RefreshResult, ResetResult } from './commands.js';
 export function duration(ms: number): string {
   let s = Math.max(0, Math.round(Math.abs(ms) / 1000));
   const parts: string[] = [];
-  for (const [unit, size] of [['d', 86_400], ['h', 3600], ['m', 60], ['s', 1]] as const) {
+  for (const [unit, size] of [
+    ['d', 86_400],
+    ['h', 3600],
+    ['m', 60],
+    ['s', 1],
+  ] as const) {
     if (s >= size || (unit === 's' && parts.length === 0)) {
       parts.push(`${Math.floor(s / size)}${unit}`);
       s %= size;
@@ -42,7 +47,8 @@ function tokenLine(s: ConnectionStatus, now: number): string {
 
 function circuitLine(s: ConnectionStatus, now: number): string {
   const c = s.circuit;
-  if (c.state === 'closed') return c.configChanged ? `closed (opened on ${c.upstreamError} under another config; the deploy closed it)` : 'closed';
+  if (c.state === 'closed')
+    return c.configChanged ? `closed (opened on ${c.upstreamError} under another config; the deploy closed it)` : 'closed';
   const probe = c.probeAt ? `; probe ${when(c.probeAt, now)}` : '';
   const probes = c.probes ? `, ${c.probes} failed probe${c.probes === 1 ? '' : 's'}` : '';
   return `OPEN on ${c.upstreamError} since ${c.openedAt ? when(c.openedAt, now) : '?'}${probe}${probes}: callers get 502; reset ${s.connection} closes it`;
@@ -68,7 +74,12 @@ export function statusLines(s: ConnectionStatus, now: number): string[] {
     ['token', tokenLine(s, now)],
     ['refreshed', s.lastRefresh ? `${when(s.lastRefresh.at, now)}, reason ${s.lastRefresh.reason ?? 'unknown'}` : '-'],
     ['lease', s.lease ? `held by ${s.lease.owner} until ${when(s.lease.until, now)}` : 'free'],
-    ['backoff', s.backoff ? `until ${when(s.backoff.until, now)}: ${s.backoff.error}${s.backoff.cause ? ` (${s.backoff.cause})` : ''}: ${s.backoff.message}` : 'none'],
+    [
+      'backoff',
+      s.backoff
+        ? `until ${when(s.backoff.until, now)}: ${s.backoff.error}${s.backoff.cause ? ` (${s.backoff.cause})` : ''}: ${s.backoff.message}`
+        : 'none',
+    ],
     ['demand', s.demandBackoffUntil ? `refreshes on demand and invalidations held back until ${when(s.demandBackoffUntil, now)}` : 'none'],
     ['circuit', circuitLine(s, now)],
     ['ledger', ledgerLine(s, now)],
@@ -83,7 +94,9 @@ export function statusText(statuses: readonly ConnectionStatus[], now: number): 
 function clearedText(c: Cleared): string {
   switch (c.what) {
     case 'circuit':
-      return c.active ? `closed the circuit (${c.detail}, open since ${c.since})` : `removed a circuit that no longer applied (${c.detail}, opened under another config)`;
+      return c.active
+        ? `closed the circuit (${c.detail}, open since ${c.since})`
+        : `removed a circuit that no longer applied (${c.detail}, opened under another config)`;
     case 'backoff':
       return `${c.active ? 'cleared the backoff' : 'removed an expired backoff'} (${c.detail}, until ${c.until})`;
     case 'demand_backoff':

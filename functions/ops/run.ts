@@ -80,9 +80,18 @@ export async function runCommand(cmd: OpsCommand, io: Io, deps: MainDeps): Promi
     const t = target;
     const opsDeps: OpsDeps = { store: t.store, now, marginMs: ledgerMarginMs(DEFAULT_MARGIN_PARTS) };
     if (cmd.command === 'status') {
-      const connections = cmd.connection !== undefined ? [connectionOf(t, cmd.connection)] : [...t.config.connections.values()].sort((a, b) => a.name.localeCompare(b.name));
+      const connections =
+        cmd.connection !== undefined
+          ? [connectionOf(t, cmd.connection)]
+          : [...t.config.connections.values()].sort((a, b) => a.name.localeCompare(b.name));
       const statuses = await onTable(t, 'reading the connections', () => status(opsDeps, connections));
-      io.stdout(cmd.json ? statusJson(statuses) : statuses.length ? statusText(statuses, now()) : `no connections in ${t.name === 'local' ? 'the config file' : `stage ${t.name}`}\n`);
+      io.stdout(
+        cmd.json
+          ? statusJson(statuses)
+          : statuses.length
+            ? statusText(statuses, now())
+            : `no connections in ${t.name === 'local' ? 'the config file' : `stage ${t.name}`}\n`,
+      );
       return EXIT.done;
     }
     const connection = connectionOf(t, cmd.connection!);
@@ -91,7 +100,9 @@ export async function runCommand(cmd: OpsCommand, io: Io, deps: MainDeps): Promi
       io.stdout(resetText(result));
       return reportUnaudited(io, unaudited);
     }
-    const { result, unaudited } = await runAction(t, connection, 'refresh', io, now, () => refresh(opsDeps, connection, { force: cmd.force }));
+    const { result, unaudited } = await runAction(t, connection, 'refresh', io, now, () =>
+      refresh(opsDeps, connection, { force: cmd.force }),
+    );
     io.stdout(refreshText(result, now()));
     const code = reportUnaudited(io, unaudited);
     return result.result === 'deferred' || result.result === 'not_current' ? EXIT.failed : code;

@@ -59,7 +59,9 @@ export function connectionOf(target: Target, name: string): Connection {
   if (c) return c;
   const known = [...target.config.connections.keys()].sort();
   const list = known.length > 12 ? `${known.slice(0, 12).join(', ')}, ... (${known.length} in all)` : known.join(', ');
-  throw new OpsError(`unknown connection "${name}" in ${target.name === 'local' ? 'the config file' : `stage ${target.name}`}${known.length ? ` (connections: ${list})` : ' (it has none)'}`);
+  throw new OpsError(
+    `unknown connection "${name}" in ${target.name === 'local' ? 'the config file' : `stage ${target.name}`}${known.length ? ` (connections: ${list})` : ' (it has none)'}`,
+  );
 }
 
 /** Runs a store call, turning a missing table or an unreachable endpoint into one clear line. */
@@ -67,7 +69,8 @@ export async function onTable<T>(target: Target, doing: string, run: () => Promi
   try {
     return await run();
   } catch (e) {
-    if ((e as { name?: string })?.name === 'ResourceNotFoundException') throw new OpsError(`${doing}: ${target.where}: table not found (${target.missingTableHint})`);
+    if ((e as { name?: string })?.name === 'ResourceNotFoundException')
+      throw new OpsError(`${doing}: ${target.where}: table not found (${target.missingTableHint})`);
     throw new OpsError(describeAwsError(e, `${doing} (${target.where})`));
   }
 }

@@ -11,7 +11,16 @@ import { mockClient } from 'aws-sdk-client-mock';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { DynamoTokenStore, toTokenItem } from '../../functions/adapters/dynamodb-store.js';
 import { BrokerError } from '../../functions/core/errors.js';
-import { type Backoff, type Circuit, type Lease, type LeaseAttempt, type SealedToken, StoreThrottled, StoreUnavailable, type TokenItem } from '../../functions/core/ports.js';
+import {
+  type Backoff,
+  type Circuit,
+  type Lease,
+  type LeaseAttempt,
+  type SealedToken,
+  StoreThrottled,
+  StoreUnavailable,
+  type TokenItem,
+} from '../../functions/core/ports.js';
 import { RateLimiter } from '../../functions/core/rate-limiter.js';
 import { type EmbeddedDynamo, ensureTable, localDynamoClient, startDynalite } from '../../functions/local/dynamodb.js';
 import { FakeClock } from '../support/clock.js';
@@ -48,7 +57,11 @@ describe('DynamoTokenStore with a mocked client', () => {
   let store: DynamoTokenStore;
 
   const ccf = (Item?: Record<string, AttributeValue>) =>
-    new ConditionalCheckFailedException({ message: 'The conditional request failed', $metadata: { httpStatusCode: 400 }, ...(Item ? { Item } : {}) });
+    new ConditionalCheckFailedException({
+      message: 'The conditional request failed',
+      $metadata: { httpStatusCode: 400 },
+      ...(Item ? { Item } : {}),
+    });
 
   beforeEach(() => {
     ddb.reset();
@@ -58,10 +71,17 @@ describe('DynamoTokenStore with a mocked client', () => {
   afterAll(() => ddb.restore());
 
   it('asks for the old item on a failed condition (ReturnValuesOnConditionCheckFailure) and conditions every write', async () => {
-    ddb.on(UpdateItemCommand).resolves({ Attributes: { pk: S('tok#c'), owner: S('me'), fence: N(1), ver: N(0), leaseUntil: N(T0 + LEASE_MS) } });
+    ddb
+      .on(UpdateItemCommand)
+      .resolves({ Attributes: { pk: S('tok#c'), owner: S('me'), fence: N(1), ver: N(0), leaseUntil: N(T0 + LEASE_MS) } });
     await store.acquireLease('c', 'me', T0, T0 + LEASE_MS);
     const input = ddb.commandCalls(UpdateItemCommand)[0]!.args[0].input;
-    expect(input).toMatchObject({ TableName: TABLE, Key: { pk: S('tok#c') }, ReturnValuesOnConditionCheckFailure: 'ALL_OLD', ReturnValues: 'ALL_NEW' });
+    expect(input).toMatchObject({
+      TableName: TABLE,
+      Key: { pk: S('tok#c') },
+      ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
+      ReturnValues: 'ALL_NEW',
+    });
     expect(input.ConditionExpression).toBeTruthy();
   });
 
@@ -94,7 +114,9 @@ describe('DynamoTokenStore with a mocked client', () => {
   it('A10: publish whose condition failed but whose Item holds our token with the lease cleared is published', async () => {
     const t = sealedToken('a', T0 + 3_600_000);
     const lease: Lease = { owner: 'me', fence: 4, until: T0 + LEASE_MS };
-    ddb.on(UpdateItemCommand).rejects(ccf({ pk: S('tok#c'), fence: N(4), ver: N(5), ct: { B: t.sealed }, exp: N(t.expiresAt), iat: N(T0), fp: S(t.fp) }));
+    ddb
+      .on(UpdateItemCommand)
+      .rejects(ccf({ pk: S('tok#c'), fence: N(4), ver: N(5), ct: { B: t.sealed }, exp: N(t.expiresAt), iat: N(T0), fp: S(t.fp) }));
     expect(await store.publish('c', lease, t)).toBe('published');
   });
 
@@ -136,14 +158,21 @@ describe('DynamoTokenStore with a mocked client', () => {
       store.read('k'),
     ];
     for (const call of calls) {
-      const e = await call.then(() => undefined, (x: unknown) => x);
+      const e = await call.then(
+        () => undefined,
+        (x: unknown) => x,
+      );
       expect(e).toBeInstanceOf(StoreThrottled);
       expect((e as Error).cause).toBe(throttled);
     }
   });
 
   it('a server fault or a network error is StoreUnavailable; a client error (missing table, denied) stays as the SDK threw it', async () => {
-    const server = Object.assign(new Error('InternalServerError'), { name: 'InternalServerError', $fault: 'server', $metadata: { httpStatusCode: 500 } });
+    const server = Object.assign(new Error('InternalServerError'), {
+      name: 'InternalServerError',
+      $fault: 'server',
+      $metadata: { httpStatusCode: 500 },
+    });
     ddb.on(GetItemCommand).rejects(server);
     const e = await store.get('c').catch((x: unknown) => x);
     expect(e).toBeInstanceOf(StoreUnavailable);
@@ -181,11 +210,28 @@ describe('DynamoTokenStore with a mocked client', () => {
 
   it('toTokenItem maps every attribute', () => {
     const item = toTokenItem({
-      pk: S('tok#c'), ver: N(2), fence: N(3), owner: S('o'), leaseUntil: N(T0), ct: { B: new Uint8Array([1]) }, exp: N(T0 + 5), iat: N(T0 - 5), fp: S('f'), inv: { BOOL: true },
+      pk: S('tok#c'),
+      ver: N(2),
+      fence: N(3),
+      owner: S('o'),
+      leaseUntil: N(T0),
+      ct: { B: new Uint8Array([1]) },
+      exp: N(T0 + 5),
+      iat: N(T0 - 5),
+      fp: S('f'),
+      inv: { BOOL: true },
       bo: { M: { until: N(T0 + 9), code: S('upstream_error'), msg: S('m'), ue: S('invalid_client') } },
     });
     expect(item).toEqual({
-      ver: 2, fence: 3, owner: 'o', leaseUntil: T0, sealed: new Uint8Array([1]), expiresAt: T0 + 5, issuedAt: T0 - 5, fp: 'f', invalidated: true,
+      ver: 2,
+      fence: 3,
+      owner: 'o',
+      leaseUntil: T0,
+      sealed: new Uint8Array([1]),
+      expiresAt: T0 + 5,
+      issuedAt: T0 - 5,
+      fp: 'f',
+      invalidated: true,
       backoff: { until: T0 + 9, code: 'upstream_error', message: 'm', upstreamError: 'invalid_client' },
     });
     expect(toTokenItem({ pk: S('tok#c') })).toEqual({ ver: 0, fence: 0 });
@@ -267,7 +313,8 @@ describe('DynamoTokenStore against dynalite', () => {
     for (const c of seen) {
       expect(c.command).not.toMatch(/^Transact|^Batch|^Execute/);
       if (c.command === 'GetItemCommand') expect(c.input.ConsistentRead, `${c.command} ConsistentRead`).toBe(true);
-      if (/^(UpdateItem|PutItem|DeleteItem)Command$/.test(c.command)) expect(c.input.ConditionExpression, `${c.command} ConditionExpression`).toBeTruthy();
+      if (/^(UpdateItem|PutItem|DeleteItem)Command$/.test(c.command))
+        expect(c.input.ConditionExpression, `${c.command} ConditionExpression`).toBeTruthy();
       expect(['GetItemCommand', 'UpdateItemCommand', 'PutItemCommand', 'DeleteItemCommand']).toContain(c.command);
     }
   });
@@ -312,7 +359,15 @@ describe('DynamoTokenStore against dynalite', () => {
       expect(await store.get(c)).toMatchObject({ owner: 'holder-b', fence: 2 });
       const backoff: Backoff = { until: T0 + 30_000, code: 'unavailable', message: 'upstream token endpoint unavailable', failures: 2 };
       const demandBackoff: Backoff = { until: T0 + 60_000, code: 'rate_limited', message: 'spacing', refusal: 'spacing' };
-      const circuit: Circuit = { upstreamError: 'invalid_grant', openedAt: T0, probeAt: T0 + 300_000, probes: 1, secretVersion: 'sv', configHashes: ['ch', 'ch2'], checkedAt: T0 + 5 };
+      const circuit: Circuit = {
+        upstreamError: 'invalid_grant',
+        openedAt: T0,
+        probeAt: T0 + 300_000,
+        probes: 1,
+        secretVersion: 'sv',
+        configHashes: ['ch', 'ch2'],
+        checkedAt: T0 + 5,
+      };
       await store.release(c, b.lease, { backoff, demandBackoff, circuit });
       const item = await store.get(c);
       expect(item?.owner).toBeUndefined();
@@ -329,21 +384,42 @@ describe('DynamoTokenStore against dynalite', () => {
     it('stores the token with its reason, frees the lease, bumps ver, clears a backoff and the circuit, sets the demand backoff', async () => {
       const c = name();
       const a = await taken(store.acquireLease(c, 'holder-a', T0, T0 + LEASE_MS));
-      const circuit: Circuit = { upstreamError: 'invalid_grant', openedAt: T0, probeAt: T0, probes: 0, secretVersion: 'sv', configHashes: ['ch', 'ch2'], checkedAt: T0 };
-      await store.release(c, a.lease, { backoff: { until: T0 + 1000, code: 'unavailable', message: 'x' }, circuit, demandBackoff: { until: T0 + 9, code: 'unavailable', message: 'old' } });
+      const circuit: Circuit = {
+        upstreamError: 'invalid_grant',
+        openedAt: T0,
+        probeAt: T0,
+        probes: 0,
+        secretVersion: 'sv',
+        configHashes: ['ch', 'ch2'],
+        checkedAt: T0,
+      };
+      await store.release(c, a.lease, {
+        backoff: { until: T0 + 1000, code: 'unavailable', message: 'x' },
+        circuit,
+        demandBackoff: { until: T0 + 9, code: 'unavailable', message: 'old' },
+      });
       const b = await taken(store.acquireLease(c, 'holder-b', T0, T0 + LEASE_MS));
       const spacing: Backoff = { until: T0 + 2_880_000, code: 'rate_limited', message: 'spacing', refusal: 'spacing' };
       const t = { ...sealedToken('t1', T0 + 3_600_000), reason: 'min_ttl' as const, demandBackoff: spacing };
       expect(await store.publish(c, b.lease, t)).toBe('published');
       const item = await store.get(c);
-      expect(item).toEqual({ ver: 1, fence: 2, sealed: t.sealed, expiresAt: t.expiresAt, issuedAt: T0, fp: 'fp-t1', reason: 'min_ttl', demandBackoff: spacing });
+      expect(item).toEqual({
+        ver: 1,
+        fence: 2,
+        sealed: t.sealed,
+        expiresAt: t.expiresAt,
+        issuedAt: T0,
+        fp: 'fp-t1',
+        reason: 'min_ttl',
+        demandBackoff: spacing,
+      });
       // Without a demand backoff, a publish clears the old one.
       const h = await taken(store.acquireLease(c, 'holder-c', T0, T0 + LEASE_MS));
       expect(await store.publish(c, h.lease, sealedToken('t2', T0 + 3_600_000))).toBe('published');
       expect((await store.get(c))?.demandBackoff).toBeUndefined();
     });
 
-    it('A8: a holder whose lease was taken over cannot publish; the newer holder\'s token stays', async () => {
+    it("A8: a holder whose lease was taken over cannot publish; the newer holder's token stays", async () => {
       const c = name();
       const h1 = await taken(store.acquireLease(c, 'holder-1', T0, T0 + LEASE_MS));
       const h2 = await taken(store.acquireLease(c, 'holder-2', T0 + LEASE_MS + 1, T0 + 2 * LEASE_MS));
@@ -428,8 +504,20 @@ describe('DynamoTokenStore against dynalite', () => {
       const h = await taken(store.acquireLease(c, 'h', T0, T0 + LEASE_MS));
       await store.publish(c, h.lease, sealedToken('kept', T0 + 3_600_000));
       const h2 = await taken(store.acquireLease(c, 'h2', T0, T0 + LEASE_MS));
-      const circuit: Circuit = { upstreamError: 'invalid_grant', openedAt: T0, probeAt: T0 + 1, probes: 0, secretVersion: 'sv', configHashes: ['ch', 'ch2'], checkedAt: T0 };
-      await store.release(c, h2.lease, { circuit, backoff: { until: T0 + 9, code: 'unavailable', message: 'b' }, demandBackoff: { until: T0 + 9, code: 'rate_limited', message: 'd' } });
+      const circuit: Circuit = {
+        upstreamError: 'invalid_grant',
+        openedAt: T0,
+        probeAt: T0 + 1,
+        probes: 0,
+        secretVersion: 'sv',
+        configHashes: ['ch', 'ch2'],
+        checkedAt: T0,
+      };
+      await store.release(c, h2.lease, {
+        circuit,
+        backoff: { until: T0 + 9, code: 'unavailable', message: 'b' },
+        demandBackoff: { until: T0 + 9, code: 'rate_limited', message: 'd' },
+      });
       const before = await store.reset(c);
       expect(before).toMatchObject({ circuit, backoff: { until: T0 + 9 }, demandBackoff: { until: T0 + 9 } });
       const after = await store.get(c);
@@ -439,7 +527,7 @@ describe('DynamoTokenStore against dynalite', () => {
       expect(after?.demandBackoff).toBeUndefined();
     });
 
-    it('releaseHold removes only that connection\'s hold and never a debit', async () => {
+    it("releaseHold removes only that connection's hold and never a debit", async () => {
       const k = name();
       expect(await store.write(k, 0, { a1: T0 }, 'a1', T0 + 1000)).toBe('written');
       await store.hold(k, 'c1', T0 + 300_000);
@@ -476,7 +564,11 @@ describe('DynamoTokenStore against dynalite', () => {
       await store.hold(k, 'conn-a', T0 + 300_000);
       await store.hold(k, 'conn-a', T0 + 1_000); // never lowered
       await store.hold(k, 'conn-b', T0 + 5_000);
-      expect(await store.read(k)).toEqual({ entries: { a1: T0, a2: T0 + 1 }, ver: 3, holds: { 'conn-a': T0 + 300_000, 'conn-b': T0 + 5_000 } });
+      expect(await store.read(k)).toEqual({
+        entries: { a1: T0, a2: T0 + 1 },
+        ver: 3,
+        holds: { 'conn-a': T0 + 300_000, 'conn-b': T0 + 5_000 },
+      });
       await store.refund(k, 'a2');
       await store.refund(k, 'a2'); // already gone: no change
       expect(await store.read(k)).toMatchObject({ entries: { a1: T0 }, ver: 4 });

@@ -22,10 +22,24 @@ const backoff = (until: number): Backoff => ({ until, code: 'unavailable', messa
 
 const opArb: fc.Arbitrary<Op> = fc.oneof(
   fc.record({ op: fc.constant('acquire' as const), owner: fc.integer({ min: 0, max: 2 }), at: fc.integer({ min: 0, max: 60 }) }),
-  fc.record({ op: fc.constant('publish' as const), owner: fc.integer({ min: 0, max: 2 }), exp: fc.integer({ min: 1, max: 5 }), fp: fc.integer({ min: 0, max: 2 }) }),
-  fc.record({ op: fc.constant('release' as const), owner: fc.integer({ min: 0, max: 2 }), note: fc.constantFrom('none' as const, 'backoff' as const, 'demand' as const, 'circuit' as const) }),
+  fc.record({
+    op: fc.constant('publish' as const),
+    owner: fc.integer({ min: 0, max: 2 }),
+    exp: fc.integer({ min: 1, max: 5 }),
+    fp: fc.integer({ min: 0, max: 2 }),
+  }),
+  fc.record({
+    op: fc.constant('release' as const),
+    owner: fc.integer({ min: 0, max: 2 }),
+    note: fc.constantFrom('none' as const, 'backoff' as const, 'demand' as const, 'circuit' as const),
+  }),
   fc.record(
-    { op: fc.constant('invalidate' as const), fp: fc.integer({ min: 0, max: 2 }), at: fc.integer({ min: 0, max: 60 }), gap: fc.constantFrom(5, 20) },
+    {
+      op: fc.constant('invalidate' as const),
+      fp: fc.integer({ min: 0, max: 2 }),
+      at: fc.integer({ min: 0, max: 60 }),
+      gap: fc.constantFrom(5, 20),
+    },
     { requiredKeys: ['op', 'fp', 'at'] },
   ),
   fc.record({ op: fc.constant('reset' as const) }),
@@ -54,7 +68,14 @@ async function run(store: TokenStore, connection: string, ops: Op[]): Promise<un
       case 'publish': {
         const lease = leases.get(o.owner) ?? { owner: `owner-${o.owner}`, fence: 0, until: T0 };
         const exp = T0 + o.exp * 60_000;
-        answer = await store.publish(connection, lease, { sealed: new Uint8Array([o.fp, o.exp]), expiresAt: exp, issuedAt: T0, fp: `fp-${o.fp}`, reason: 'expired', refreshMs: 100 * o.exp });
+        answer = await store.publish(connection, lease, {
+          sealed: new Uint8Array([o.fp, o.exp]),
+          expiresAt: exp,
+          issuedAt: T0,
+          fp: `fp-${o.fp}`,
+          reason: 'expired',
+          refreshMs: 100 * o.exp,
+        });
         break;
       }
       case 'release': {
@@ -65,7 +86,17 @@ async function run(store: TokenStore, connection: string, ops: Op[]): Promise<un
             : o.note === 'demand'
               ? { demandBackoff: backoff(T0 + 40_000) }
               : o.note === 'circuit'
-                ? { circuit: { upstreamError: 'invalid_client', openedAt: T0, probeAt: T0 + 300_000, probes: 0, secretVersion: 'sv', configHashes: ['a', 'b'], checkedAt: T0 } }
+                ? {
+                    circuit: {
+                      upstreamError: 'invalid_client',
+                      openedAt: T0,
+                      probeAt: T0 + 300_000,
+                      probes: 0,
+                      secretVersion: 'sv',
+                      configHashes: ['a', 'b'],
+                      checkedAt: T0,
+                    },
+                  }
                 : undefined;
         answer = await store.release(connection, lease, note);
         break;

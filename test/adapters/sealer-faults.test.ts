@@ -11,20 +11,31 @@ import { SealerUnavailable, type Token } from '../../functions/core/ports.js';
 
 const KEY_ARN = 'arn:aws:kms:us-east-1:111122223333:key/0d8e4a1c-7d0a-4c6e-9a57-1f2f1b2c3d4e';
 const token: Token = { accessToken: 'opaque', tokenType: 'Bearer', expiresAt: 2_000, issuedAt: 1_000, fp: 'fp' };
-const throttled = () => new KMSServiceException({ name: 'ThrottlingException', $fault: 'client', message: 'Rate exceeded', $metadata: { httpStatusCode: 400 } });
-const denied = () => new KMSServiceException({ name: 'AccessDeniedException', $fault: 'client', message: 'not authorized', $metadata: { httpStatusCode: 400 } });
+const throttled = () =>
+  new KMSServiceException({ name: 'ThrottlingException', $fault: 'client', message: 'Rate exceeded', $metadata: { httpStatusCode: 400 } });
+const denied = () =>
+  new KMSServiceException({
+    name: 'AccessDeniedException',
+    $fault: 'client',
+    message: 'not authorized',
+    $metadata: { httpStatusCode: 400 },
+  });
 
 describe('kmsSealer failure types', () => {
   const kms = mockClient(KMSClient);
   beforeEach(() => {
     kms.reset();
-    kms.on(GenerateDataKeyCommand).callsFake(() => ({ KeyId: KEY_ARN, Plaintext: new Uint8Array(randomBytes(32)), CiphertextBlob: new Uint8Array(randomBytes(48)) }));
+    kms
+      .on(GenerateDataKeyCommand)
+      .callsFake(() => ({ KeyId: KEY_ARN, Plaintext: new Uint8Array(randomBytes(32)), CiphertextBlob: new Uint8Array(randomBytes(48)) }));
   });
 
   it('a throttled GenerateDataKey is SealerUnavailable, with the KMS error as its cause', async () => {
     const err = throttled();
     kms.on(GenerateDataKeyCommand).rejects(err);
-    const e = await kmsSealer(KEY_ARN).seal('c', token).catch((x: unknown) => x);
+    const e = await kmsSealer(KEY_ARN)
+      .seal('c', token)
+      .catch((x: unknown) => x);
     expect(e).toBeInstanceOf(SealerUnavailable);
     expect((e as Error).cause).toBe(err);
   });
@@ -40,14 +51,20 @@ describe('kmsSealer failure types', () => {
   it('a refusal, or a blob that does not open, is not an outage', async () => {
     const sealed = await kmsSealer(KEY_ARN).seal('c', token);
     kms.on(DecryptCommand).rejects(denied());
-    const refused = await kmsSealer(KEY_ARN).open('c', sealed).catch((x: unknown) => x);
+    const refused = await kmsSealer(KEY_ARN)
+      .open('c', sealed)
+      .catch((x: unknown) => x);
     expect(refused).toBeInstanceOf(Error);
     expect(refused).not.toBeInstanceOf(SealerUnavailable);
     const tampered = new Uint8Array(sealed);
     tampered[tampered.length - 1]! ^= 1;
-    const bad = await kmsSealer(KEY_ARN).open('c', tampered).catch((x: unknown) => x);
+    const bad = await kmsSealer(KEY_ARN)
+      .open('c', tampered)
+      .catch((x: unknown) => x);
     expect(bad).not.toBeInstanceOf(SealerUnavailable);
-    const other = await kmsSealer(KEY_ARN).open('other', sealed).catch((x: unknown) => x);
+    const other = await kmsSealer(KEY_ARN)
+      .open('other', sealed)
+      .catch((x: unknown) => x);
     expect(other).not.toBeInstanceOf(SealerUnavailable);
   });
 });

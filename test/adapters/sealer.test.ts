@@ -2,7 +2,15 @@ import { randomBytes } from 'node:crypto';
 import { DecryptCommand, GenerateDataKeyCommand, KMSClient } from '@aws-sdk/client-kms';
 import { mockClient } from 'aws-sdk-client-mock';
 import { beforeEach, describe, expect, it } from 'vitest';
-import { encodeContext, EnvelopeSealer, kmsSealer, rawAesSealer, SEAL_FORMAT_VERSION, SEAL_PURPOSE, SealError } from '../../functions/adapters/sealer.js';
+import {
+  encodeContext,
+  EnvelopeSealer,
+  kmsSealer,
+  rawAesSealer,
+  SEAL_FORMAT_VERSION,
+  SEAL_PURPOSE,
+  SealError,
+} from '../../functions/adapters/sealer.js';
 import { fingerprint } from '../../functions/core/fingerprint.js';
 import { SealerUnavailable, type Token } from '../../functions/core/ports.js';
 import { LEGACY_SEALED } from '../support/legacy-sealed.js';
@@ -10,7 +18,14 @@ import { CANARY, jwt } from '../unit/fakes.js';
 
 const T0 = Date.UTC(2026, 10, 23, 12, 0, 0);
 const jwtToken = jwt({ exp: Math.floor(T0 / 1000) + 1200, sub: CANARY.accessToken });
-const token = (accessToken = jwtToken): Token => ({ accessToken, tokenType: 'Bearer', scope: 'API', expiresAt: T0 + 1_200_000, issuedAt: T0, fp: fingerprint(accessToken) });
+const token = (accessToken = jwtToken): Token => ({
+  accessToken,
+  tokenType: 'Bearer',
+  scope: 'API',
+  expiresAt: T0 + 1_200_000,
+  issuedAt: T0,
+  fp: fingerprint(accessToken),
+});
 
 const key = () => new Uint8Array(randomBytes(32));
 
@@ -23,7 +38,13 @@ function forms(t: string): string[] {
 
 function assertOpaque(sealed: Uint8Array, t: string) {
   const bytes = Buffer.from(sealed);
-  const views = [bytes.toString('latin1'), bytes.toString('utf8'), bytes.toString('base64'), bytes.toString('base64url'), bytes.toString('hex')];
+  const views = [
+    bytes.toString('latin1'),
+    bytes.toString('utf8'),
+    bytes.toString('base64'),
+    bytes.toString('base64url'),
+    bytes.toString('hex'),
+  ];
   for (const view of views) for (const f of forms(t)) expect(view.includes(f), `sealed blob contains a form of the token`).toBe(false);
   expect(bytes.toString('latin1').startsWith('eyJ')).toBe(false);
 }
@@ -121,7 +142,10 @@ describe('rawAesSealer', () => {
   it('data keys: reused for up to maxMessages tokens and maxAgeMs, then a new one', async () => {
     let now = 0;
     const s = rawAesSealer(key(), { maxMessages: 3, maxAgeMs: 1000, now: () => now });
-    const wrappedOf = async () => Buffer.from(await s.seal('vitesse', token())).subarray(3, 3 + 60).toString('hex');
+    const wrappedOf = async () =>
+      Buffer.from(await s.seal('vitesse', token()))
+        .subarray(3, 3 + 60)
+        .toString('hex');
     const first = await wrappedOf();
     expect(await wrappedOf()).toBe(first);
     expect(await wrappedOf()).toBe(first);
@@ -131,7 +155,11 @@ describe('rawAesSealer', () => {
     expect(await wrappedOf()).toBe(second);
     now += 1;
     expect(await wrappedOf()).not.toBe(second);
-    expect(Buffer.from(await s.seal('other', token())).subarray(3, 63).toString('hex')).not.toBe(first); // one per connection
+    expect(
+      Buffer.from(await s.seal('other', token()))
+        .subarray(3, 63)
+        .toString('hex'),
+    ).not.toBe(first); // one per connection
   });
 
   it('another key does not open it', async () => {
@@ -166,7 +194,8 @@ describe('kmsSealer (KMS mocked with aws-sdk-client-mock)', () => {
   let checkContext: boolean;
   /** Errors the fake KMS raises on the next calls, before answering. */
   let failNext: { generate: Error[]; decrypt: Error[] };
-  const kmsError = (name: string, fault: 'client' | 'server') => Object.assign(new Error(name), { name, $fault: fault, $metadata: { httpStatusCode: fault === 'client' ? 400 : 500 } });
+  const kmsError = (name: string, fault: 'client' | 'server') =>
+    Object.assign(new Error(name), { name, $fault: fault, $metadata: { httpStatusCode: fault === 'client' ? 400 : 500 } });
   const ctx = (c: Record<string, string> | undefined) => JSON.stringify(Object.entries(c ?? {}).sort());
 
   beforeEach(() => {
@@ -186,7 +215,8 @@ describe('kmsSealer (KMS mocked with aws-sdk-client-mock)', () => {
       const fail = failNext.decrypt.shift();
       if (fail) throw fail;
       const found = issued.get(Buffer.from(input.CiphertextBlob!).toString('hex'));
-      if (!found || (checkContext && found.context !== ctx(input.EncryptionContext))) throw kmsError('InvalidCiphertextException', 'client');
+      if (!found || (checkContext && found.context !== ctx(input.EncryptionContext)))
+        throw kmsError('InvalidCiphertextException', 'client');
       return { KeyId: KEY_ARN, Plaintext: new Uint8Array(found.key) };
     });
   });
@@ -251,7 +281,9 @@ describe('kmsSealer (KMS mocked with aws-sdk-client-mock)', () => {
   it('another KMS key (a data key KMS never issued) does not open, and is not transient', async () => {
     const sealed = Buffer.from(await kmsSealer(KEY_ARN).seal('vitesse', token()));
     issued.clear();
-    const err = await kmsSealer(KEY_ARN).open('vitesse', new Uint8Array(sealed)).catch((e: unknown) => e);
+    const err = await kmsSealer(KEY_ARN)
+      .open('vitesse', new Uint8Array(sealed))
+      .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(SealError);
     expect(err).not.toBeInstanceOf(SealerUnavailable);
   });
@@ -278,7 +310,10 @@ describe('kmsSealer (KMS mocked with aws-sdk-client-mock)', () => {
   it('KMS throttled or failing on Decrypt: SealerUnavailable with the SDK error as cause (503, the token stays), and is not cached', async () => {
     const sealed = await kmsSealer(KEY_ARN).seal('vitesse', token());
     const reader = kmsSealer(KEY_ARN);
-    for (const [name, fault] of [['ThrottlingException', 'client'], ['KMSInternalException', 'server']] as const) {
+    for (const [name, fault] of [
+      ['ThrottlingException', 'client'],
+      ['KMSInternalException', 'server'],
+    ] as const) {
       failNext.decrypt.push(kmsError(name, fault));
       const err = await reader.open('vitesse', sealed).catch((e: unknown) => e);
       expect(err).not.toBeInstanceOf(SealError);
@@ -289,7 +324,9 @@ describe('kmsSealer (KMS mocked with aws-sdk-client-mock)', () => {
   });
 
   it('a token sealed in the previous format is refused before any KMS call', async () => {
-    const err = await kmsSealer(KEY_ARN).open(LEGACY_SEALED.connection, new Uint8Array(LEGACY_SEALED.sealed)).catch((e: unknown) => e);
+    const err = await kmsSealer(KEY_ARN)
+      .open(LEGACY_SEALED.connection, new Uint8Array(LEGACY_SEALED.sealed))
+      .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(SealError);
     expect(err).not.toBeInstanceOf(SealerUnavailable);
     expect(kms.commandCalls(DecryptCommand)).toHaveLength(0);
@@ -329,7 +366,7 @@ describe('kmsSealer (KMS mocked with aws-sdk-client-mock)', () => {
     expect(decrypts()).toBe(5);
   });
 
-  it('asks KMS in the key ARN\'s region', async () => {
+  it("asks KMS in the key ARN's region", async () => {
     await kmsSealer('arn:aws:kms:eu-west-3:111122223333:key/0d8e4a1c-7d0a-4c6e-9a57-1f2f1b2c3d4e').seal('vitesse', token());
     const [call] = kms.commandCalls(GenerateDataKeyCommand);
     expect(await (call!.thisValue as KMSClient).config.region()).toBe('eu-west-3');

@@ -1,4 +1,9 @@
-import { GetSecretValueCommand, ResourceNotFoundException, SecretsManagerClient, SecretsManagerServiceException } from '@aws-sdk/client-secrets-manager';
+import {
+  GetSecretValueCommand,
+  ResourceNotFoundException,
+  SecretsManagerClient,
+  SecretsManagerServiceException,
+} from '@aws-sdk/client-secrets-manager';
 import { mockClient } from 'aws-sdk-client-mock';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { CachedSecretSource, parseCredentials } from '../../functions/adapters/credentials.js';
@@ -16,7 +21,12 @@ const v2 = JSON.stringify({ client_id: CANARY.clientId, client_secret: 'CANARY-r
 const sm = mockClient(SecretsManagerClient);
 
 function throttling(): Error {
-  return new SecretsManagerServiceException({ name: 'ThrottlingException', $fault: 'client', message: 'Rate exceeded', $metadata: { httpStatusCode: 400 } });
+  return new SecretsManagerServiceException({
+    name: 'ThrottlingException',
+    $fault: 'client',
+    message: 'Rate exceeded',
+    $metadata: { httpStatusCode: 400 },
+  });
 }
 
 function setup() {
@@ -151,19 +161,24 @@ describe('secretsManagerSource', () => {
     ['empty client_secret', JSON.stringify({ client_id: CANARY.clientId, client_secret: '' }), /client_secret/],
     ['client_secret not a string', JSON.stringify({ client_id: CANARY.clientId, client_secret: 12345 }), /client_secret/],
     ['not an object', JSON.stringify(CANARY.clientSecret), /\(root\)/],
-  ])('D4: %s fails closed; the log detail names the secret and fields, the caller sees neither, nobody a value', async (_label, secretString, fields) => {
-    sm.on(GetSecretValueCommand).resolves({ SecretString: secretString, VersionId: 'ver-1' });
-    const { source } = setup();
-    const err = await brokerError(source.get(NAME));
-    expect(err.code).toBe('internal');
-    expect(err.extra.detail).toContain(NAME);
-    expect(err.extra.detail).toMatch(fields);
-    expect(err.message).not.toContain(NAME);
-    assertNoSecretMaterial(err);
-  });
+  ])(
+    'D4: %s fails closed; the log detail names the secret and fields, the caller sees neither, nobody a value',
+    async (_label, secretString, fields) => {
+      sm.on(GetSecretValueCommand).resolves({ SecretString: secretString, VersionId: 'ver-1' });
+      const { source } = setup();
+      const err = await brokerError(source.get(NAME));
+      expect(err.code).toBe('internal');
+      expect(err.extra.detail).toContain(NAME);
+      expect(err.extra.detail).toMatch(fields);
+      expect(err.message).not.toContain(NAME);
+      assertNoSecretMaterial(err);
+    },
+  );
 
   it('D4: a malformed rotation is not served over the last good value', async () => {
-    sm.on(GetSecretValueCommand).resolvesOnce({ SecretString: v1, VersionId: 'ver-1' }).resolves({ SecretString: '{oops', VersionId: 'ver-2' });
+    sm.on(GetSecretValueCommand)
+      .resolvesOnce({ SecretString: v1, VersionId: 'ver-1' })
+      .resolves({ SecretString: '{oops', VersionId: 'ver-2' });
     const { source } = setup();
     await source.get(NAME);
     const err = await brokerError(source.get(NAME, { forceRefresh: true }));

@@ -14,7 +14,14 @@ const ORIGIN = 'https://idp.example';
 const CALLERS = ['arn:aws:iam::111122223333:role/app'];
 
 function connection(patch: Record<string, unknown> = {}, name = 'vitesse'): Connection {
-  const c = { tokenUrl: `${ORIGIN}/connect/token`, grantType: 'client_credentials', scope: 'API', secret: 'token-broker/dev/vitesse', callers: CALLERS, ...patch };
+  const c = {
+    tokenUrl: `${ORIGIN}/connect/token`,
+    grantType: 'client_credentials',
+    scope: 'API',
+    secret: 'token-broker/dev/vitesse',
+    callers: CALLERS,
+    ...patch,
+  };
   return parseConfig({ connections: { [name]: c } }).connections.get(name)!;
 }
 
@@ -94,7 +101,12 @@ describe('token request shape', () => {
     expect(req.headers['accept']).toBe('application/json');
     expect(req.headers).not.toHaveProperty('authorization');
     const form = new URLSearchParams(req.body);
-    expect(Object.fromEntries(form)).toEqual({ grant_type: 'client_credentials', scope: 'API', client_id: CANARY.clientId, client_secret: CANARY.clientSecret });
+    expect(Object.fromEntries(form)).toEqual({
+      grant_type: 'client_credentials',
+      scope: 'API',
+      client_id: CANARY.clientId,
+      client_secret: CANARY.clientSecret,
+    });
   });
 
   it('password grant (Vertex Cloud): username, password and a scope with spaces', async () => {
@@ -135,7 +147,11 @@ describe('token request shape', () => {
 
   it('sends extraParams in the form body', async () => {
     reply(200, okBody);
-    await new HttpUpstream({ dispatcher: agent }).requestToken(connection({ extraParams: { audience: 'https://api.example/v1', resource: 'a b&c=d' } }), creds, signal());
+    await new HttpUpstream({ dispatcher: agent }).requestToken(
+      connection({ extraParams: { audience: 'https://api.example/v1', resource: 'a b&c=d' } }),
+      creds,
+      signal(),
+    );
     const form = new URLSearchParams(captured[0]!.body);
     expect(form.get('audience')).toBe('https://api.example/v1');
     expect(form.get('resource')).toBe('a b&c=d');
@@ -143,7 +159,11 @@ describe('token request shape', () => {
 
   it('client_secret_basic: Authorization header, no credentials in the body', async () => {
     reply(200, okBody);
-    await new HttpUpstream({ dispatcher: agent }).requestToken(connection({ clientAuthentication: 'client_secret_basic' }), creds, signal());
+    await new HttpUpstream({ dispatcher: agent }).requestToken(
+      connection({ clientAuthentication: 'client_secret_basic' }),
+      creds,
+      signal(),
+    );
     const req = captured[0]!;
     expect(req.headers.authorization).toMatch(/^Basic [A-Za-z0-9+/=]+$/);
     const form = new URLSearchParams(req.body);
@@ -155,7 +175,11 @@ describe('token request shape', () => {
   it('C7: Basic credentials are form-urlencoded before base64 (RFC 6749 2.3.1) and decode back', async () => {
     const tricky: ClientCredentials = { client_id: 'my client:1', client_secret: 'a:b%c+d é€/=?&' };
     reply(200, okBody);
-    await new HttpUpstream({ dispatcher: agent }).requestToken(connection({ clientAuthentication: 'client_secret_basic' }), tricky, signal());
+    await new HttpUpstream({ dispatcher: agent }).requestToken(
+      connection({ clientAuthentication: 'client_secret_basic' }),
+      tricky,
+      signal(),
+    );
     const header = captured[0]!.headers.authorization!;
     // Independently computed: encodeURIComponent plus '+' for space is the urlencoded form for these characters.
     const enc = (v: string) => encodeURIComponent(v).replace(/%20/g, '+');
@@ -179,7 +203,16 @@ describe('token request shape', () => {
 
 describe('responses', () => {
   it('parses a 200 with a string expires_in and a granted scope', async () => {
-    reply(200, JSON.stringify({ access_token: CANARY.accessToken, token_type: 'bearer', expires_in: '3600', scope: 'API', refresh_token: 'CANARY-refresh' }));
+    reply(
+      200,
+      JSON.stringify({
+        access_token: CANARY.accessToken,
+        token_type: 'bearer',
+        expires_in: '3600',
+        scope: 'API',
+        refresh_token: 'CANARY-refresh',
+      }),
+    );
     const t = await new HttpUpstream({ dispatcher: agent }).requestToken(connection(), creds, signal());
     expect(t).toEqual({ accessToken: CANARY.accessToken, tokenType: 'Bearer', expiresInSeconds: 3600, scope: 'API' });
   });
@@ -190,15 +223,20 @@ describe('responses', () => {
     expect(e.failure).toEqual({ kind: 'oauth', status: 400, error: 'invalid_client' });
   });
 
-  it.each(['invalid_grant', 'invalid_scope', 'unauthorized_client', 'unsupported_grant_type', 'invalid_request'])('400 %s is an oauth failure', async (code) => {
-    reply(400, JSON.stringify({ error: code }));
-    const e = await failure(new HttpUpstream({ dispatcher: agent }).requestToken(connection(), creds, signal()));
-    expect(e.failure).toEqual({ kind: 'oauth', status: 400, error: code });
-  });
+  it.each(['invalid_grant', 'invalid_scope', 'unauthorized_client', 'unsupported_grant_type', 'invalid_request'])(
+    '400 %s is an oauth failure',
+    async (code) => {
+      reply(400, JSON.stringify({ error: code }));
+      const e = await failure(new HttpUpstream({ dispatcher: agent }).requestToken(connection(), creds, signal()));
+      expect(e.failure).toEqual({ kind: 'oauth', status: 400, error: code });
+    },
+  );
 
   it('401 with WWW-Authenticate and no body is invalid_client', async () => {
     reply(401, '', { 'www-authenticate': 'Basic realm="token"' });
-    const e = await failure(new HttpUpstream({ dispatcher: agent }).requestToken(connection({ clientAuthentication: 'client_secret_basic' }), creds, signal()));
+    const e = await failure(
+      new HttpUpstream({ dispatcher: agent }).requestToken(connection({ clientAuthentication: 'client_secret_basic' }), creds, signal()),
+    );
     expect(e.failure).toEqual({ kind: 'oauth', status: 401, error: 'invalid_client' });
   });
 
@@ -255,7 +293,9 @@ describe('responses', () => {
     expect(e.message).toMatch(/larger than 1024 bytes/);
     // The same body is fine under the default cap (64 KiB).
     reply(200, big);
-    await expect(new HttpUpstream({ dispatcher: agent }).requestToken(connection(), creds, signal())).resolves.toMatchObject({ accessToken: CANARY.accessToken });
+    await expect(new HttpUpstream({ dispatcher: agent }).requestToken(connection(), creds, signal())).resolves.toMatchObject({
+      accessToken: CANARY.accessToken,
+    });
   });
 
   it('a network error is unavailable', async () => {

@@ -42,7 +42,10 @@ afterEach(async () => {
 });
 
 /** Queue replies (status, body, headers) for GET /prod/tokens/vitesse-staging; records each request. */
-function replies(list: Array<[number, string, Record<string, string>?]>, path: string | ((p: string) => boolean) = (p) => p.startsWith(`/prod/tokens/${CONN}?`)) {
+function replies(
+  list: Array<[number, string, Record<string, string>?]>,
+  path: string | ((p: string) => boolean) = (p) => p.startsWith(`/prod/tokens/${CONN}?`),
+) {
   for (const [status, body, headers] of list) {
     broker.pool.intercept({ path, method: 'GET' }).reply((opts) => {
       record(broker.seen, opts as never);
@@ -66,7 +69,9 @@ describe('TokenBrokerClient: signing', () => {
     expect(req.method).toBe('GET');
     expect(req.path).toBe(TOKEN_PATH());
     const auth = req.headers.authorization ?? '';
-    expect(auth).toMatch(/^AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE\/20260102\/eu-west-1\/execute-api\/aws4_request, SignedHeaders=[a-z0-9;-]+, Signature=[0-9a-f]{64}$/);
+    expect(auth).toMatch(
+      /^AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE\/20260102\/eu-west-1\/execute-api\/aws4_request, SignedHeaders=[a-z0-9;-]+, Signature=[0-9a-f]{64}$/,
+    );
     expect(req.headers['x-amz-date']).toBe('20260102T030405Z');
     expect(req.headers['x-amz-security-token']).toBe(CREDENTIALS.sessionToken);
     expect(req.headers.host).toBe(new URL(ORIGIN).host);
@@ -88,7 +93,11 @@ describe('TokenBrokerClient: signing', () => {
     expect(req.headers['content-type']).toBe('application/json');
     expect(resign(req, 'eu-west-1')).toBe(req.headers.authorization);
     // The body is covered: its SHA-256 is the signed x-amz-content-sha256 (which aws4 also hashes into the signature).
-    expect(req.headers['x-amz-content-sha256']).toBe(createHash('sha256').update(req.body ?? '').digest('hex'));
+    expect(req.headers['x-amz-content-sha256']).toBe(
+      createHash('sha256')
+        .update(req.body ?? '')
+        .digest('hex'),
+    );
     expect(req.headers.authorization).toMatch(/SignedHeaders=[^,]*x-amz-content-sha256/);
   });
 
@@ -110,9 +119,13 @@ describe('TokenBrokerClient: signing', () => {
   });
 
   it('refuses plain http except on loopback, and endpoints with a query', () => {
-    expect(() => new TokenBrokerClient({ endpoint: 'http://broker.example.com', region: 'us-east-1', credentials: CREDENTIALS })).toThrow(/https/);
+    expect(() => new TokenBrokerClient({ endpoint: 'http://broker.example.com', region: 'us-east-1', credentials: CREDENTIALS })).toThrow(
+      /https/,
+    );
     expect(() => new TokenBrokerClient({ endpoint: `${ENDPOINT}?x=1`, credentials: CREDENTIALS })).toThrow(/query/);
-    expect(new TokenBrokerClient({ endpoint: 'http://127.0.0.1:8787', region: 'us-east-1', credentials: CREDENTIALS }).region).toBe('us-east-1');
+    expect(new TokenBrokerClient({ endpoint: 'http://127.0.0.1:8787', region: 'us-east-1', credentials: CREDENTIALS }).region).toBe(
+      'us-east-1',
+    );
   });
 
   it('uses a credential provider function and signs with whatever it returns', async () => {
@@ -339,7 +352,13 @@ describe('TokenBrokerClient: retries and deadline', () => {
   ] as const)('does not retry %i %s', async (status, code, cls) => {
     broker = mockBroker();
     const t = new FakeClock(T0);
-    replies([[status, errorBody(code, `nope ${code}`, code === 'upstream_error' ? { upstream_error: 'invalid_client' } : {}), { 'retry-after': '1' }]]);
+    replies([
+      [
+        status,
+        errorBody(code, `nope ${code}`, code === 'upstream_error' ? { upstream_error: 'invalid_client' } : {}),
+        { 'retry-after': '1' },
+      ],
+    ]);
     const client = newClient({ dispatcher: broker.agent, now: t.now, sleep: t.sleep });
     const error = await client.getToken(CONN).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(cls);
@@ -355,7 +374,9 @@ describe('TokenBrokerClient: error classes', () => {
   it('UpstreamError carries the OAuth code from upstream_error', async () => {
     broker = mockBroker();
     replies([[502, errorBody('upstream_error', 'upstream refused the client credentials', { upstream_error: 'invalid_client' })]]);
-    const error = await newClient({ dispatcher: broker.agent }).getToken(CONN).catch((e: unknown) => e);
+    const error = await newClient({ dispatcher: broker.agent })
+      .getToken(CONN)
+      .catch((e: unknown) => e);
     expect(error).toBeInstanceOf(UpstreamError);
     expect(error).toMatchObject({ name: 'UpstreamError', code: 'upstream_error', status: 502, upstreamError: 'invalid_client' });
   });
@@ -379,7 +400,9 @@ describe('TokenBrokerClient: error classes', () => {
   it('a 200 without a usable token is InternalError and its message does not echo the body', async () => {
     broker = mockBroker();
     replies([[200, JSON.stringify({ access_token: 'tok-secret-looking', expires_in: 'soon' })]]);
-    const error = await newClient({ dispatcher: broker.agent }).getToken(CONN).catch((e: unknown) => e);
+    const error = await newClient({ dispatcher: broker.agent })
+      .getToken(CONN)
+      .catch((e: unknown) => e);
     expect(error).toBeInstanceOf(InternalError);
     expect(String((error as Error).message)).not.toContain('tok-secret-looking');
     expect(inspect(error)).not.toContain('tok-secret-looking');
@@ -401,7 +424,11 @@ describe('TokenBrokerClient: invalidate', () => {
   function invalidateReplies(status: number, body: string | Record<string, unknown> = '') {
     broker.pool.intercept({ path: `/prod/tokens/${CONN}/invalidate`, method: 'POST' }).reply((opts) => {
       record(broker.seen, opts as never);
-      return { statusCode: status, data: typeof body === 'string' ? body : JSON.stringify(body), responseOptions: { headers: { 'content-type': 'application/json' } } };
+      return {
+        statusCode: status,
+        data: typeof body === 'string' ? body : JSON.stringify(body),
+        responseOptions: { headers: { 'content-type': 'application/json' } },
+      };
     });
   }
   const posts = () => broker.seen.filter((r) => r.method === 'POST').length;
@@ -517,7 +544,9 @@ describe('TokenBrokerClient: invalidate', () => {
   it('throws typed errors and never puts the token in the message', async () => {
     broker = mockBroker();
     invalidateReplies(400, errorBody('invalid_request', 'bad access_token tok-in-message'));
-    const error = await newClient({ dispatcher: broker.agent }).invalidate(CONN, 'tok-in-message').catch((e: unknown) => e);
+    const error = await newClient({ dispatcher: broker.agent })
+      .invalidate(CONN, 'tok-in-message')
+      .catch((e: unknown) => e);
     expect(error).toBeInstanceOf(InvalidRequestError);
     expect((error as Error).message).not.toContain('tok-in-message');
     expect((error as Error).message).toContain('[token redacted]');
@@ -530,7 +559,16 @@ function resign(req: SeenRequest, region: string): string {
   const headers: Record<string, string> = {};
   for (const name of signedNames) headers[name] = req.headers[name] ?? '';
   const signer = new aws4.RequestSigner(
-    { host: req.headers.host, method: req.method, path: req.path, headers, body: req.body, service: 'execute-api', region, doNotModifyHeaders: true },
+    {
+      host: req.headers.host,
+      method: req.method,
+      path: req.path,
+      headers,
+      body: req.body,
+      service: 'execute-api',
+      region,
+      doNotModifyHeaders: true,
+    },
     CREDENTIALS,
   );
   // With doNotModifyHeaders aws4 does not read X-Amz-Date itself: give it the request's signing time.

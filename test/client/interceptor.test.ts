@@ -109,7 +109,11 @@ describe('tokenInterceptor', () => {
   it('replaces an Authorization header the caller set, in every header shape', async () => {
     brokerServes(['tok-1']);
     const { dispatcher } = upstream();
-    for (const headers of [{ Authorization: 'Bearer mine' }, ['authorization', 'Bearer mine', 'x-a', '1'], new Map([['AUTHORIZATION', 'Bearer mine']])]) {
+    for (const headers of [
+      { Authorization: 'Bearer mine' },
+      ['authorization', 'Bearer mine', 'x-a', '1'],
+      new Map([['AUTHORIZATION', 'Bearer mine']]),
+    ]) {
       const res = await request(`${api.server.url}/x`, { dispatcher, headers: headers as never });
       await res.body.text();
     }
@@ -138,7 +142,12 @@ describe('tokenInterceptor', () => {
     rejected.add('tok-1');
     const { dispatcher, healErrors } = upstream();
     const body = JSON.stringify({ amount: 1234, currency: 'EUR' });
-    const res = await request(`${api.server.url}/payments`, { dispatcher, method: 'POST', body, headers: { 'content-type': 'application/json' } });
+    const res = await request(`${api.server.url}/payments`, {
+      dispatcher,
+      method: 'POST',
+      body,
+      headers: { 'content-type': 'application/json' },
+    });
     expect(res.statusCode).toBe(200);
     expect(await res.body.json()).toEqual({ ok: true, method: 'POST', body });
     expect(api.hits.map((h) => [h.authorization, h.body])).toEqual([
@@ -149,12 +158,17 @@ describe('tokenInterceptor', () => {
     expect(healErrors).toEqual([]);
   });
 
-  it("heals undici fetch() requests too (fetch streams every body: it is buffered for the replay)", async () => {
+  it('heals undici fetch() requests too (fetch streams every body: it is buffered for the replay)', async () => {
     brokerServes(['tok-1', 'tok-2']);
     rejected.add('tok-1');
     const { dispatcher } = upstream();
     const body = JSON.stringify({ amount: 5 });
-    const res = await fetch(`${api.server.url}/payments`, { dispatcher, method: 'POST', body, headers: { 'content-type': 'application/json' } });
+    const res = await fetch(`${api.server.url}/payments`, {
+      dispatcher,
+      method: 'POST',
+      body,
+      headers: { 'content-type': 'application/json' },
+    });
     expect(res.status).toBe(200);
     expect(await res.json()).toEqual({ ok: true, method: 'POST', body });
     expect(api.hits.map((h) => h.authorization)).toEqual(['Bearer tok-1', 'Bearer tok-2']);
@@ -299,7 +313,9 @@ describe('tokenInterceptor', () => {
       },
     };
     const healErrors: unknown[] = [];
-    const dispatcher = agent.compose(tokenInterceptor(sameToken, { connection: CONN, origin: api.server.url, onHealError: (e) => healErrors.push(e) }));
+    const dispatcher = agent.compose(
+      tokenInterceptor(sameToken, { connection: CONN, origin: api.server.url, onHealError: (e) => healErrors.push(e) }),
+    );
     const res = await request(`${api.server.url}/payments`, { dispatcher, method: 'POST', body: 'x' });
     expect(res.statusCode).toBe(401);
     expect(await res.body.json()).toEqual({ error: 'invalid_token', detail: 'upstream says no' });

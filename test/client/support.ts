@@ -30,7 +30,12 @@ export function mockBroker() {
 
 /** Records a request as the MockAgent reply callback sees it. */
 export function record(seen: SeenRequest[], opts: { method: string; path: string; headers?: unknown; body?: unknown }): void {
-  seen.push({ method: opts.method, path: opts.path, headers: lowerHeaders(opts.headers), body: typeof opts.body === 'string' ? opts.body : undefined });
+  seen.push({
+    method: opts.method,
+    path: opts.path,
+    headers: lowerHeaders(opts.headers),
+    body: typeof opts.body === 'string' ? opts.body : undefined,
+  });
 }
 
 function lowerHeaders(headers: unknown): Record<string, string> {

@@ -78,7 +78,13 @@ function headingsIn(text: string): string[] {
   let fenced = false;
   for (const line of text.split('\n')) {
     if (/^\s*(```|~~~)/.test(line)) fenced = !fenced;
-    else if (!fenced && /^#{1,6} /.test(line)) out.push(line.replace(/^#+ /, '').replace(/\s+#+\s*$/, '').trim());
+    else if (!fenced && /^#{1,6} /.test(line))
+      out.push(
+        line
+          .replace(/^#+ /, '')
+          .replace(/\s+#+\s*$/, '')
+          .trim(),
+      );
   }
   return out;
 }
@@ -109,7 +115,16 @@ function resolve(from: string, ref: string): string | undefined {
 
 describe('reading markdown', () => {
   it('headings outside fenced code, anchored as GitHub does', () => {
-    const md = ['# A title', '```sh', '# not a heading', '```', '## Local mode (`npm start`) ##', '## Notes', '### Notes', 'text # no'].join('\n');
+    const md = [
+      '# A title',
+      '```sh',
+      '# not a heading',
+      '```',
+      '## Local mode (`npm start`) ##',
+      '## Notes',
+      '### Notes',
+      'text # no',
+    ].join('\n');
     const headings = headingsIn(md);
     expect(headings).toEqual(['A title', 'Local mode (`npm start`)', 'Notes', 'Notes']);
     expect([...anchorsIn(headings)]).toEqual(['a-title', 'local-mode-npm-start', 'notes', 'notes-1']);

@@ -26,7 +26,8 @@ function findPython(): string | undefined {
 }
 
 const PYTHON = findPython();
-if (!PYTHON && process.env.CI) throw new Error('no python3 with botocore and requests: .ci/run installs python3-botocore and python3-requests');
+if (!PYTHON && process.env.CI)
+  throw new Error('no python3 with botocore and requests: .ci/run installs python3-botocore and python3-requests');
 
 interface Run {
   code: number;
@@ -53,7 +54,8 @@ function python(args: string[], env: Record<string, string> = {}): Promise<Run> 
           ...env,
         },
       },
-      (e, stdout, stderr) => resolve({ code: e ? ((e as { code?: number }).code ?? 1) : 0, stdout: String(stdout), stderr: String(stderr) }),
+      (e, stdout, stderr) =>
+        resolve({ code: e ? ((e as { code?: number }).code ?? 1) : 0, stdout: String(stdout), stderr: String(stderr) }),
     );
   });
 }
@@ -80,14 +82,24 @@ describe.skipIf(!PYTHON)('examples/python/get_token.py', () => {
       apiTokens.push(token);
       apiKeys.push(String(req.headers['idempotency-key'] ?? ''));
       const ok = token !== '' && token !== apiTokens[0];
-      res.writeHead(ok ? 200 : 401, { 'content-type': 'application/json' }).end(JSON.stringify(ok ? { ok: true } : { error: 'invalid_token' }));
+      res
+        .writeHead(ok ? 200 : 401, { 'content-type': 'application/json' })
+        .end(JSON.stringify(ok ? { ok: true } : { error: 'invalid_token' }));
     });
     const config = {
       connections: {
-        'py-demo': { tokenUrl: `${oauth.url}/token`, grantType: 'client_credentials', scope: 'API', secret: 'py/demo', callers: ['arn:aws:iam::111122223333:role/python-*'] },
+        'py-demo': {
+          tokenUrl: `${oauth.url}/token`,
+          grantType: 'client_credentials',
+          scope: 'API',
+          secret: 'py/demo',
+          callers: ['arn:aws:iam::111122223333:role/python-*'],
+        },
       },
       secrets: { 'py/demo': { client_id: 'py', client_secret: 'py-secret' } },
-      callers: { [CALLER.accessKeyId]: { secretAccessKey: CALLER.secretAccessKey, principal: 'arn:aws:iam::111122223333:role/python-app' } },
+      callers: {
+        [CALLER.accessKeyId]: { secretAccessKey: CALLER.secretAccessKey, principal: 'arn:aws:iam::111122223333:role/python-app' },
+      },
     };
     dir = mkdtempSync(join(tmpdir(), 'python-example-'));
     writeFileSync(join(dir, 'broker.json'), JSON.stringify(config));
@@ -161,10 +173,16 @@ describe.skipIf(!PYTHON)('examples/python/get_token.py', () => {
       fake = await listen((req, res, body) => {
         let signed = false;
         try {
-          signed = verifySigV4(
-            { method: req.method ?? 'GET', target: req.url ?? '/', headers: req.headers as Record<string, string>, body: Buffer.from(body) },
-            { region: 'eu-west-1', now: Date.now(), secretFor: (k) => (k === CALLER.accessKeyId ? CALLER.secretAccessKey : undefined) },
-          ).accessKeyId === CALLER.accessKeyId;
+          signed =
+            verifySigV4(
+              {
+                method: req.method ?? 'GET',
+                target: req.url ?? '/',
+                headers: req.headers as Record<string, string>,
+                body: Buffer.from(body),
+              },
+              { region: 'eu-west-1', now: Date.now(), secretFor: (k) => (k === CALLER.accessKeyId ? CALLER.secretAccessKey : undefined) },
+            ).accessKeyId === CALLER.accessKeyId;
         } catch {
           signed = false;
         }
@@ -175,7 +193,15 @@ describe.skipIf(!PYTHON)('examples/python/get_token.py', () => {
         } else if (++gets === 1) {
           res.writeHead(503, { 'retry-after': '7' }).end(JSON.stringify({ error: 'unavailable', message: 'refresh in progress' }));
         } else {
-          res.writeHead(200).end(JSON.stringify({ access_token: 'fake-tok', token_type: 'Bearer', expires_in: 300, expires_at: new Date().toISOString(), connection: 'py-demo' }));
+          res.writeHead(200).end(
+            JSON.stringify({
+              access_token: 'fake-tok',
+              token_type: 'Bearer',
+              expires_in: 300,
+              expires_at: new Date().toISOString(),
+              connection: 'py-demo',
+            }),
+          );
         }
       });
       always401 = await listen((_req, res) => {

@@ -2,13 +2,7 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } fro
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import {
-  bundleConfigDocument,
-  callerAccounts,
-  principalArnPatterns,
-  renderBundleConfig,
-  secretRefs,
-} from '../../cdk/src/connections';
+import { bundleConfigDocument, callerAccounts, principalArnPatterns, renderBundleConfig, secretRefs } from '../../cdk/src/connections';
 import { PREBUILT_LAMBDA_DIR, stageLambdaCode } from '../../cdk/src/lambda-code';
 import { parseConfig } from '../../functions/core/config';
 import { CONFIG_DIR } from '../../infra/build';
@@ -128,14 +122,18 @@ describe('the Lambda asset: prebuilt code + config.json', () => {
     const { app, stack } = synth('dev');
     const assembly = app.synth();
     const template = JSON.parse(readFileSync(join(assembly.directory, stack.templateFile), 'utf8'));
-    const fn = Object.values(template.Resources as Record<string, { Type: string; Properties: Json }>).find((r) => r.Type === 'AWS::Lambda::Function')!;
+    const fn = Object.values(template.Resources as Record<string, { Type: string; Properties: Json }>).find(
+      (r) => r.Type === 'AWS::Lambda::Function',
+    )!;
     expect(fn.Properties.Handler).toBe('index.handler');
     const assetDir = join(assembly.directory, `asset.${(fn.Properties.Code.S3Key as string).replace(/\.zip$/, '')}`);
     expect(existsSync(assetDir)).toBe(true);
     const prebuilt = readdirSync(PREBUILT_LAMBDA_DIR, { recursive: true }).map(String).sort();
     expect(readdirSync(assetDir, { recursive: true }).map(String).sort()).toEqual([...prebuilt, 'config.json'].sort());
     expect(readFileSync(join(assetDir, 'index.mjs'), 'utf8')).toBe(readFileSync(join(PREBUILT_LAMBDA_DIR, 'index.mjs'), 'utf8'));
-    expect(JSON.parse(readFileSync(join(assetDir, 'config.json'), 'utf8'))).toEqual(bundleConfigDocument(loadStage('dev', CONFIG_DIR).config));
+    expect(JSON.parse(readFileSync(join(assetDir, 'config.json'), 'utf8'))).toEqual(
+      bundleConfigDocument(loadStage('dev', CONFIG_DIR).config),
+    );
   });
 });
 
@@ -149,14 +147,22 @@ describe('stage options in the stack', () => {
     const api = only(resources(template, 'AWS::ApiGateway::RestApi'))[1].Properties;
     expect(api.EndpointConfiguration).toEqual({ Types: ['PRIVATE'], VpcEndpointIds: ['vpce-0123456789abcdef0'] });
     const s = bySid(api.Policy.Statement as Statement[]);
-    expect(Object.keys(s).sort()).toEqual(['AllowConfiguredCallers', 'DenyOtherAccounts', 'DenyOutsideOrganisation', 'DenyOutsideVpcEndpoints']);
+    expect(Object.keys(s).sort()).toEqual([
+      'AllowConfiguredCallers',
+      'DenyOtherAccounts',
+      'DenyOutsideOrganisation',
+      'DenyOutsideVpcEndpoints',
+    ]);
     expect(s.DenyOutsideOrganisation).toMatchObject({
       Effect: 'Deny',
       Principal: { AWS: '*' },
       Resource: 'execute-api:/*',
       Condition: { StringNotEquals: { 'aws:PrincipalOrgID': 'o-abcdefghij' } },
     });
-    expect(s.DenyOutsideVpcEndpoints).toMatchObject({ Effect: 'Deny', Condition: { StringNotEquals: { 'aws:SourceVpce': ['vpce-0123456789abcdef0'] } } });
+    expect(s.DenyOutsideVpcEndpoints).toMatchObject({
+      Effect: 'Deny',
+      Condition: { StringNotEquals: { 'aws:SourceVpce': ['vpce-0123456789abcdef0'] } },
+    });
   });
 
   it('organisation without private endpoint: accounts allowed, other accounts and non-members denied', () => {
@@ -164,7 +170,11 @@ describe('stage options in the stack', () => {
     const { template } = synth('org', { configDir: dir });
     const api = only(resources(template, 'AWS::ApiGateway::RestApi'))[1].Properties;
     expect(api.EndpointConfiguration).toEqual({ Types: ['REGIONAL'] });
-    expect(Object.keys(bySid(api.Policy.Statement as Statement[])).sort()).toEqual(['AllowConfiguredCallers', 'DenyOtherAccounts', 'DenyOutsideOrganisation']);
+    expect(Object.keys(bySid(api.Policy.Statement as Statement[])).sort()).toEqual([
+      'AllowConfiguredCallers',
+      'DenyOtherAccounts',
+      'DenyOutsideOrganisation',
+    ]);
   });
 
   it('no account log role where the platform manages it', () => {
@@ -175,7 +185,9 @@ describe('stage options in the stack', () => {
 
   it('an invalid config fails the synth with the file named as given', () => {
     const dir = configDirWith('dev', { connections: { pay: connection({ callers: [] }) } });
-    expect(() => synth('dev', { configDir: dir })).toThrow(/^invalid config \(.*dev\.json\):\n {2}connections\.pay\.callers: must list at least one caller/);
+    expect(() => synth('dev', { configDir: dir })).toThrow(
+      /^invalid config \(.*dev\.json\):\n {2}connections\.pay\.callers: must list at least one caller/,
+    );
   });
 
   it('a resource policy change forces a new API deployment (else it would not take effect)', () => {
@@ -194,7 +206,9 @@ describe('stage options in the stack', () => {
     const dir = configDirWith('dev', { connections: { pay: connection({ secret: arn }) } });
     const { template } = synth('dev', { configDir: dir });
     expect(resources(template, 'AWS::SecretsManager::Secret')).toEqual({});
-    const statements = Object.values(resources(template, 'AWS::IAM::Policy')).flatMap((p) => p.Properties.PolicyDocument.Statement as Statement[]);
+    const statements = Object.values(resources(template, 'AWS::IAM::Policy')).flatMap(
+      (p) => p.Properties.PolicyDocument.Statement as Statement[],
+    );
     const read = statements.filter((st) => asArray(st.Action).includes('secretsmanager:GetSecretValue'));
     expect(read).toHaveLength(1);
     expect(read[0]!.Resource).toBe(arn);

@@ -14,7 +14,9 @@ import { type CfnResource, cdkContext, connection, resources } from './helpers';
 const stack = () => new Stack(new App({ context: cdkContext(), outdir: mkdtempSync(join(tmpdir(), 'construct-')) }), 'Platform');
 /** The helper's connections are loosely typed JSON, as a config file is. */
 const asConfig = (doc: unknown) => doc as TokenBrokerConfig;
-const config = asConfig({ connections: { pay: connection(), tax: connection({ secret: 'tb/tax', rateLimit: { max: 5, windowSeconds: 3600 } }) } });
+const config = asConfig({
+  connections: { pay: connection(), tax: connection({ secret: 'tb/tax', rateLimit: { max: 5, windowSeconds: 3600 } }) },
+});
 
 describe('TokenBroker in a plain stack', () => {
   it('defaults: stage "default", data retained, deletion protection on, logs kept a year', () => {
@@ -47,9 +49,13 @@ describe('TokenBroker in a plain stack', () => {
     expect(() => new TokenBroker(stack(), 'Broker', { stage: 'Prod_1', config })).toThrow(
       new StageError('stage "Prod_1": a stage name is lowercase letters, digits and -, starting with a letter, at most 20 characters'),
     );
-    expect(() => new TokenBroker(stack(), 'Broker', { config: asConfig({ connections: { pay: connection({ callers: [] }) } }), configSource: 'inline' })).toThrow(
-      new ConfigError('invalid config (inline):\n  connections.pay.callers: must list at least one caller (deny by default)'),
-    );
+    expect(
+      () =>
+        new TokenBroker(stack(), 'Broker', {
+          config: asConfig({ connections: { pay: connection({ callers: [] }) } }),
+          configSource: 'inline',
+        }),
+    ).toThrow(new ConfigError('invalid config (inline):\n  connections.pay.callers: must list at least one caller (deny by default)'));
   });
 
   it('callerPolicy(connection) and grantInvoke(grantee, connection): the connection’s two routes, unknown connections refused', () => {
@@ -72,10 +78,13 @@ describe('TokenBroker in a plain stack', () => {
 
   it('a stage whose dashboard would exceed CloudWatch’s 500 widgets is refused at synth, not at deploy', () => {
     const arn = (i: number) => `arn:aws:secretsmanager:eu-west-1:111122223333:secret:tb/${i}-AbCdEf`;
-    const many = (n: number) => asConfig({ connections: Object.fromEntries(Array.from({ length: n }, (_, i) => [`c${i}`, connection({ secret: arn(i) })])) });
+    const many = (n: number) =>
+      asConfig({ connections: Object.fromEntries(Array.from({ length: n }, (_, i) => [`c${i}`, connection({ secret: arn(i) })])) });
     expect(() => new TokenBroker(stack(), 'Broker', { stage: 'big', config: many(82) })).not.toThrow(); // 5 + 82 * 6 widgets
     expect(() => new TokenBroker(stack(), 'Broker', { stage: 'big', config: many(83) })).toThrow(
-      new StageError('stage "big": 83 connections need 503 dashboard widgets and CloudWatch allows 500: split the connections across stages'),
+      new StageError(
+        'stage "big": 83 connections need 503 dashboard widgets and CloudWatch allows 500: split the connections across stages',
+      ),
     );
   }, 60_000);
 
@@ -83,7 +92,9 @@ describe('TokenBroker in a plain stack', () => {
     const s = stack();
     new TokenBroker(s, 'A', { stage: 'a', config });
     expect(() => new TokenBroker(s, 'B', { stage: 'b', config })).toThrow(
-      new StageError('token-broker: Platform/A is already in this stack; its outputs (ApiUrl, TableName...) have fixed names, so stage "b" needs a stack of its own'),
+      new StageError(
+        'token-broker: Platform/A is already in this stack; its outputs (ApiUrl, TableName...) have fixed names, so stage "b" needs a stack of its own',
+      ),
     );
   });
 });

@@ -16,7 +16,14 @@ const entry = entryOutput(meta);
 const staticGraph = (from: string) => staticOutputs(meta, from);
 const inputsOf = (outputs: Iterable<string>) => new Set([...outputs].flatMap((o) => Object.keys(meta.outputs[o]!.inputs)));
 
-const REFRESH_ONLY = [/^functions\/adapters\/upstream-http\.ts$/, /^functions\/adapters\/secrets-manager\.ts$/, /node_modules\/undici\//, /node_modules\/@aws-sdk\/client-secrets-manager\//, /node_modules\/zod\//, /^functions\/core\/config\.ts$/];
+const REFRESH_ONLY = [
+  /^functions\/adapters\/upstream-http\.ts$/,
+  /^functions\/adapters\/secrets-manager\.ts$/,
+  /node_modules\/undici\//,
+  /node_modules\/@aws-sdk\/client-secrets-manager\//,
+  /node_modules\/zod\//,
+  /^functions\/core\/config\.ts$/,
+];
 
 describe('the prebuilt Lambda', () => {
   it('is index.mjs (handler index.handler) with the createRequire banner, chunks beside it', () => {
@@ -30,15 +37,28 @@ describe('the prebuilt Lambda', () => {
 
   it('cold start loads the handler, core, store and sealer, and none of the refresh-only modules', () => {
     const atInit = inputsOf(staticGraph(entry));
-    for (const needed of ['functions/broker/handler.ts', 'functions/core/broker.ts', 'functions/adapters/dynamodb-store.ts', 'functions/adapters/sealer.ts']) {
+    for (const needed of [
+      'functions/broker/handler.ts',
+      'functions/core/broker.ts',
+      'functions/adapters/dynamodb-store.ts',
+      'functions/adapters/sealer.ts',
+    ]) {
       expect(atInit).toContain(needed);
     }
-    for (const lazy of REFRESH_ONLY) expect([...atInit].filter((i) => lazy.test(i)), String(lazy)).toEqual([]);
+    for (const lazy of REFRESH_ONLY)
+      expect(
+        [...atInit].filter((i) => lazy.test(i)),
+        String(lazy),
+      ).toEqual([]);
   });
 
   it('the refresh-only modules are in chunks of their own, reached by dynamic import()', () => {
     const all = inputsOf(Object.keys(meta.outputs));
-    for (const lazy of REFRESH_ONLY) expect([...all].some((i) => lazy.test(i)), String(lazy)).toBe(true);
+    for (const lazy of REFRESH_ONLY)
+      expect(
+        [...all].some((i) => lazy.test(i)),
+        String(lazy),
+      ).toBe(true);
     const dynamic = meta.outputs[entry]!.imports.filter((i) => i.kind === 'dynamic-import').map((i) => i.path);
     const lazyInputs = inputsOf(dynamic.flatMap((d) => [...staticGraph(d)]));
     expect(lazyInputs).toContain('functions/adapters/upstream-http.ts');

@@ -13,7 +13,9 @@ const dev = synth('dev');
 const CONNECTIONS = ['vertex-cloud', 'vertex-oseries', 'vitesse'];
 
 const alarmsOf = (template = dev.template) =>
-  Object.fromEntries(Object.values(resources(template, 'AWS::CloudWatch::Alarm')).map((a) => [a.Properties.AlarmName as string, a.Properties]));
+  Object.fromEntries(
+    Object.values(resources(template, 'AWS::CloudWatch::Alarm')).map((a) => [a.Properties.AlarmName as string, a.Properties]),
+  );
 /** Alarm dimensions as CloudFormation lists them (sorted by name). */
 const dims = (connection: string, ledger?: string) =>
   [
@@ -121,14 +123,17 @@ describe('alarm subscribers', () => {
     expect(errors[0]).toMatch(/no-alarm-subscribers/);
     expect(expectedNoise(errors[0]!)).toBe(true);
     // A report with any other finding is printed.
-    const other = "WARNING token-broker x: something else (Annotation)\n   TokenBroker-x/Broker/Api constructs.Construct\n";
+    const other = 'WARNING token-broker x: something else (Annotation)\n   TokenBroker-x/Broker/Api constructs.Construct\n';
     expect(expectedNoise(other + errors[0]!)).toBe(false);
     expect(expectedNoise(errors[0]!.replace('no-alarm-subscribers', 'other-warning'))).toBe(false);
     expect(expectedNoise('an unrelated console line')).toBe(false);
   });
 
   it('e-mail addresses subscribe to the stage topic', () => {
-    const dir = configDirWith('x', { settings: { alarms: { emails: ['ops@example.com', 'tax@example.com'] } }, connections: { pay: connection() } });
+    const dir = configDirWith('x', {
+      settings: { alarms: { emails: ['ops@example.com', 'tax@example.com'] } },
+      connections: { pay: connection() },
+    });
     const { result: template, errors } = consoleErrors(() => synth('x', { configDir: dir }).template);
     expect(errors).toEqual([]); // no warning, no report
     const topicId = logicalId(template, 'AWS::SNS::Topic');
@@ -152,7 +157,8 @@ describe('alarm subscribers', () => {
 /** The dashboard body with CloudFormation tokens replaced by a placeholder, parsed. */
 function dashboardBody(template = dev.template): { widgets: { properties: Json; width: number; y: number }[] } {
   const body = only(resources(template, 'AWS::CloudWatch::Dashboard'))[1].Properties.DashboardBody;
-  const text = typeof body === 'string' ? body : (body['Fn::Join'][1] as unknown[]).map((p) => (typeof p === 'string' ? p : 'TOKEN')).join('');
+  const text =
+    typeof body === 'string' ? body : (body['Fn::Join'][1] as unknown[]).map((p) => (typeof p === 'string' ? p : 'TOKEN')).join('');
   return JSON.parse(text);
 }
 
@@ -198,7 +204,9 @@ describe('dashboard', () => {
       ]) {
         expect(names, `${c} ${name}`).toContain(name);
       }
-      const ledger = metrics.filter((m) => m[1] === METRICS.ledgerRemaining || m[1] === METRICS.ledgerUsed || m[1] === METRICS.nextSlotSeconds);
+      const ledger = metrics.filter(
+        (m) => m[1] === METRICS.ledgerRemaining || m[1] === METRICS.ledgerUsed || m[1] === METRICS.nextSlotSeconds,
+      );
       if (c === 'vertex-oseries') {
         expect(ledger).toHaveLength(3);
         for (const m of ledger) expect(widgetDims(m)).toEqual({ service: SERVICE, connection: c, ledger: 'vertex-oseries' });
@@ -210,7 +218,13 @@ describe('dashboard', () => {
 
   it('keeps the API, function and DynamoDB widgets', () => {
     const titles = dashboardBody().widgets.map((w) => w.properties.title);
-    expect(titles.slice(0, 5)).toEqual(['Function and API alarms', 'API requests and errors', 'API latency (p50, p99)', 'Function', 'DynamoDB']);
+    expect(titles.slice(0, 5)).toEqual([
+      'Function and API alarms',
+      'API requests and errors',
+      'API latency (p50, p99)',
+      'Function',
+      'DynamoDB',
+    ]);
   });
 });
 
@@ -227,9 +241,16 @@ describe('budget gauge schedule', () => {
         RetryPolicy: { MaximumEventAgeInSeconds: 60, MaximumRetryAttempts: 0 },
       },
     ]);
-    const perms = Object.values(resources(dev.template, 'AWS::Lambda::Permission')).filter((p) => p.Properties.Principal === 'events.amazonaws.com');
+    const perms = Object.values(resources(dev.template, 'AWS::Lambda::Permission')).filter(
+      (p) => p.Properties.Principal === 'events.amazonaws.com',
+    );
     expect(perms.map((p) => p.Properties)).toEqual([
-      { Action: 'lambda:InvokeFunction', FunctionName: { 'Fn::GetAtt': [fnId, 'Arn'] }, Principal: 'events.amazonaws.com', SourceArn: { 'Fn::GetAtt': [ruleId, 'Arn'] } },
+      {
+        Action: 'lambda:InvokeFunction',
+        FunctionName: { 'Fn::GetAtt': [fnId, 'Arn'] },
+        Principal: 'events.amazonaws.com',
+        SourceArn: { 'Fn::GetAtt': [ruleId, 'Arn'] },
+      },
     ]);
     expect(resources(dev.template, 'AWS::Lambda::Function')).toHaveProperty(fnId); // no second function
   });
@@ -241,7 +262,11 @@ describe('saved Logs Insights queries', () => {
 
   it('four, in folder TokenBroker-<stage>, on the broker function’s log group', () => {
     const logId = Object.keys(resources(dev.template, 'AWS::Logs::LogGroup')).find((k) => k.startsWith('BrokerLogs'))!;
-    expect(defs().map((d) => d.Name).sort()).toEqual(
+    expect(
+      defs()
+        .map((d) => d.Name)
+        .sort(),
+    ).toEqual(
       ['invalidations', 'refused-429-and-502', 'tokens-served-per-caller', 'upstream-refreshes'].map((n) => `TokenBroker-dev/${n}`),
     );
     for (const d of defs()) expect(d.LogGroupNames).toEqual([{ Ref: logId }]);
@@ -251,10 +276,15 @@ describe('saved Logs Insights queries', () => {
     const q = (name: string) => byName()[`TokenBroker-dev/${name}`].QueryString as string;
     const served = q('tokens-served-per-caller');
     expect(served).toMatch(/^filter message = "request" and route = "token" and status = 200$/m);
-    expect(served).toMatch(new RegExp(`\\| stats count\\(\\*\\) as served, count_distinct\\(${LOG_FIELDS.tokenFp}\\).* by ${LOG_FIELDS.connection}, ${LOG_FIELDS.caller}`));
+    expect(served).toMatch(
+      new RegExp(
+        `\\| stats count\\(\\*\\) as served, count_distinct\\(${LOG_FIELDS.tokenFp}\\).* by ${LOG_FIELDS.connection}, ${LOG_FIELDS.caller}`,
+      ),
+    );
     const refused = q('refused-429-and-502');
     expect(refused).toContain('| filter message = "request" and (status = 429 or status = 502)');
-    for (const f of [LOG_FIELDS.cause, LOG_FIELDS.upstreamError, LOG_FIELDS.error, LOG_FIELDS.ledgerRemaining, LOG_FIELDS.caller]) expect(refused).toContain(f);
+    for (const f of [LOG_FIELDS.cause, LOG_FIELDS.upstreamError, LOG_FIELDS.error, LOG_FIELDS.ledgerRemaining, LOG_FIELDS.caller])
+      expect(refused).toContain(f);
     const refreshes = q('upstream-refreshes');
     expect(refreshes).toContain(`| filter message = "request" and ispresent(${LOG_FIELDS.refreshReason})`);
     expect(refreshes).toMatch(/^fields @timestamp, connection, refreshReason, outcome/);
@@ -277,7 +307,9 @@ describe('operator policy and outputs', () => {
       tableKey: Object.keys(resources(dev.template, 'AWS::KMS::Key')).find((k) => k.startsWith('TableKey'))!,
       logGroup: (dev.template.findOutputs('FunctionLogGroup').FunctionLogGroup!.Value as { Ref: string }).Ref,
     };
-    const [id, policy] = Object.entries(resources(dev.template, 'AWS::IAM::ManagedPolicy')).find(([, p]) => p.Properties.ManagedPolicyName === 'TokenBroker-dev-ops')!;
+    const [id, policy] = Object.entries(resources(dev.template, 'AWS::IAM::ManagedPolicy')).find(
+      ([, p]) => p.Properties.ManagedPolicyName === 'TokenBroker-dev-ops',
+    )!;
     expect(policy.Properties.PolicyDocument.Statement).toEqual([
       { Sid: 'ReadStackOutputs', Effect: 'Allow', Action: 'cloudformation:DescribeStacks', Resource: { Ref: 'AWS::StackId' } },
       {
@@ -305,14 +337,41 @@ describe('operator policy and outputs', () => {
         Effect: 'Allow',
         Action: ['logs:CreateLogStream', 'logs:PutLogEvents'],
         Resource: {
-          'Fn::Join': ['', ['arn:', { Ref: 'AWS::Partition' }, ':logs:', { Ref: 'AWS::Region' }, ':', { Ref: 'AWS::AccountId' }, ':log-group:', { Ref: ids.logGroup }, ':log-stream:ops-cli']],
+          'Fn::Join': [
+            '',
+            [
+              'arn:',
+              { Ref: 'AWS::Partition' },
+              ':logs:',
+              { Ref: 'AWS::Region' },
+              ':',
+              { Ref: 'AWS::AccountId' },
+              ':log-group:',
+              { Ref: ids.logGroup },
+              ':log-stream:ops-cli',
+            ],
+          ],
         },
       },
       {
         Sid: 'AuditStreamCreate',
         Effect: 'Allow',
         Action: 'logs:CreateLogStream',
-        Resource: { 'Fn::Join': ['', ['arn:', { Ref: 'AWS::Partition' }, ':logs:', { Ref: 'AWS::Region' }, ':', { Ref: 'AWS::AccountId' }, ':log-group:', { Ref: ids.logGroup }]] },
+        Resource: {
+          'Fn::Join': [
+            '',
+            [
+              'arn:',
+              { Ref: 'AWS::Partition' },
+              ':logs:',
+              { Ref: 'AWS::Region' },
+              ':',
+              { Ref: 'AWS::AccountId' },
+              ':log-group:',
+              { Ref: ids.logGroup },
+            ],
+          ],
+        },
       },
     ]);
     expect(dev.template.findOutputs('OpsPolicyArn').OpsPolicyArn?.Value).toEqual({ Ref: id });

@@ -13,10 +13,16 @@ import { PROJECT_ROOT } from '../../infra/build';
 import type { Json } from './helpers';
 
 const npm = (args: string[], cwd: string) =>
-  execFileSync('npm', args, { cwd, encoding: 'utf8', env: { ...process.env, npm_config_audit: 'false', npm_config_fund: 'false', npm_config_update_notifier: 'false' } });
+  execFileSync('npm', args, {
+    cwd,
+    encoding: 'utf8',
+    env: { ...process.env, npm_config_audit: 'false', npm_config_fund: 'false', npm_config_update_notifier: 'false' },
+  });
 
 const PEERS = (() => {
-  const lock = JSON.parse(readFileSync(join(PROJECT_ROOT, 'package-lock.json'), 'utf8')) as { packages: Record<string, { version: string }> };
+  const lock = JSON.parse(readFileSync(join(PROJECT_ROOT, 'package-lock.json'), 'utf8')) as {
+    packages: Record<string, { version: string }>;
+  };
   return ['aws-cdk-lib', 'constructs'].map((p) => `${p}@${lock.packages[`node_modules/${p}`]!.version}`);
 })();
 
@@ -77,7 +83,9 @@ describe('@token-broker/cdk from its tarball, in a CDK app outside the repositor
   beforeAll(() => {
     const packDir = mkdtempSync(join(tmpdir(), 'broker-pack-'));
     return buildLibrary().then(() => {
-      const [packed] = JSON.parse(npm(['pack', '--json', '--ignore-scripts', '--pack-destination', packDir, '-w', '@token-broker/cdk'], PROJECT_ROOT)) as {
+      const [packed] = JSON.parse(
+        npm(['pack', '--json', '--ignore-scripts', '--pack-destination', packDir, '-w', '@token-broker/cdk'], PROJECT_ROOT),
+      ) as {
         filename: string;
         files: { path: string }[];
       }[];
@@ -89,10 +97,14 @@ describe('@token-broker/cdk from its tarball, in a CDK app outside the repositor
   }, 300_000);
 
   it('the tarball holds the built library, its types, the prebuilt Lambda, README and licence: no source, no tests', () => {
-    expect(files).toEqual(expect.arrayContaining(['package.json', 'README.md', 'LICENSE', 'dist/index.cjs', 'dist/index.d.cts', 'lambda/index.mjs']));
+    expect(files).toEqual(
+      expect.arrayContaining(['package.json', 'README.md', 'LICENSE', 'dist/index.cjs', 'dist/index.d.cts', 'lambda/index.mjs']),
+    );
     expect(files.filter((f) => f.startsWith('lambda/chunks/upstream-http-'))).toHaveLength(2); // the chunk and its source map
     for (const f of files) {
-      expect(f).toMatch(/^(package\.json|README\.md|LICENSE|dist\/index\.(cjs|d\.cts)|lambda\/(index\.mjs(\.map)?|chunks\/[\w-]+\.mjs(\.map)?))$/);
+      expect(f).toMatch(
+        /^(package\.json|README\.md|LICENSE|dist\/index\.(cjs|d\.cts)|lambda\/(index\.mjs(\.map)?|chunks\/[\w-]+\.mjs(\.map)?))$/,
+      );
     }
   });
 
@@ -107,7 +119,9 @@ describe('@token-broker/cdk from its tarball, in a CDK app outside the repositor
     const out = join(app, 'cdk.out');
     mkdirSync(out);
     execFileSync(process.execPath, ['app.cjs', out], { cwd: app, encoding: 'utf8' });
-    const template = JSON.parse(readFileSync(join(out, 'Platform.template.json'), 'utf8')) as { Resources: Record<string, { Type: string; Properties: Json }> };
+    const template = JSON.parse(readFileSync(join(out, 'Platform.template.json'), 'utf8')) as {
+      Resources: Record<string, { Type: string; Properties: Json }>;
+    };
     const of = (type: string) => Object.entries(template.Resources).filter(([, r]) => r.Type === type);
     const one = (type: string) => {
       const all = of(type);
@@ -153,7 +167,18 @@ describe('@token-broker/cdk from its tarball, in a CDK app outside the repositor
     writeFileSync(join(app, 'typed.ts'), TYPED_APP);
     writeFileSync(
       join(app, 'tsconfig.json'),
-      JSON.stringify({ compilerOptions: { module: 'nodenext', moduleResolution: 'nodenext', target: 'es2022', strict: true, noEmit: true, skipLibCheck: true, types: [] }, files: ['typed.ts'] }),
+      JSON.stringify({
+        compilerOptions: {
+          module: 'nodenext',
+          moduleResolution: 'nodenext',
+          target: 'es2022',
+          strict: true,
+          noEmit: true,
+          skipLibCheck: true,
+          types: [],
+        },
+        files: ['typed.ts'],
+      }),
     );
     execFileSync(process.execPath, [join(PROJECT_ROOT, 'node_modules/typescript/bin/tsc'), '-p', app], { encoding: 'utf8' });
   }, 120_000);

@@ -144,7 +144,12 @@ describe('API', () => {
     dev.template.hasResourceProperties('AWS::ApiGateway::GatewayResponse', {
       ResponseType: 'MISSING_AUTHENTICATION_TOKEN',
       StatusCode: '403',
-      ResponseTemplates: { 'application/json': JSON.stringify({ error: 'forbidden', message: 'unknown route, or the request is not signed (SigV4, service execute-api)' }) },
+      ResponseTemplates: {
+        'application/json': JSON.stringify({
+          error: 'forbidden',
+          message: 'unknown route, or the request is not signed (SigV4, service execute-api)',
+        }),
+      },
       ResponseParameters: Match.objectLike({ 'gatewayresponse.header.Cache-Control': "'no-store'" }),
     });
     // API Gateway's own message (a bad signature's canonical request, session token included) never reaches a caller.
@@ -391,9 +396,7 @@ describe('callers', () => {
     const policies = Object.entries(resources(dev.template, 'AWS::IAM::ManagedPolicy')).filter(([, p]) =>
       (p.Properties.ManagedPolicyName as string).endsWith('-caller'),
     );
-    expect(policies.map(([, p]) => p.Properties.ManagedPolicyName).sort()).toEqual(
-      CONNECTIONS.map((c) => `TokenBroker-dev-${c}-caller`),
-    );
+    expect(policies.map(([, p]) => p.Properties.ManagedPolicyName).sort()).toEqual(CONNECTIONS.map((c) => `TokenBroker-dev-${c}-caller`));
     for (const [id, p] of policies) {
       const name = CONNECTIONS.find((c) => p.Properties.ManagedPolicyName === `TokenBroker-dev-${c}-caller`)!;
       const [st, ...rest] = p.Properties.PolicyDocument.Statement as Statement[];

@@ -31,7 +31,9 @@ describe('stages are files: config/<stage>.json', () => {
   });
 
   it('refuses a missing or unknown stage with one clear message', () => {
-    expect(() => loadStage(undefined, CONFIG_DIR)).toThrow(new StageError('no stage given: run with -c stage=NAME (known stages: dev, prod)'));
+    expect(() => loadStage(undefined, CONFIG_DIR)).toThrow(
+      new StageError('no stage given: run with -c stage=NAME (known stages: dev, prod)'),
+    );
     expect(() => loadStage('staging', CONFIG_DIR)).toThrow(new StageError('unknown stage "staging" (known stages: dev, prod)'));
     expect(() => loadStage('toString', CONFIG_DIR)).toThrow(StageError);
   });
@@ -48,7 +50,9 @@ describe('stages are files: config/<stage>.json', () => {
   it('an invalid connection names the file and the field', () => {
     const dir = configDirWith('dev', { connections: { pay: connection({ tokenUrl: 'http://idp.example.com/token' }) } });
     expect(() => loadStage('dev', dir, dir)).toThrow(
-      new ConfigError('invalid config (dev.json):\n  connections.pay.tokenUrl: must be an https URL (http is allowed only for loopback hosts)'),
+      new ConfigError(
+        'invalid config (dev.json):\n  connections.pay.tokenUrl: must be an https URL (http is allowed only for loopback hosts)',
+      ),
     );
     const bad = configDirWith('dev', '{ "connections": ');
     expect(() => loadStage('dev', bad, bad)).toThrow(/^invalid config \(dev\.json\): not valid JSON/);
@@ -74,7 +78,10 @@ describe('stage settings', () => {
   it.each([
     [{ principalOrgId: 'org-1' }, 'settings.principalOrgId: must be an AWS Organizations id (o-...)'],
     [{ privateEndpoint: { vpcEndpointIds: [] } }, 'settings.privateEndpoint.vpcEndpointIds: needs at least one VPC endpoint id'],
-    [{ privateEndpoint: { vpcEndpointIds: ['vpc-123'] } }, 'settings.privateEndpoint.vpcEndpointIds.0: must be a VPC endpoint id (vpce-...)'],
+    [
+      { privateEndpoint: { vpcEndpointIds: ['vpc-123'] } },
+      'settings.privateEndpoint.vpcEndpointIds.0: must be a VPC endpoint id (vpce-...)',
+    ],
     [{ throttling: { rateLimit: 0, burstLimit: 10 } }, 'settings.throttling.rateLimit: must be greater than 0'],
     [{ throttling: { rateLimit: 10, burstLimit: 0.5 } }, 'settings.throttling.burstLimit: Invalid input: expected int, received number'],
     [{ logRetentionDays: 10 }, `settings.logRetentionDays: must be one of ${RETENTION_DAYS.join(', ')}`],
@@ -84,7 +91,10 @@ describe('stage settings', () => {
     [{ env: { account: '1234' } }, 'settings.env.account: must be a 12-digit account id'],
     [{ env: { region: 'Europe' } }, 'settings.env.region: must be a region name such as eu-west-1'],
     [{ alarms: { emails: ['ops'] } }, 'settings.alarms.emails.0: must be an e-mail address'],
-    [{ alarms: { topicArn: 'arn:aws:sqs:eu-west-1:111122223333:q' } }, 'settings.alarms.topicArn: must be an SNS topic ARN (arn:aws:sns:REGION:ACCOUNT:NAME)'],
+    [
+      { alarms: { topicArn: 'arn:aws:sqs:eu-west-1:111122223333:q' } },
+      'settings.alarms.topicArn: must be an SNS topic ARN (arn:aws:sns:REGION:ACCOUNT:NAME)',
+    ],
     [
       { alarms: { emails: ['ops@example.com'], topicArn: 'arn:aws:sns:eu-west-1:111122223333:oncall' } },
       'settings.alarms.topicArn: give either emails (the stack creates a topic) or topicArn (an existing topic), not both',
@@ -104,7 +114,9 @@ describe('stage settings', () => {
 
   it('bad settings fail the synth of a stage, naming its file', () => {
     const dir = configDirWith('dev', { settings: { logRetentionDays: 10 }, connections: { pay: connection() } });
-    expect(() => synth('dev', { configDir: dir })).toThrow(/^invalid config \(.*dev\.json\):\n {2}settings\.logRetentionDays: must be one of/);
+    expect(() => synth('dev', { configDir: dir })).toThrow(
+      /^invalid config \(.*dev\.json\):\n {2}settings\.logRetentionDays: must be one of/,
+    );
   });
 });
 

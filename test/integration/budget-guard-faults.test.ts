@@ -60,7 +60,7 @@ describe('R2: two configs of one connection live at once (rolling deploy, canary
   });
 });
 
-describe('R3: containers that cannot open each other\'s sealed tokens (KMS key changed in a deploy)', () => {
+describe("R3: containers that cannot open each other's sealed tokens (KMS key changed in a deploy)", () => {
   it('do not spend the rate-limited budget, reserve included, invalidating and refetching in turn', async () => {
     const clock = fakeClock(world);
     const config = connections(world.idp, { r3: vertex });
@@ -128,7 +128,9 @@ describe('R7: a slow ledger whose refunds fail', () => {
     const clock = fakeClock(world);
     const config = connections(world.idp, { r7: vertex });
     const a = instance(world, { clock, config });
-    const ledger = (a.broker as unknown as { deps: { ledger: { write: (...a: unknown[]) => Promise<unknown>; refund: () => Promise<void> } } }).deps.ledger;
+    const ledger = (
+      a.broker as unknown as { deps: { ledger: { write: (...a: unknown[]) => Promise<unknown>; refund: () => Promise<void> } } }
+    ).deps.ledger;
     const write = ledger.write.bind(ledger);
     ledger.write = async (...args) => {
       const r = await write(...args);
@@ -136,14 +138,18 @@ describe('R7: a slow ledger whose refunds fail', () => {
       return r;
     };
     ledger.refund = async () => {
-      throw Object.assign(new Error('Throughput exceeds the current capacity'), { name: 'ProvisionedThroughputExceededException', $metadata: {} });
+      throw Object.assign(new Error('Throughput exceeds the current capacity'), {
+        name: 'ProvisionedThroughputExceededException',
+        $metadata: {},
+      });
     };
     for (let t = 0; t < 12; t++) {
       await attempt(a.broker, 'r7');
       clock.advance(S);
     }
     expect(world.idp.count()).toBe(0);
-    const store = (a.broker as unknown as { deps: { store: { read(k: string): Promise<{ entries: Record<string, number> }> } } }).deps.store;
+    const store = (a.broker as unknown as { deps: { store: { read(k: string): Promise<{ entries: Record<string, number> }> } } }).deps
+      .store;
     // Invariant 7: no single fault spends the budget. Nothing was sent, yet every slot is gone for 8 hours.
     expect(Object.keys((await store.read('r7')).entries).length).toBeLessThanOrEqual(2);
   });
@@ -223,7 +229,10 @@ describe('gap: rule 2 / rule 3 (the ledger decides spacing when no hint is in th
   it('3: a report right after another connection on the same ledger spent a slot is deferred', async () => {
     const clock = fakeClock(world);
     world.idp.respond = issue(3600);
-    const config = connections(world.idp, { 'gap3-a': { ...shared, rateLimit: { ...shared.rateLimit, key: 'gap-shared-3' } }, 'gap3-b': { ...shared, rateLimit: { ...shared.rateLimit, key: 'gap-shared-3' } } });
+    const config = connections(world.idp, {
+      'gap3-a': { ...shared, rateLimit: { ...shared.rateLimit, key: 'gap-shared-3' } },
+      'gap3-b': { ...shared, rateLimit: { ...shared.rateLimit, key: 'gap-shared-3' } },
+    });
     const b = instance(world, { clock, config }).broker;
     const t = await get(b, 'gap3-b');
     clock.advance(2_900 * S);
@@ -240,7 +249,11 @@ describe('gap: rule 5 (the demand backoff answers without the lease or the ledge
     const config = connections(world.idp, { gap5: vertex });
     const a = instance(world, { clock, config });
     await get(a.broker, 'gap5');
-    const deps = (a.broker as unknown as { deps: { ledger: { read: (k: string) => Promise<unknown> }; store: { get: (c: string) => Promise<{ fence: number } | undefined> } } }).deps;
+    const deps = (
+      a.broker as unknown as {
+        deps: { ledger: { read: (k: string) => Promise<unknown> }; store: { get: (c: string) => Promise<{ fence: number } | undefined> } };
+      }
+    ).deps;
     const fence = (await deps.store.get('gap5'))!.fence;
     let ledgerReads = 0;
     const read = deps.ledger.read.bind(deps.ledger);
@@ -261,7 +274,12 @@ describe('gap: rule 21 (every store call of POST /invalidate maps to 503)', () =
     const clock = fakeClock(world);
     const config = connections(world.idp, { gap21b: { rateLimit: { max: 10, windowSeconds: 28_800, minSpacingSeconds: 0 } } });
     const t = await get(instance(world, { clock, config }).broker, 'gap21b');
-    const broken = instance(world, { clock, config, maxAttempts: 1, onClient: fail((cmd, key) => cmd === 'GetItemCommand' && key.startsWith('rl#')) }).broker;
+    const broken = instance(world, {
+      clock,
+      config,
+      maxAttempts: 1,
+      onClient: fail((cmd, key) => cmd === 'GetItemCommand' && key.startsWith('rl#')),
+    }).broker;
     await expect(report(broken, 'gap21b', t.token.accessToken)).rejects.toMatchObject({ code: 'unavailable', status: 503 });
   });
   it('21c: the invalidating write fails: 503', async () => {
@@ -282,7 +300,11 @@ describe('gap: rule 23d (requests sent before a failure are in the log line and 
     const lines: Record<string, unknown>[] = [];
     const counted: string[] = [];
     const log = { info: (_m: string, f?: Record<string, unknown>) => lines.push(f ?? {}), warn: () => {}, error: () => {} };
-    const handler = createHttpHandler({ broker, logger: log, metrics: { count: (n) => counted.push(n), gauge: () => {}, latency: () => {}, take: () => ({}) } });
+    const handler = createHttpHandler({
+      broker,
+      logger: log,
+      metrics: { count: (n) => counted.push(n), gauge: () => {}, latency: () => {}, take: () => ({}) },
+    });
     world.idp.respond = () => ({ status: 503 });
     const res = await handler(apiEvent('GET', '/tokens/gap23', { userArn: CALLER }));
     expect(res.statusCode).toBe(503);

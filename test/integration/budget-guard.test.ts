@@ -204,7 +204,8 @@ describe('G4: credential and configuration errors open the circuit', () => {
     const old = await get(a, 'g4-rot'); // caches the old secret in this container
     world.secrets.set('sec/g4-rot', { client_id: 'rot', client_secret: 'CANARY-NEW' });
     const tokens = issue();
-    world.idp.respond = (r, i) => (r.params.get('client_secret') === 'CANARY-NEW' ? tokens(r, i) : { status: 401, body: { error: 'invalid_client' } });
+    world.idp.respond = (r, i) =>
+      r.params.get('client_secret') === 'CANARY-NEW' ? tokens(r, i) : { status: 401, body: { error: 'invalid_client' } };
     expect(await report(a, 'g4-rot', old.token.accessToken)).toMatchObject({ invalidated: true });
     const served = await get(a, 'g4-rot');
     expect(served.sent).toEqual(['expired', 'rotation']);
@@ -244,12 +245,14 @@ describe('G6: a store or KMS fault after a successful upstream request', () => {
     };
     return state;
   }
-  const tokenWrites = (cmd: string, input: { Key?: { pk?: { S?: string } } }) => cmd === 'UpdateItemCommand' && (input.Key?.pk?.S ?? '').startsWith('tok#');
+  const tokenWrites = (cmd: string, input: { Key?: { pk?: { S?: string } } }) =>
+    cmd === 'UpdateItemCommand' && (input.Key?.pk?.S ?? '').startsWith('tok#');
 
   it('rate-limited, publish fails for 20 s: the fetcher serves its token; nobody fetches another; it is published when writes succeed', async () => {
     const clock = fakeClock(world);
     const fault = faultAfterFetch();
-    const publishes = (cmd: string, input: { Key?: { pk?: { S?: string } }; UpdateExpression?: string }) => fault.on && tokenWrites(cmd, input) && (input.UpdateExpression ?? '').includes('#ct');
+    const publishes = (cmd: string, input: { Key?: { pk?: { S?: string } }; UpdateExpression?: string }) =>
+      fault.on && tokenWrites(cmd, input) && (input.UpdateExpression ?? '').includes('#ct');
     const config = connections(world.idp, { g6: vertex });
     const a = instance(world, { clock, config, maxAttempts: 1, onClient: faults(publishes) }).broker;
     const b = instance(world, { clock, config, maxAttempts: 1, onClient: faults(publishes) }).broker;
@@ -298,7 +301,8 @@ describe('G6: a store or KMS fault after a successful upstream request', () => {
     const sealer = (a.broker as unknown as { deps: { sealer: { seal: (...args: unknown[]) => Promise<Uint8Array> } } }).deps.sealer;
     const seal = sealer.seal.bind(sealer);
     let throttled = true;
-    sealer.seal = (...args) => (throttled ? Promise.reject(Object.assign(new Error('Rate exceeded'), { name: 'ThrottlingException', $metadata: {} })) : seal(...args));
+    sealer.seal = (...args) =>
+      throttled ? Promise.reject(Object.assign(new Error('Rate exceeded'), { name: 'ThrottlingException', $metadata: {} })) : seal(...args);
     const b = instance(world, { clock, config }).broker;
     const fetched = await get(a.broker, 'g6-kms');
     expect(fetched.outcome).toBe('refreshed');
@@ -315,7 +319,8 @@ describe('G6: a store or KMS fault after a successful upstream request', () => {
   it('without rateLimit: at most one more request per 15 s while the fetcher is gone', async () => {
     const clock = fakeClock(world);
     const fault = faultAfterFetch();
-    const publishes = (cmd: string, input: { Key?: { pk?: { S?: string } }; UpdateExpression?: string }) => fault.on && tokenWrites(cmd, input) && (input.UpdateExpression ?? '').includes('#ct');
+    const publishes = (cmd: string, input: { Key?: { pk?: { S?: string } }; UpdateExpression?: string }) =>
+      fault.on && tokenWrites(cmd, input) && (input.UpdateExpression ?? '').includes('#ct');
     const config = connections(world.idp, { 'g6-free': {} });
     const a = instance(world, { clock, config, maxAttempts: 1, onClient: faults(publishes) }).broker;
     await get(a, 'g6-free'); // a's container then goes idle: its pending token is never published
@@ -403,7 +408,8 @@ describe('G8: the ledger margin covers send delay and clock skew (defect 5)', ()
     // A's requests reach the upstream a whole connect timeout (3 s) after they were sent.
     const arrivals = world.idp.receipts.map((r) => r.at + (clientIdOf(r) === 'g8-a' ? 3 * S : 0)).sort((x, y) => x - y);
     let most = 0;
-    for (let i = 0; i < arrivals.length; i++) most = Math.max(most, arrivals.filter((t) => t >= arrivals[i]! && t < arrivals[i]! + windowSeconds * S).length);
+    for (let i = 0; i < arrivals.length; i++)
+      most = Math.max(most, arrivals.filter((t) => t >= arrivals[i]! && t < arrivals[i]! + windowSeconds * S).length);
     world.idp.receipts.length = 0;
     return most;
   }

@@ -31,7 +31,19 @@ const env = (file: string) => ({
 
 describe('buildAwsHandler', () => {
   it('reads the bundled config relative to LAMBDA_TASK_ROOT and serves the contract (deny by default)', async () => {
-    writeFileSync(join(dir, 'config.json'), JSON.stringify({ connections: { vitesse: { tokenUrl: 'https://staging-identity.vitessepsp.com/connect/token', grantType: 'client_credentials', secret: 's', callers: ALLOWED } } }));
+    writeFileSync(
+      join(dir, 'config.json'),
+      JSON.stringify({
+        connections: {
+          vitesse: {
+            tokenUrl: 'https://staging-identity.vitessepsp.com/connect/token',
+            grantType: 'client_credentials',
+            secret: 's',
+            callers: ALLOWED,
+          },
+        },
+      }),
+    );
     const handler = await buildAwsHandler({ ...env('config.json'), LAMBDA_TASK_ROOT: dir });
     const userArn = 'arn:aws:sts::111122223333:assumed-role/tax-engine/s';
     // The request log lines (JSON, on stdout) are captured, not printed.
@@ -45,7 +57,11 @@ describe('buildAwsHandler', () => {
     } finally {
       stdout.mockRestore();
     }
-    const lines = out.join('').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    const lines = out
+      .join('')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
     expect(lines.map((l) => [l.message, l.status, l.error])).toEqual([
       ['request', 403, 'forbidden'],
       ['request', 404, 'not_found'],
@@ -53,7 +69,10 @@ describe('buildAwsHandler', () => {
   });
 
   it('fails at start, naming the connection and field, for a bad config or a missing variable', async () => {
-    writeFileSync(join(dir, 'bad.json'), JSON.stringify({ connections: { vitesse: { tokenUrl: 'ftp://x', grantType: 'client_credentials', secret: 's', callers: ALLOWED } } }));
+    writeFileSync(
+      join(dir, 'bad.json'),
+      JSON.stringify({ connections: { vitesse: { tokenUrl: 'ftp://x', grantType: 'client_credentials', secret: 's', callers: ALLOWED } } }),
+    );
     await expect(buildAwsHandler(env(join(dir, 'bad.json')))).rejects.toThrow(/connections\.vitesse\.tokenUrl/);
     await expect(buildAwsHandler({ ...env(join(dir, 'config.json')), BROKER_TABLE: '' })).rejects.toThrow(ConfigError);
     await expect(buildAwsHandler({ ...env(join(dir, 'config.json')), BROKER_MEMORY_MAX_AGE_MS: '9000' })).rejects.toThrow(/at most|5000/);
@@ -62,7 +81,9 @@ describe('buildAwsHandler', () => {
 
 describe('refresh-only clients load on first use', () => {
   it('the lazy upstream fetches a token from a real endpoint', async () => {
-    const c = parseConfig({ connections: { x: { tokenUrl: idp.url, grantType: 'client_credentials', secret: 's', callers: ALLOWED } } }).connections.get('x')!;
+    const c = parseConfig({
+      connections: { x: { tokenUrl: idp.url, grantType: 'client_credentials', secret: 's', callers: ALLOWED } },
+    }).connections.get('x')!;
     const t = await lazyUpstream().requestToken(c, { client_id: 'id', client_secret: 'secret' }, AbortSignal.timeout(2_000));
     expect(t).toMatchObject({ tokenType: 'Bearer', expiresInSeconds: 600 });
     expect(idp.count('id')).toBe(1);

@@ -93,7 +93,13 @@ describe('GET /tokens/{connection}', () => {
   });
 
   it('unknown routes and methods are 404 not_found', async () => {
-    for (const [m, p] of [['GET', '/'], ['GET', '/tokens'], ['DELETE', '/tokens/payments'], ['GET', '/tokens/payments/invalidate'], ['POST', '/tokens/payments']]) {
+    for (const [m, p] of [
+      ['GET', '/'],
+      ['GET', '/tokens'],
+      ['DELETE', '/tokens/payments'],
+      ['GET', '/tokens/payments/invalidate'],
+      ['POST', '/tokens/payments'],
+    ]) {
       const res = await handler(event(m!, p!));
       expect(res.statusCode).toBe(404);
       expect(json(res.body)).toMatchObject({ error: 'not_found' });
@@ -102,7 +108,13 @@ describe('GET /tokens/{connection}', () => {
 
   it('refuses a missing identity, root, federated users and callers outside `callers` with 403 and no IdP call (E5, E7)', async () => {
     const before = world.idp.count();
-    for (const userArn of [null, 'arn:aws:iam::111122223333:root', 'arn:aws:sts::111122223333:federated-user/bob', 'not-an-arn', 'arn:aws:sts::999999999999:assumed-role/payments-api/s']) {
+    for (const userArn of [
+      null,
+      'arn:aws:iam::111122223333:root',
+      'arn:aws:sts::111122223333:federated-user/bob',
+      'not-an-arn',
+      'arn:aws:sts::999999999999:assumed-role/payments-api/s',
+    ]) {
       const res = await handler(event('GET', '/tokens/payments', { userArn }));
       expect(res.statusCode).toBe(403);
       expect(json(res.body)).toMatchObject({ error: 'forbidden' });
@@ -136,7 +148,10 @@ describe('GET /tokens/{connection}', () => {
     } as unknown as APIGatewayProxyEventV2;
     const res = await handler(v2);
     expect(res.statusCode).toBe(200);
-    const denied = await handler({ ...v2, requestContext: { ...v2.requestContext, authorizer: undefined } } as unknown as APIGatewayProxyEventV2);
+    const denied = await handler({
+      ...v2,
+      requestContext: { ...v2.requestContext, authorizer: undefined },
+    } as unknown as APIGatewayProxyEventV2);
     expect(denied.statusCode).toBe(403);
   });
 });
@@ -185,7 +200,12 @@ describe('errors and logs (invariant 5, E9)', () => {
     const start = output.length;
     const res = await handler(event('GET', '/tokens/payments'));
     const token = json(res.body).access_token as string;
-    const lines = output.slice(start).join('').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    const lines = output
+      .slice(start)
+      .join('')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
     const request = lines.filter((l) => l.message === 'request');
     expect(request).toHaveLength(1);
     expect(request[0]).toMatchObject({

@@ -28,7 +28,9 @@ afterEach(() => {
 
 const get = (b: TokenBroker, connection: string, minTtlSeconds = 60) => b.getToken({ connection, principal, minTtlSeconds });
 /** A rate limit with the budget guard's reserve and spacing off: these tests are about the ledger itself. */
-const limited = (key: string, max = 10, windowSeconds = 28_800) => ({ rateLimit: { max, windowSeconds, key, reserve: 0, minSpacingSeconds: 0 } });
+const limited = (key: string, max = 10, windowSeconds = 28_800) => ({
+  rateLimit: { max, windowSeconds, key, reserve: 0, minSpacingSeconds: 0 },
+});
 
 describe('rate-limit ledger (invariant 2)', () => {
   it('allows max attempts per window, then 429 with Retry-After from the oldest entry, without calling the IdP (B1)', async () => {
@@ -45,7 +47,9 @@ describe('rate-limit ledger (invariant 2)', () => {
     const err = await get(broker, 'b1', 0).catch((e: unknown) => e);
     expect(err).toMatchObject({ code: 'rate_limited' });
     // W' = 60 s + the 11 s margin; the oldest attempt was at `first`.
-    expect((err as { extra: { retryAfterSeconds: number } }).extra.retryAfterSeconds).toBe(Math.ceil((first + 71_000 - clock.now()) / 1000));
+    expect((err as { extra: { retryAfterSeconds: number } }).extra.retryAfterSeconds).toBe(
+      Math.ceil((first + 71_000 - clock.now()) / 1000),
+    );
     expect(world.idp.count()).toBe(3);
     clock.t = first + 71_001; // the oldest entry has left the window
     expect((await get(broker, 'b1', 0)).outcome).toBe('refreshed');
@@ -182,7 +186,10 @@ describe('credentials and OAuth errors (invariant 6, C3, C4, D2)', () => {
     await expect(get(broker, 'c3')).rejects.toMatchObject({ code: 'upstream_error', extra: { upstreamError: 'invalid_client' } });
     expect(world.idp.count()).toBe(1);
     expect(Object.keys((await store.read('c3')).entries)).toHaveLength(1);
-    await expect(get(instance(world, { clock, config }).broker, 'c3')).rejects.toMatchObject({ code: 'upstream_error', extra: { upstreamError: 'invalid_client' } });
+    await expect(get(instance(world, { clock, config }).broker, 'c3')).rejects.toMatchObject({
+      code: 'upstream_error',
+      extra: { upstreamError: 'invalid_client' },
+    });
     expect(world.idp.count()).toBe(1);
   });
 
@@ -206,12 +213,22 @@ describe('credentials and OAuth errors (invariant 6, C3, C4, D2)', () => {
 
   it('answers that are not a usable token are failures: not cached, slot consumed (C1, C2, A4)', async () => {
     const clock = new FakeClock(Date.now());
-    const bodies: unknown[] = ['<html>login</html>', '{"access_token": "x', { token_type: 'Bearer' }, { access_token: 'x', token_type: 'mac' }, { access_token: 'x', token_type: 'Bearer', expires_in: 0 }, { access_token: 'x', token_type: 'Bearer', expires_in: -5 }];
+    const bodies: unknown[] = [
+      '<html>login</html>',
+      '{"access_token": "x',
+      { token_type: 'Bearer' },
+      { access_token: 'x', token_type: 'mac' },
+      { access_token: 'x', token_type: 'Bearer', expires_in: 0 },
+      { access_token: 'x', token_type: 'Bearer', expires_in: -5 },
+    ];
     for (const [i, body] of bodies.entries()) {
       const name = `c1-${i}`;
       const config = connections(world.idp, { [name]: limited(name) });
       world.idp.respond = () => ({ body });
-      await expect(get(instance(world, { clock, config }).broker, name)).rejects.toMatchObject({ code: 'upstream_error', extra: { upstreamError: 'invalid_response' } });
+      await expect(get(instance(world, { clock, config }).broker, name)).rejects.toMatchObject({
+        code: 'upstream_error',
+        extra: { upstreamError: 'invalid_response' },
+      });
       const item = await store.get(name);
       expect(item?.sealed).toBeUndefined();
       expect(Object.keys((await store.read(name)).entries)).toHaveLength(1);
@@ -221,7 +238,9 @@ describe('credentials and OAuth errors (invariant 6, C3, C4, D2)', () => {
   it('a granted scope narrower than requested is cached and served as granted (C9); refresh_token is not kept (C8)', async () => {
     const clock = new FakeClock(Date.now());
     const config = connections(world.idp, { c9: { scope: 'read   write' } });
-    world.idp.respond = () => ({ body: { access_token: 'narrow', token_type: 'Bearer', expires_in: 600, scope: 'read', refresh_token: 'CANARY-RT' } });
+    world.idp.respond = () => ({
+      body: { access_token: 'narrow', token_type: 'Bearer', expires_in: 600, scope: 'read', refresh_token: 'CANARY-RT' },
+    });
     const served = await get(instance(world, { clock, config }).broker, 'c9');
     expect(world.idp.receipts[0]?.params.get('scope')).toBe('read write');
     expect(served.token.scope).toBe('read');
@@ -251,7 +270,10 @@ describe('credentials and OAuth errors (invariant 6, C3, C4, D2)', () => {
     const a = instance(world, { clock, config }).broker;
     const t = await get(a, 'full');
     // With the ledger exhausted, a report is deferred: honouring it would leave callers with nothing.
-    expect(await a.invalidate({ connection: 'full', principal, accessToken: t.token.accessToken })).toMatchObject({ invalidated: false, reason: 'deferred' });
+    expect(await a.invalidate({ connection: 'full', principal, accessToken: t.token.accessToken })).toMatchObject({
+      invalidated: false,
+      reason: 'deferred',
+    });
     clock.advance(120_000); // it expired
     await expect(get(a, 'full')).rejects.toMatchObject({ code: 'rate_limited' });
     expect((await store.get('full'))?.backoff).toMatchObject({ code: 'rate_limited' });

@@ -22,7 +22,9 @@ import { realClock } from '../support/clock.js';
 import { CALLER, connections, instance, startWorld, type World } from '../support/env.js';
 import { issue } from '../../testkit/idp.js';
 
-type Line = Record<string, unknown> & { _aws?: { CloudWatchMetrics: { Namespace: string; Dimensions: string[][]; Metrics: { Name: string }[] }[] } };
+type Line = Record<string, unknown> & {
+  _aws?: { CloudWatchMetrics: { Namespace: string; Dimensions: string[][]; Metrics: { Name: string }[] }[] };
+};
 
 let world: World;
 let handler: HttpHandler;
@@ -36,7 +38,15 @@ async function lines<T>(run: () => Promise<T>): Promise<{ result: T; lines: Line
   output = [];
   const result = await run();
   const text = output.join('');
-  return { result, lines: text.trim() ? text.trim().split('\n').map((l) => JSON.parse(l) as Line) : [] };
+  return {
+    result,
+    lines: text.trim()
+      ? text
+          .trim()
+          .split('\n')
+          .map((l) => JSON.parse(l) as Line)
+      : [],
+  };
 }
 const metricNames = (l: Line) => l._aws!.CloudWatchMetrics[0]!.Metrics.map((m) => m.Name);
 const dims = (l: Line) => l._aws!.CloudWatchMetrics[0]!.Dimensions;
@@ -103,7 +113,12 @@ describe('one line per request, with its metrics', () => {
 
     const inv = await lines(() => handler(event('POST', '/tokens/vertex/invalidate', JSON.stringify({ access_token: tokens[0] }))));
     expect(inv.lines).toHaveLength(1);
-    expect(inv.lines[0]).toMatchObject({ route: 'invalidate', invalidation: 'deferred', tokenFp: expect.any(String), InvalidationDeferred: 1 });
+    expect(inv.lines[0]).toMatchObject({
+      route: 'invalidate',
+      invalidation: 'deferred',
+      tokenFp: expect.any(String),
+      InvalidationDeferred: 1,
+    });
 
     const refused = await lines(() => handler(event('GET', '/tokens/vertex?min_ttl=1199')));
     expect(refused.lines).toHaveLength(1);
@@ -118,9 +133,7 @@ describe('one line per request, with its metrics', () => {
   });
 
   it('a refused demand says why: cause in the line, RefusedSpacing and RateLimited counted', async () => {
-    const { result, lines: out } = await lines(() =>
-      handler(event('GET', '/tokens/vertex?min_ttl=1199')),
-    );
+    const { result, lines: out } = await lines(() => handler(event('GET', '/tokens/vertex?min_ttl=1199')));
     expect(result.statusCode).toBe(429);
     expect(out[0]).toMatchObject({ status: 429, error: 'rate_limited', cause: 'spacing', RefusedSpacing: 1, RateLimited: 1 });
   });
@@ -131,7 +144,15 @@ describe('budget gauges (scheduled, every minute, traffic or not)', () => {
     const config = connections(world.idp, { pay: {}, vertex: { rateLimit: { max: 10, windowSeconds: 28800 } } });
     const store = new DynamoTokenStore(localDynamoClient(world.dynamo.endpoint), world.table);
     const { lines: out, result } = await lines(() =>
-      publishBudgetGauges({ config, store, ledger: store, logger: jsonLogger(), metrics: emfMetrics(), clock: realClock, marginMs: ledgerMarginMs(DEFAULT_MARGIN_PARTS) }),
+      publishBudgetGauges({
+        config,
+        store,
+        ledger: store,
+        logger: jsonLogger(),
+        metrics: emfMetrics(),
+        clock: realClock,
+        marginMs: ledgerMarginMs(DEFAULT_MARGIN_PARTS),
+      }),
     );
     expect(result).toEqual({ connections: 2, failed: [] });
     const budget = out.filter((l) => l.message === 'budget');
@@ -144,7 +165,15 @@ describe('budget gauges (scheduled, every minute, traffic or not)', () => {
     const ledger = budget.filter((l) => metricNames(l).includes('LedgerUsed'));
     expect(ledger).toHaveLength(1);
     // One token request so far on `vertex` (the first test's): 1 used, 9 left, a slot free now.
-    expect(ledger[0]).toMatchObject({ connection: 'vertex', ledgerKey: 'vertex', used: 1, remaining: 9, LedgerUsed: 1, LedgerRemaining: 9, NextSlotSeconds: 0 });
+    expect(ledger[0]).toMatchObject({
+      connection: 'vertex',
+      ledgerKey: 'vertex',
+      used: 1,
+      remaining: 9,
+      LedgerUsed: 1,
+      LedgerRemaining: 9,
+      NextSlotSeconds: 0,
+    });
     expect(dims(ledger[0]!)).toEqual([['service', 'connection', 'ledger']]);
     expect(ledger[0]!.ledger).toBe('vertex');
   });

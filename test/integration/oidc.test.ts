@@ -20,7 +20,14 @@ const servers: DemoUpstream[] = [];
 beforeAll(async () => {
   world = await startWorld();
   for (const method of ['client_secret_post', 'client_secret_basic'] as const) {
-    servers.push(await startDemoUpstream({ clientId: `client:${method}`, clientSecret: SECRET, clientAuthentication: method, accessTokenTtlSeconds: 600 }));
+    servers.push(
+      await startDemoUpstream({
+        clientId: `client:${method}`,
+        clientSecret: SECRET,
+        clientAuthentication: method,
+        accessTokenTtlSeconds: 600,
+      }),
+    );
   }
 });
 afterAll(async () => {
@@ -31,7 +38,14 @@ afterAll(async () => {
 function config(up: DemoUpstream, method: 'client_secret_post' | 'client_secret_basic', secret: string) {
   return parseConfig({
     connections: {
-      [secret.replace(/[^a-z-]/g, '-')]: { tokenUrl: up.tokenUrl, grantType: 'client_credentials', scope: 'api', clientAuthentication: method, secret, callers: ALLOWED },
+      [secret.replace(/[^a-z-]/g, '-')]: {
+        tokenUrl: up.tokenUrl,
+        grantType: 'client_credentials',
+        scope: 'api',
+        clientAuthentication: method,
+        secret,
+        callers: ALLOWED,
+      },
     },
   });
 }

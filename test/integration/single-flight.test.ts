@@ -95,7 +95,9 @@ describe('refresh ahead (A3)', () => {
 describe('refresh ahead race', () => {
   it('a container that read before another published, and took the lease after, serves the new token without a second request', async () => {
     const clock = new FakeClock(Date.now());
-    const config = connections(world.idp, { race: { refreshBeforeSeconds: 60, rateLimit: { max: 10, windowSeconds: 28800, reserve: 0, minSpacingSeconds: 0 } } });
+    const config = connections(world.idp, {
+      race: { refreshBeforeSeconds: 60, rateLimit: { max: 10, windowSeconds: 28800, reserve: 0, minSpacingSeconds: 0 } },
+    });
     await get(instance(world, { clock, config }).broker, 'race', 0);
     clock.advance(250_000); // inside the refresh-ahead window
     const a = instance(world, { clock, config });
@@ -138,7 +140,10 @@ describe('refresh ahead failures', () => {
     const { broker } = instance(world, { clock: realClock, config });
     const sealer = (broker as unknown as { deps: { sealer: { open: () => Promise<never> } } }).deps.sealer;
     // As the sealer adapter reports a throttled KMS (test/adapters/sealer-faults.test.ts).
-    sealer.open = () => Promise.reject(new SealerUnavailable('KMS unavailable', { cause: Object.assign(new Error('Rate exceeded'), { name: 'ThrottlingException' }) }));
+    sealer.open = () =>
+      Promise.reject(
+        new SealerUnavailable('KMS unavailable', { cause: Object.assign(new Error('Rate exceeded'), { name: 'ThrottlingException' }) }),
+      );
     await expect(get(broker, 'kms')).rejects.toMatchObject({ code: 'unavailable' });
     expect((await storeOf(world).get('kms'))?.invalidated).toBeUndefined();
     expect(world.idp.count()).toBe(1);
@@ -221,7 +226,10 @@ describe('bounded waiting (A11, F2)', () => {
     await store.acquireLease('slow', 'slow-holder', clock.now(), clock.now() + 20_000);
     const { broker } = instance(world, { clock, config });
     const deadline = clock.now() + 1_500;
-    await expect(get(broker, 'slow', 60, deadline)).rejects.toMatchObject({ code: 'unavailable', extra: { retryAfterSeconds: expect.any(Number) } });
+    await expect(get(broker, 'slow', 60, deadline)).rejects.toMatchObject({
+      code: 'unavailable',
+      extra: { retryAfterSeconds: expect.any(Number) },
+    });
     expect(clock.now()).toBeLessThanOrEqual(deadline);
     expect(world.idp.count()).toBe(0);
   });

@@ -5,7 +5,14 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ConfigError } from '../../functions/core/config.js';
 import type { Clock } from '../../functions/core/ports.js';
-import { fileSecrets, loadLocalConfig, localSealKey, localSecretSource, parseLocalConfig, StartupError } from '../../functions/local/config.js';
+import {
+  fileSecrets,
+  loadLocalConfig,
+  localSealKey,
+  localSecretSource,
+  parseLocalConfig,
+  StartupError,
+} from '../../functions/local/config.js';
 import { DEFAULTS, parseFlags } from '../../functions/local/flags.js';
 import { ROOT } from './helpers.js';
 
@@ -24,7 +31,10 @@ function valid() {
       } as Record<string, unknown>,
     },
     secrets: { 'local/pay': { client_id: 'id', client_secret: 'secret' } } as Record<string, unknown>,
-    callers: { AKIDLOCALTEST: { secretAccessKey: 'caller-secret', principal: 'arn:aws:iam::111122223333:role/payments-api' } } as Record<string, unknown>,
+    callers: { AKIDLOCALTEST: { secretAccessKey: 'caller-secret', principal: 'arn:aws:iam::111122223333:role/payments-api' } } as Record<
+      string,
+      unknown
+    >,
   };
 }
 
@@ -45,7 +55,13 @@ describe('local config', () => {
     expect(c.callers.get('AKIDLOCALTEST')?.principal).toBe('arn:aws:iam::111122223333:role/payments-api');
     const example = loadLocalConfig(join(ROOT, 'examples/local-config.json'));
     expect([...example.broker.connections.keys()]).toEqual(['vitesse-staging', 'vertex-oseries', 'vertex-cloud']);
-    expect(example.broker.connections.get('vertex-oseries')?.rateLimit).toEqual({ max: 10, windowSeconds: 28800, key: 'vertex-oseries', reserve: 2, minSpacingMs: 2_880_000 });
+    expect(example.broker.connections.get('vertex-oseries')?.rateLimit).toEqual({
+      max: 10,
+      windowSeconds: 28800,
+      key: 'vertex-oseries',
+      reserve: 2,
+      minSpacingMs: 2_880_000,
+    });
     expect(example.broker.connections.get('vertex-cloud')?.scope).toBe('vtms-public-api openid profile');
   });
 
@@ -120,7 +136,9 @@ describe('local secrets from the file', () => {
     now += 5_001;
     expect((await source.get('local/pay')).credentials.client_secret).toBe('v3');
     // The same content is the same version.
-    expect((await source.get('local/pay', { forceRefresh: true })).version).toBe((await source.get('local/pay', { forceRefresh: true })).version);
+    expect((await source.get('local/pay', { forceRefresh: true })).version).toBe(
+      (await source.get('local/pay', { forceRefresh: true })).version,
+    );
   });
 
   it('keeps the last good value while the file does not parse, and fails closed for an unknown secret', async () => {
@@ -134,15 +152,32 @@ describe('local secrets from the file', () => {
     write('good');
     const missing = await source.get('local/other').catch((e: unknown) => e);
     // The caller's message does not name the secret; the log detail does.
-    expect(missing).toMatchObject({ code: 'internal', message: "the connection's credentials are misconfigured; the broker's logs say how" });
-    expect((missing as { extra: { detail?: string } }).extra.detail).toBe('the credentials secret "local/other" is not in the local config file');
+    expect(missing).toMatchObject({
+      code: 'internal',
+      message: "the connection's credentials are misconfigured; the broker's logs say how",
+    });
+    expect((missing as { extra: { detail?: string } }).extra.detail).toBe(
+      'the credentials secret "local/other" is not in the local config file',
+    );
   });
 });
 
 describe('flags', () => {
   it('has the documented defaults', () => {
     expect(parseFlags([])).toEqual({ host: '127.0.0.1', port: 8787, table: DEFAULTS.table, region: 'us-east-1', help: false });
-    expect(parseFlags(['--port=0', '--config', 'c.json', '--dynamodb-endpoint', 'http://127.0.0.1:8000', '--table', 'tbl', '--region', 'eu-west-1'])).toEqual({
+    expect(
+      parseFlags([
+        '--port=0',
+        '--config',
+        'c.json',
+        '--dynamodb-endpoint',
+        'http://127.0.0.1:8000',
+        '--table',
+        'tbl',
+        '--region',
+        'eu-west-1',
+      ]),
+    ).toEqual({
       config: 'c.json',
       host: '127.0.0.1',
       port: 0,

@@ -8,7 +8,8 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { call, curlHasSigV4, logRecords, type RunningBroker, runCli, sh, startBroker } from './helpers.js';
 
-const CURL_LINE = /^curl --aws-sigv4 "aws:amz:us-east-1:execute-api" --user "AKIDLOCALDEMO:([0-9a-f]{40})" "http:\/\/127\.0\.0\.1:(\d+)\/tokens\/demo\?min_ttl=60"$/;
+const CURL_LINE =
+  /^curl --aws-sigv4 "aws:amz:us-east-1:execute-api" --user "AKIDLOCALDEMO:([0-9a-f]{40})" "http:\/\/127\.0\.0\.1:(\d+)\/tokens\/demo\?min_ttl=60"$/;
 
 let demo: RunningBroker;
 const dir = mkdtempSync(join(tmpdir(), 'tb-local-demo-'));
@@ -86,7 +87,9 @@ describe('demo mode', () => {
   it('exits 1 with one clear line when the port is in use', async () => {
     const r = await runCli(['--port', String(demo.port)]);
     expect(r.code).toBe(1);
-    expect(r.stderr).toBe(`error: port ${demo.port} on 127.0.0.1 is already in use (EADDRINUSE); stop the other process or choose another with --port\n`);
+    expect(r.stderr).toBe(
+      `error: port ${demo.port} on 127.0.0.1 is already in use (EADDRINUSE); stop the other process or choose another with --port\n`,
+    );
     expect(r.stdout).not.toContain('listening on');
   });
 });
@@ -122,8 +125,12 @@ describe('refusing to start', () => {
       expect(r.stderr.split('\n')).toHaveLength(2); // one line and its newline
       expect(r.stderr).not.toMatch(/\n\s+at /);
     }
-    expect(a.stderr).toBe(`error: invalid config (${badField}): connections.pay.grantType: Invalid option: expected one of "client_credentials"|"password"\n`);
-    expect(b.stderr).toBe(`error: invalid config (${missingSecret}): connections.pay.secret: names secret "local/nope", which is not in "secrets"\n`);
+    expect(a.stderr).toBe(
+      `error: invalid config (${badField}): connections.pay.grantType: Invalid option: expected one of "client_credentials"|"password"\n`,
+    );
+    expect(b.stderr).toBe(
+      `error: invalid config (${missingSecret}): connections.pay.secret: names secret "local/nope", which is not in "secrets"\n`,
+    );
     expect(c.stderr).toBe(`error: cannot read config file ${join(dir, 'does-not-exist.json')} (ENOENT)\n`);
     expect(d.stderr).toMatch(/^error: invalid config \(.*not-json\.json\): not valid JSON/);
     expect(e.stderr).toBe('error: unknown flag --verbose (see --help)\n');

@@ -18,7 +18,11 @@ const USER_KEY: Signing = { accessKeyId: 'AKIDGATEWAYUSER', secretAccessKey: 'ga
 let gateway: Gateway;
 let clockOffset = 0;
 let seen: Array<{ event: APIGatewayProxyEvent; remaining: number | undefined }> = [];
-let answer: () => Promise<APIGatewayProxyResult> = async () => ({ statusCode: 200, headers: { 'Content-Type': 'application/json' }, body: '{"ok":true}' });
+let answer: () => Promise<APIGatewayProxyResult> = async () => ({
+  statusCode: 200,
+  headers: { 'Content-Type': 'application/json' },
+  body: '{"ok":true}',
+});
 
 beforeAll(async () => {
   const handler: HttpHandler = async (event, context) => {
@@ -194,11 +198,18 @@ describe('local gateway', () => {
     // Only the request id, the access key and the source address may differ.
     const normal = (e: APIGatewayProxyEvent) => {
       const rc = e.requestContext;
-      return { ...e, requestContext: { ...rc, requestId: 'id', extendedRequestId: 'id', identity: { ...rc.identity, accessKey: 'key', sourceIp: 'ip' } } };
+      return {
+        ...e,
+        requestContext: { ...rc, requestId: 'id', extendedRequestId: 'id', identity: { ...rc.identity, accessKey: 'key', sourceIp: 'ip' } },
+      };
     };
     expect(normal(direct)).toEqual(normal(event));
     expect(direct.requestContext.identity.userArn).toBe(PRINCIPAL);
-    expect(apiEvent('GET', '/tokens/pay', { userArn: null }).requestContext.identity).toMatchObject({ userArn: null, caller: null, accessKey: null });
+    expect(apiEvent('GET', '/tokens/pay', { userArn: null }).requestContext.identity).toMatchObject({
+      userArn: null,
+      caller: null,
+      accessKey: null,
+    });
   });
 
   it('builds the event with request names as own keys, __proto__ included, and pollutes no prototype', () => {

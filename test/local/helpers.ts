@@ -138,7 +138,8 @@ export interface Reply {
 export function call(baseUrl: string, c: Call): Promise<Reply> {
   const u = new URL(baseUrl);
   const headers: Record<string, string> = { ...(c.headers ?? {}) };
-  if (c.body !== undefined && !Object.keys(headers).some((h) => h.toLowerCase() === 'content-type')) headers['content-type'] = 'application/json';
+  if (c.body !== undefined && !Object.keys(headers).some((h) => h.toLowerCase() === 'content-type'))
+    headers['content-type'] = 'application/json';
   let path = c.path;
   if (c.sign) {
     const date = c.sign.date?.toISOString().replace(/[:-]|\.\d{3}/g, '');
@@ -162,7 +163,11 @@ export function call(baseUrl: string, c: Call): Promise<Reply> {
         service: c.sign.service ?? 'execute-api',
         region: c.sign.region ?? 'us-east-1',
       },
-      { accessKeyId: c.sign.accessKeyId, secretAccessKey: c.sign.secretAccessKey, ...(c.sign.sessionToken ? { sessionToken: c.sign.sessionToken } : {}) },
+      {
+        accessKeyId: c.sign.accessKeyId,
+        secretAccessKey: c.sign.secretAccessKey,
+        ...(c.sign.sessionToken ? { sessionToken: c.sign.sessionToken } : {}),
+      },
     );
     path = signed.path!;
     Object.assign(headers, signed.headers as Record<string, string>);

@@ -47,8 +47,20 @@ function writeConfig(rotSecret: string): void {
   const doc = {
     connections: {
       pay: { tokenUrl: idp.url, grantType: 'client_credentials', scope: 'API', secret: 'local/pay', callers },
-      storm: { tokenUrl: idp.url, grantType: 'client_credentials', secret: 'local/storm', callers, rateLimit: { max: 10, windowSeconds: 28800 } },
-      rot: { tokenUrl: idp.url, grantType: 'client_credentials', clientAuthentication: 'client_secret_basic', secret: 'local/rot', callers },
+      storm: {
+        tokenUrl: idp.url,
+        grantType: 'client_credentials',
+        secret: 'local/storm',
+        callers,
+        rateLimit: { max: 10, windowSeconds: 28800 },
+      },
+      rot: {
+        tokenUrl: idp.url,
+        grantType: 'client_credentials',
+        clientAuthentication: 'client_secret_basic',
+        secret: 'local/rot',
+        callers,
+      },
       vc: { tokenUrl: idp.url, grantType: 'password', scope: 'vtms-public-api openid profile', secret: 'local/vc', callers },
     },
     secrets: {
@@ -73,7 +85,12 @@ beforeAll(async () => {
     if (accepted.get(id) !== secretOf(receipt)) return { status: 401, body: { error: 'invalid_client' } };
     return {
       delayMs: 200,
-      body: { access_token: `tok-${id}-${++issued}`, token_type: 'Bearer', expires_in: 3600, ...(receipt.params.get('scope') ? { scope: receipt.params.get('scope') } : {}) },
+      body: {
+        access_token: `tok-${id}-${++issued}`,
+        token_type: 'Bearer',
+        expires_in: 3600,
+        ...(receipt.params.get('scope') ? { scope: receipt.params.get('scope') } : {}),
+      },
     };
   });
   dynamo = await startDynalite();
@@ -96,7 +113,12 @@ describe('local mode with a config file and a shared DynamoDB endpoint', () => {
     const r = await call(b1.url, { path: '/tokens/pay?min_ttl=60', sign: PAY });
     expect(r.status).toBe(200);
     expect(r.headers['cache-control']).toBe('no-store');
-    expect(r.json).toMatchObject({ access_token: expect.stringMatching(/^tok-pay-client-\d+$/), token_type: 'Bearer', scope: 'API', connection: 'pay' });
+    expect(r.json).toMatchObject({
+      access_token: expect.stringMatching(/^tok-pay-client-\d+$/),
+      token_type: 'Bearer',
+      scope: 'API',
+      connection: 'pay',
+    });
     expect(r.json?.expires_in).toBeGreaterThan(3590);
     expect(r.json?.expires_in).toBeLessThanOrEqual(3600);
     const [receipt] = receiptsFor('pay-client');
@@ -138,9 +160,16 @@ describe('local mode with a config file and a shared DynamoDB endpoint', () => {
     const cases = {
       unsigned: await call(b1.url, { path: '/tokens/pay' }),
       wrongSecret: await call(b1.url, { path: '/tokens/pay', sign: { ...PAY, secretAccessKey: 'not-the-secret' } }),
-      unknownKey: await call(b1.url, { path: '/tokens/pay', sign: { accessKeyId: 'AKIDLOCALNOBODY', secretAccessKey: PAY.secretAccessKey } }),
+      unknownKey: await call(b1.url, {
+        path: '/tokens/pay',
+        sign: { accessKeyId: 'AKIDLOCALNOBODY', secretAccessKey: PAY.secretAccessKey },
+      }),
       alteredPath: await call(b1.url, { path: '/tokens/pay', sign: PAY, tamper: (req) => void (req.path = '/tokens/storm') }),
-      alteredQuery: await call(b1.url, { path: '/tokens/pay?min_ttl=60', sign: PAY, tamper: (req) => void (req.path = '/tokens/pay?min_ttl=61') }),
+      alteredQuery: await call(b1.url, {
+        path: '/tokens/pay?min_ttl=60',
+        sign: PAY,
+        tamper: (req) => void (req.path = '/tokens/pay?min_ttl=61'),
+      }),
       staleDate: await call(b1.url, { path: '/tokens/pay', sign: { ...PAY, date: stale } }),
       wrongRegion: await call(b1.url, { path: '/tokens/pay', sign: { ...PAY, region: 'eu-west-1' } }),
       wrongService: await call(b1.url, { path: '/tokens/pay', sign: { ...PAY, service: 'lambda' } }),
@@ -175,7 +204,12 @@ describe('local mode with a config file and a shared DynamoDB endpoint', () => {
     const badTtl = await call(b1.url, { path: '/tokens/pay?min_ttl=abc', sign: PAY });
     expect(badTtl.status).toBe(400);
     expect(badTtl.json?.error).toBe('invalid_request');
-    const big = await call(b1.url, { method: 'POST', path: '/tokens/pay/invalidate', body: JSON.stringify({ access_token: 'x'.repeat(9000) }), sign: PAY });
+    const big = await call(b1.url, {
+      method: 'POST',
+      path: '/tokens/pay/invalidate',
+      body: JSON.stringify({ access_token: 'x'.repeat(9000) }),
+      sign: PAY,
+    });
     expect(big.status).toBe(413);
   });
 
@@ -188,7 +222,12 @@ describe('local mode with a config file and a shared DynamoDB endpoint', () => {
     // Ops rotate: the upstream now takes only the new secret, and the file holds it.
     accepted.set('rot-client', ROT_V2);
     writeConfig(ROT_V2);
-    const inv = await call(b1.url, { method: 'POST', path: '/tokens/rot/invalidate', body: JSON.stringify({ access_token: t1 }), sign: PAY });
+    const inv = await call(b1.url, {
+      method: 'POST',
+      path: '/tokens/rot/invalidate',
+      body: JSON.stringify({ access_token: t1 }),
+      sign: PAY,
+    });
     expect(inv.status).toBe(200);
     expect(inv.json).toEqual({ invalidated: true });
 
@@ -212,7 +251,8 @@ describe('local mode with a config file and a shared DynamoDB endpoint', () => {
     const served = idp.receipts.length;
     expect(served).toBeGreaterThan(0);
     const out = [...b1.stdout, ...b2.stdout].join('\n');
-    for (const secret of ['pay-secret', 'storm-secret', 'vc-secret', 'api-password', ROT_V1, ROT_V2, PAY.secretAccessKey]) expect(out).not.toContain(secret);
+    for (const secret of ['pay-secret', 'storm-secret', 'vc-secret', 'api-password', ROT_V1, ROT_V2, PAY.secretAccessKey])
+      expect(out).not.toContain(secret);
     expect(out).not.toMatch(/tok-[a-z]+-client-\d+/);
     expect(logRecords(b1.stdout).filter((r) => r.message === 'request').length).toBeGreaterThan(10);
     expect(b1.stderr()).toBe('');

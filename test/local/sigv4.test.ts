@@ -107,18 +107,45 @@ describe('canonicalisation', () => {
 
   it('hashes an empty body as the sha256 of nothing, and canonicalises header values', () => {
     const headers = headerValues({ Host: HOST, 'X-Amz-Date': '20261123T120000Z', 'X-Multi': ['  a   b ', 'c'] });
-    const canonical = canonicalRequest('get', '/tokens/demo?b=1&a=2', headers, ['host', 'x-amz-date', 'x-multi'], createHash('sha256').update('').digest('hex'));
+    const canonical = canonicalRequest(
+      'get',
+      '/tokens/demo?b=1&a=2',
+      headers,
+      ['host', 'x-amz-date', 'x-multi'],
+      createHash('sha256').update('').digest('hex'),
+    );
     expect(canonical).toBe(
-      ['GET', '/tokens/demo', 'a=2&b=1', `host:${HOST}`, 'x-amz-date:20261123T120000Z', 'x-multi:a b,c', '', 'host;x-amz-date;x-multi', EMPTY_SHA256].join('\n'),
+      [
+        'GET',
+        '/tokens/demo',
+        'a=2&b=1',
+        `host:${HOST}`,
+        'x-amz-date:20261123T120000Z',
+        'x-multi:a b,c',
+        '',
+        'host;x-amz-date;x-multi',
+        EMPTY_SHA256,
+      ].join('\n'),
     );
   });
 
   it('parses the Authorization header', () => {
     expect(
-      parseAuthorization('AWS4-HMAC-SHA256 Credential=AKID/20261123/us-east-1/execute-api/aws4_request, SignedHeaders=host;X-Amz-Date, Signature=abc'),
-    ).toEqual({ accessKeyId: 'AKID', date: '20261123', region: 'us-east-1', service: 'execute-api', signedHeaders: ['host', 'x-amz-date'], signature: 'abc' });
+      parseAuthorization(
+        'AWS4-HMAC-SHA256 Credential=AKID/20261123/us-east-1/execute-api/aws4_request, SignedHeaders=host;X-Amz-Date, Signature=abc',
+      ),
+    ).toEqual({
+      accessKeyId: 'AKID',
+      date: '20261123',
+      region: 'us-east-1',
+      service: 'execute-api',
+      signedHeaders: ['host', 'x-amz-date'],
+      signature: 'abc',
+    });
     expect(() => parseAuthorization('Bearer abc')).toThrow(SigV4Error);
-    expect(() => parseAuthorization('AWS4-HMAC-SHA256 Credential=AKID/20261123/us-east-1/execute-api, SignedHeaders=host, Signature=a')).toThrow(/Credential/);
+    expect(() =>
+      parseAuthorization('AWS4-HMAC-SHA256 Credential=AKID/20261123/us-east-1/execute-api, SignedHeaders=host, Signature=a'),
+    ).toThrow(/Credential/);
     expect(() => parseAuthorization('AWS4-HMAC-SHA256 SignedHeaders=host, Signature=a')).toThrow(/requires/);
   });
 });
@@ -134,7 +161,12 @@ describe('verifySigV4 against aws4', () => {
   });
 
   it('accepts a POST body and refuses it once the body changes', () => {
-    const req = aws4Signed({ method: 'POST', path: '/tokens/demo/invalidate', body: '{"access_token":"abc"}', headers: { 'content-type': 'application/json' } });
+    const req = aws4Signed({
+      method: 'POST',
+      path: '/tokens/demo/invalidate',
+      body: '{"access_token":"abc"}',
+      headers: { 'content-type': 'application/json' },
+    });
     expect(verifySigV4(req, opts()).accessKeyId).toBe(AKID);
     expect(refusal({ ...req, body: Buffer.from('{"access_token":"abd"}') })).toMatch(/signature we calculated does not match/);
   });
@@ -142,8 +174,12 @@ describe('verifySigV4 against aws4', () => {
   it('uses x-amz-content-sha256 when present and refuses one that does not match the body', () => {
     const body = '{"access_token":"abc"}';
     const sha = createHash('sha256').update(body).digest('hex');
-    expect(verifySigV4(aws4Signed({ method: 'POST', path: '/p', body, headers: { 'x-amz-content-sha256': sha } }), opts()).accessKeyId).toBe(AKID);
-    expect(refusal(aws4Signed({ method: 'POST', path: '/p', body, headers: { 'x-amz-content-sha256': EMPTY_SHA256 } }))).toMatch(/x-amz-content-sha256/);
+    expect(
+      verifySigV4(aws4Signed({ method: 'POST', path: '/p', body, headers: { 'x-amz-content-sha256': sha } }), opts()).accessKeyId,
+    ).toBe(AKID);
+    expect(refusal(aws4Signed({ method: 'POST', path: '/p', body, headers: { 'x-amz-content-sha256': EMPTY_SHA256 } }))).toMatch(
+      /x-amz-content-sha256/,
+    );
   });
 
   it('refuses altered path, altered query, wrong secret, unknown key, wrong region and wrong service', () => {
@@ -187,14 +223,21 @@ describe('verifySigV4 against aws4', () => {
     const req = aws4Signed({ path: '/tokens/demo' });
     const auth = String(req.headers.Authorization).replace(/\/\d{8}\/us-east-1\//, '/20261122/us-east-1/');
     expect(auth).toContain('/20261122/');
-    expect(refusal({ ...req, headers: { ...req.headers, Authorization: auth } })).toBe('Date in Credential scope does not match YYYYMMDD from the request date');
+    expect(refusal({ ...req, headers: { ...req.headers, Authorization: auth } })).toBe(
+      'Date in Credential scope does not match YYYYMMDD from the request date',
+    );
     const headers = { Host: HOST, Date: new Date(T0).toUTCString() };
     const signed = aws4.sign(
       { host: HOST, path: '/tokens/demo', headers, service: 'execute-api', region: 'us-east-1', doNotModifyHeaders: true },
       { accessKeyId: AKID, secretAccessKey: SECRET },
     );
     const dateless = String(signed.headers!.Authorization).replace('SignedHeaders=date;host', 'SignedHeaders=host');
-    const unsignedDate = { method: 'GET', target: signed.path!, headers: { ...(signed.headers as Record<string, string>), Authorization: dateless }, body: Buffer.alloc(0) };
+    const unsignedDate = {
+      method: 'GET',
+      target: signed.path!,
+      headers: { ...(signed.headers as Record<string, string>), Authorization: dateless },
+      body: Buffer.alloc(0),
+    };
     expect(refusal(unsignedDate)).toBe("'date' must be a signed header");
   });
 
@@ -202,10 +245,15 @@ describe('verifySigV4 against aws4', () => {
     const req = aws4Signed({ path: '/tokens/demo', sessionToken: 'session-token' });
     expect(verifySigV4(req, opts())).toEqual({ accessKeyId: AKID, sessionToken: 'session-token' });
     const auth = String(req.headers.Authorization);
-    const without = (name: string) => auth.replace(/SignedHeaders=[^,]+/, (m) => m.replace(new RegExp(`(^SignedHeaders=|;)${name}(?=;|$)`), '$1').replace('=;', '='));
+    const without = (name: string) =>
+      auth.replace(/SignedHeaders=[^,]+/, (m) => m.replace(new RegExp(`(^SignedHeaders=|;)${name}(?=;|$)`), '$1').replace('=;', '='));
     expect(refusal({ ...req, headers: { ...req.headers, Authorization: without('host') } })).toBe("'Host' must be a signed header");
-    expect(refusal({ ...req, headers: { ...req.headers, Authorization: without('x-amz-date') } })).toBe("'x-amz-date' must be a signed header");
-    expect(refusal({ ...req, headers: { ...req.headers, Authorization: without('x-amz-security-token') } })).toBe("'X-Amz-Security-Token' must be a signed header");
+    expect(refusal({ ...req, headers: { ...req.headers, Authorization: without('x-amz-date') } })).toBe(
+      "'x-amz-date' must be a signed header",
+    );
+    expect(refusal({ ...req, headers: { ...req.headers, Authorization: without('x-amz-security-token') } })).toBe(
+      "'X-Amz-Security-Token' must be a signed header",
+    );
   });
 
   it('refuses a missing or malformed signature', () => {
@@ -213,8 +261,12 @@ describe('verifySigV4 against aws4', () => {
     const { Authorization: _auth, ...unsigned } = req.headers as Record<string, string>;
     expect(refusal({ ...req, headers: unsigned })).toBe('Missing Authentication Token');
     const auth = String(req.headers.Authorization);
-    expect(refusal({ ...req, headers: { ...req.headers, Authorization: auth.replace(/Signature=\w+/, 'Signature=zz') } })).toMatch(/does not match/);
-    expect(refusal({ ...req, headers: { ...req.headers, Authorization: auth.replace(/Signature=\w+/, `Signature=${'0'.repeat(64)}`) } })).toMatch(/does not match/);
+    expect(refusal({ ...req, headers: { ...req.headers, Authorization: auth.replace(/Signature=\w+/, 'Signature=zz') } })).toMatch(
+      /does not match/,
+    );
+    expect(
+      refusal({ ...req, headers: { ...req.headers, Authorization: auth.replace(/Signature=\w+/, `Signature=${'0'.repeat(64)}`) } }),
+    ).toMatch(/does not match/);
   });
 });
 
@@ -227,9 +279,23 @@ describe('verifySigV4 against @smithy/signature-v4', () => {
       sha256: Sha256,
     });
 
-  async function smithySigned(path: string, query: Record<string, string | string[]>, body?: string, sessionToken?: string): Promise<SignedRequest> {
+  async function smithySigned(
+    path: string,
+    query: Record<string, string | string[]>,
+    body?: string,
+    sessionToken?: string,
+  ): Promise<SignedRequest> {
     const signed = await signer(SECRET, sessionToken).sign(
-      { method: body ? 'POST' : 'GET', protocol: 'http:', hostname: '127.0.0.1', port: 8787, path, query, headers: { host: HOST }, ...(body ? { body } : {}) },
+      {
+        method: body ? 'POST' : 'GET',
+        protocol: 'http:',
+        hostname: '127.0.0.1',
+        port: 8787,
+        path,
+        query,
+        headers: { host: HOST },
+        ...(body ? { body } : {}),
+      },
       { signingDate: new Date(T0) },
     );
     // The wire form of the query, as an HTTP client would serialise it (unsorted on purpose).
@@ -243,7 +309,10 @@ describe('verifySigV4 against @smithy/signature-v4', () => {
   it('accepts its signatures, repeated query values and a session token included', async () => {
     expect(verifySigV4(await smithySigned('/tokens/demo', { min_ttl: '60' }), opts()).accessKeyId).toBe(AKID);
     expect(verifySigV4(await smithySigned('/tokens/a%20b', { z: '1', a: ['y', 'x'], e: 'é &' }), opts()).accessKeyId).toBe(AKID);
-    expect(verifySigV4(await smithySigned('/tokens/demo/invalidate', {}, '{"access_token":"t"}', 'tok'), opts())).toEqual({ accessKeyId: AKID, sessionToken: 'tok' });
+    expect(verifySigV4(await smithySigned('/tokens/demo/invalidate', {}, '{"access_token":"t"}', 'tok'), opts())).toEqual({
+      accessKeyId: AKID,
+      sessionToken: 'tok',
+    });
   });
 
   it('refuses a request whose query was changed after signing', async () => {
@@ -289,13 +358,29 @@ describe('verifySigV4: presigned requests (signature in the query string)', () =
     expect(req.target).toMatch(/[?&]X-Amz-Signature=[0-9a-f]{64}/);
     expect(Object.keys(req.headers).map((h) => h.toLowerCase())).not.toContain('authorization');
     expect(verifySigV4(req, opts())).toEqual({ accessKeyId: AKID });
-    expect(verifySigV4(aws4Presigned({ path: '/tokens/demo', sessionToken: 'session-q' }), opts())).toEqual({ accessKeyId: AKID, sessionToken: 'session-q' });
+    expect(verifySigV4(aws4Presigned({ path: '/tokens/demo', sessionToken: 'session-q' }), opts())).toEqual({
+      accessKeyId: AKID,
+      sessionToken: 'session-q',
+    });
   });
 
   it('accepts an @smithy/signature-v4 presigned request, with X-Amz-Expires', async () => {
-    const signer = new SignatureV4({ credentials: { accessKeyId: AKID, secretAccessKey: SECRET }, region: 'us-east-1', service: 'execute-api', sha256: Sha256 });
+    const signer = new SignatureV4({
+      credentials: { accessKeyId: AKID, secretAccessKey: SECRET },
+      region: 'us-east-1',
+      service: 'execute-api',
+      sha256: Sha256,
+    });
     const presigned = await signer.presign(
-      { method: 'GET', protocol: 'http:', hostname: '127.0.0.1', port: 8787, path: '/tokens/demo', query: { min_ttl: '60' }, headers: { host: HOST } },
+      {
+        method: 'GET',
+        protocol: 'http:',
+        hostname: '127.0.0.1',
+        port: 8787,
+        path: '/tokens/demo',
+        query: { min_ttl: '60' },
+        headers: { host: HOST },
+      },
       { signingDate: new Date(T0), expiresIn: 300 },
     );
     const q = Object.entries(presigned.query ?? {})
@@ -342,6 +427,8 @@ describe('verifySigV4: presigned requests (signature in the query string)', () =
     expect(refusal(withQuery(req, (q) => q.set('X-Amz-Algorithm', 'AWS4-HMAC-SHA1')))).toMatch(/Unsupported X-Amz-Algorithm/);
     expect(refusal(withQuery(req, (q) => q.set('X-Amz-SignedHeaders', 'x-amz-date')))).toBe("'Host' must be a signed header");
     const headerSigned = aws4Signed({ path: '/tokens/demo' });
-    expect(refusal({ ...req, headers: { ...req.headers, Authorization: String(headerSigned.headers.Authorization) } })).toMatch(/^Only one auth mechanism allowed/);
+    expect(refusal({ ...req, headers: { ...req.headers, Authorization: String(headerSigned.headers.Authorization) } })).toMatch(
+      /^Only one auth mechanism allowed/,
+    );
   });
 });

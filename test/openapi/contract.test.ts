@@ -20,7 +20,10 @@ const LIFETIME = 600;
 /** Documented responses the local broker cannot be made to give on purpose, and why. */
 const NOT_EXERCISED = new Map([
   ['invalidateToken 500', 'a bug: the invalidate route reads no secret, so no configuration makes it answer 500'],
-  ['invalidateToken 503', 'needs DynamoDB to fail under a running broker; the 503 itself is tested in process (test/integration/budget-guard.test.ts, defect 3)'],
+  [
+    'invalidateToken 503',
+    'needs DynamoDB to fail under a running broker; the 503 itself is tested in process (test/integration/budget-guard.test.ts, defect 3)',
+  ],
 ]);
 
 let contract: Contract;
@@ -78,7 +81,9 @@ beforeAll(async () => {
       'c-down': connection(`http://127.0.0.1:${await freePort()}/token`, 'c/down'),
       'c-internal': connection(`${oauth.url}/token`, 'c/internal'),
     },
-    secrets: Object.fromEntries(['ok', 'busy', 'refused', 'down', 'internal'].map((n) => [`c/${n}`, { client_id: n, client_secret: `${n}-secret` }])),
+    secrets: Object.fromEntries(
+      ['ok', 'busy', 'refused', 'down', 'internal'].map((n) => [`c/${n}`, { client_id: n, client_secret: `${n}-secret` }]),
+    ),
     callers: {
       [CALLER.accessKeyId]: { secretAccessKey: CALLER.secretAccessKey, principal: 'arn:aws:iam::111122223333:role/contract-app' },
       [OUTSIDER.accessKeyId]: { secretAccessKey: OUTSIDER.secretAccessKey, principal: 'arn:aws:iam::111122223333:role/outsider' },
@@ -108,7 +113,9 @@ function conforms(res: Observed, status: number, code?: string): Record<string, 
 describe('openapi.yaml', () => {
   it('is a valid OpenAPI 3.1 document whose examples (the deferred answer among them) fit their schemas', () => {
     const examples = contract.examples();
-    expect(examples.map((e) => e.where)).toEqual(expect.arrayContaining([expect.stringContaining('invalidateToken 200 application/json example deferred')]));
+    expect(examples.map((e) => e.where)).toEqual(
+      expect.arrayContaining([expect.stringContaining('invalidateToken 200 application/json example deferred')]),
+    );
     expect(examples.filter((e) => e.errors.length)).toEqual([]);
     expect(contract.validateSchema('InvalidateAnswer', { invalidated: false, reason: 'deferred', retry_after: 30 })).toEqual([]);
     // The schema is not vacuous: a deferred answer without retry_after, or with a stray field, fails.
@@ -117,15 +124,54 @@ describe('openapi.yaml', () => {
   });
 
   it('documents both routes, min_ttl, every error code of the contract, Retry-After, Cache-Control and SigV4', () => {
-    const doc = contract.doc as { paths: Record<string, Record<string, { parameters?: Array<{ name: string }> }>>; components: { securitySchemes: Record<string, Record<string, string>>; schemas: { Error: { properties: { error: { enum: string[] } } } } } };
+    const doc = contract.doc as {
+      paths: Record<string, Record<string, { parameters?: Array<{ name: string }> }>>;
+      components: {
+        securitySchemes: Record<string, Record<string, string>>;
+        schemas: { Error: { properties: { error: { enum: string[] } } } };
+      };
+    };
     expect(Object.keys(doc.paths).sort()).toEqual(['/tokens/{connection}', '/tokens/{connection}/invalidate']);
-    expect(contract.documented().map((d) => `${d.operationId} ${d.status}`).sort()).toEqual(
-      ['getToken 200', 'getToken 400', 'getToken 403', 'getToken 404', 'getToken 429', 'getToken 500', 'getToken 502', 'getToken 503',
-        'invalidateToken 200', 'invalidateToken 400', 'invalidateToken 403', 'invalidateToken 404', 'invalidateToken 413', 'invalidateToken 500', 'invalidateToken 503'].sort(),
+    expect(
+      contract
+        .documented()
+        .map((d) => `${d.operationId} ${d.status}`)
+        .sort(),
+    ).toEqual(
+      [
+        'getToken 200',
+        'getToken 400',
+        'getToken 403',
+        'getToken 404',
+        'getToken 429',
+        'getToken 500',
+        'getToken 502',
+        'getToken 503',
+        'invalidateToken 200',
+        'invalidateToken 400',
+        'invalidateToken 403',
+        'invalidateToken 404',
+        'invalidateToken 413',
+        'invalidateToken 500',
+        'invalidateToken 503',
+      ].sort(),
     );
     expect(doc.paths['/tokens/{connection}']!.get!.parameters!.map((p) => ('name' in p ? p.name : '$ref'))).toContain('min_ttl');
-    expect(doc.components.schemas.Error.properties.error.enum.sort()).toEqual(['forbidden', 'internal', 'invalid_request', 'not_found', 'rate_limited', 'unavailable', 'upstream_error']);
-    expect(doc.components.securitySchemes.sigv4).toMatchObject({ type: 'apiKey', in: 'header', name: 'Authorization', 'x-amazon-apigateway-authtype': 'awsSigv4' });
+    expect(doc.components.schemas.Error.properties.error.enum.sort()).toEqual([
+      'forbidden',
+      'internal',
+      'invalid_request',
+      'not_found',
+      'rate_limited',
+      'unavailable',
+      'upstream_error',
+    ]);
+    expect(doc.components.securitySchemes.sigv4).toMatchObject({
+      type: 'apiKey',
+      in: 'header',
+      name: 'Authorization',
+      'x-amazon-apigateway-authtype': 'awsSigv4',
+    });
     expect(readFileSync(join(import.meta.dirname, '..', '..', 'README.md'), 'utf8')).toContain('openapi.yaml');
   });
 });
@@ -200,8 +246,16 @@ describe('the local broker answers as openapi.yaml says', () => {
   });
 
   it('every documented response was exercised, except those listed with a reason', () => {
-    const seen = new Set(observed.map((o) => contract.operationOf(o)).filter((o) => o !== undefined).map((o) => `${o.operationId} ${o.status}`));
-    const missing = contract.documented().map((d) => `${d.operationId} ${d.status}`).filter((k) => !seen.has(k));
+    const seen = new Set(
+      observed
+        .map((o) => contract.operationOf(o))
+        .filter((o) => o !== undefined)
+        .map((o) => `${o.operationId} ${o.status}`),
+    );
+    const missing = contract
+      .documented()
+      .map((d) => `${d.operationId} ${d.status}`)
+      .filter((k) => !seen.has(k));
     expect(missing.sort()).toEqual([...NOT_EXERCISED.keys()].sort());
   });
 
@@ -212,7 +266,9 @@ describe('the local broker answers as openapi.yaml says', () => {
     const renamed = { ...ok, body: ok.body.replace('"expires_in"', '"expiresIn"') };
     expect(contract.check(renamed).join('\n')).toMatch(/expires_in/);
     const noRetryAfter = observed.find((o) => o.label === 'down')!;
-    expect(contract.check({ ...noRetryAfter, headers: { ...noRetryAfter.headers, 'retry-after': undefined } })).toEqual([expect.stringMatching(/Retry-After is required/)]);
+    expect(contract.check({ ...noRetryAfter, headers: { ...noRetryAfter.headers, 'retry-after': undefined } })).toEqual([
+      expect.stringMatching(/Retry-After is required/),
+    ]);
     expect(contract.check({ ...ok, status: 418 })).toEqual([expect.stringMatching(/status not documented/)]);
   });
 });

@@ -71,7 +71,9 @@ export async function loadContract(text = readFileSync(OPENAPI_PATH, 'utf8')): P
     return fn;
   };
   const errorsOf = (fn: ValidateFunction, value: unknown, where: string) =>
-    fn(value) ? [] : (fn.errors ?? []).map((e) => `${where}${e.instancePath || '/'} ${e.message}${e.params ? ` ${JSON.stringify(e.params)}` : ''}`);
+    fn(value)
+      ? []
+      : (fn.errors ?? []).map((e) => `${where}${e.instancePath || '/'} ${e.message}${e.params ? ` ${JSON.stringify(e.params)}` : ''}`);
 
   const resolve = (node: unknown): Json => {
     let n = node as Json;
@@ -84,7 +86,8 @@ export async function loadContract(text = readFileSync(OPENAPI_PATH, 'utf8')): P
     const segments = template.split('/').map((s) => (/^\{[^}]+\}$/.test(s) ? '[^/]+' : s.replace(/[.*+?^$()|[\]\\]/g, '\\$&')));
     const regex = new RegExp(`^${segments.join('/')}$`);
     for (const [method, op] of Object.entries(item)) {
-      if (['get', 'put', 'post', 'delete', 'patch', 'head', 'options'].includes(method)) operations.push({ template, regex, method, op: op as Json });
+      if (['get', 'put', 'post', 'delete', 'patch', 'head', 'options'].includes(method))
+        operations.push({ template, regex, method, op: op as Json });
     }
   }
   const find = (res: Observed) => operations.find((o) => o.method === res.method.toLowerCase() && o.regex.test(res.path));
@@ -97,7 +100,9 @@ export async function loadContract(text = readFileSync(OPENAPI_PATH, 'utf8')): P
       return o && (o.op.responses as Json)[status] ? { operationId: String(o.op.operationId), status } : undefined;
     },
     documented() {
-      return operations.flatMap((o) => Object.keys(o.op.responses as Json).map((status) => ({ operationId: String(o.op.operationId), status })));
+      return operations.flatMap((o) =>
+        Object.keys(o.op.responses as Json).map((status) => ({ operationId: String(o.op.operationId), status })),
+      );
     },
     check(res) {
       const o = find(res);

@@ -1,4 +1,10 @@
-import { CloudWatchLogsClient, CreateLogStreamCommand, PutLogEventsCommand, ResourceAlreadyExistsException, ResourceNotFoundException } from '@aws-sdk/client-cloudwatch-logs';
+import {
+  CloudWatchLogsClient,
+  CreateLogStreamCommand,
+  PutLogEventsCommand,
+  ResourceAlreadyExistsException,
+  ResourceNotFoundException,
+} from '@aws-sdk/client-cloudwatch-logs';
 import { mockClient } from 'aws-sdk-client-mock';
 import { afterAll, beforeEach, describe, expect, it } from 'vitest';
 import { type AuditRecord, auditLine, streamSink } from '../../functions/ops/audit.js';
@@ -37,9 +43,15 @@ describe('audit sinks', () => {
     const sink = cloudWatchSink(client, '/aws/lambda/broker');
     await sink.open();
     await sink.write(record);
-    expect(logs.commandCalls(CreateLogStreamCommand).map((c) => c.args[0].input)).toEqual([{ logGroupName: '/aws/lambda/broker', logStreamName: 'ops-cli' }]);
+    expect(logs.commandCalls(CreateLogStreamCommand).map((c) => c.args[0].input)).toEqual([
+      { logGroupName: '/aws/lambda/broker', logStreamName: 'ops-cli' },
+    ]);
     expect(logs.commandCalls(PutLogEventsCommand).map((c) => c.args[0].input)).toEqual([
-      { logGroupName: '/aws/lambda/broker', logStreamName: 'ops-cli', logEvents: [{ timestamp: Date.parse(record.timestamp), message: auditLine(record) }] },
+      {
+        logGroupName: '/aws/lambda/broker',
+        logStreamName: 'ops-cli',
+        logEvents: [{ timestamp: Date.parse(record.timestamp), message: auditLine(record) }],
+      },
     ]);
     expect(sink.name).toBe('log group /aws/lambda/broker');
   });
@@ -47,7 +59,9 @@ describe('audit sinks', () => {
   it('an existing stream is fine; a missing log group is not', async () => {
     logs.on(CreateLogStreamCommand).rejects(new ResourceAlreadyExistsException({ message: 'exists', $metadata: {} }));
     await expect(cloudWatchSink(client, 'g').open()).resolves.toBeUndefined();
-    logs.on(CreateLogStreamCommand).rejects(new ResourceNotFoundException({ message: 'The specified log group does not exist.', $metadata: {} }));
+    logs
+      .on(CreateLogStreamCommand)
+      .rejects(new ResourceNotFoundException({ message: 'The specified log group does not exist.', $metadata: {} }));
     await expect(cloudWatchSink(client, 'g').open()).rejects.toThrow('The specified log group does not exist.');
   });
 

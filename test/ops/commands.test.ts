@@ -166,7 +166,15 @@ describe('reset', () => {
     expect(ledgerAfter.holds).toBeUndefined();
 
     const audit = auditOf(r.stderr);
-    expect(audit).toMatchObject({ message: 'ops', action: 'reset', connection: 'vertex', result: 'reset', operator: 'local', target: 'local', timestamp: new Date(T0).toISOString() });
+    expect(audit).toMatchObject({
+      message: 'ops',
+      action: 'reset',
+      connection: 'vertex',
+      result: 'reset',
+      operator: 'local',
+      target: 'local',
+      timestamp: new Date(T0).toISOString(),
+    });
     expect((audit.cleared as Array<{ what: string }>).map((x) => x.what)).toEqual(['circuit', 'backoff', 'demand_backoff', 'hold']);
     expect(audit.ledger).toEqual({ key: 'vertex', used: 2, max: 10 });
     expect(r.stderr).not.toContain(CANARY_TOKEN);
@@ -205,12 +213,20 @@ describe('refresh', () => {
       'refresh vertex: deferred by the budget guard (token requests on demand are spaced at least 2880 s apart (spacing; budget 10 per 28800 s)): ' +
         'it can be honoured 2026-11-30T09:47:00.000Z (in 47m). Token fp fp-v stays in service meanwhile; --force skips the guard.\n',
     );
-    expect(auditOf(r.stderr)).toMatchObject({ action: 'refresh', result: 'deferred', tokenFp: 'fp-v', retryAfterSeconds: 2820, retryAt: '2026-11-30T09:47:00.000Z' });
+    expect(auditOf(r.stderr)).toMatchObject({
+      action: 'refresh',
+      result: 'deferred',
+      tokenFp: 'fp-v',
+      retryAfterSeconds: 2820,
+      retryAt: '2026-11-30T09:47:00.000Z',
+    });
     expect((await store.get('vertex'))?.invalidated).toBeUndefined();
 
     const forced = await ops('refresh', 'vertex', '--force');
     expect(forced.code).toBe(0);
-    expect(forced.stdout).toBe('refresh vertex: invalidated token fp fp-v (--force: the budget guard was skipped); the next request fetches a new one.\n');
+    expect(forced.stdout).toBe(
+      'refresh vertex: invalidated token fp fp-v (--force: the budget guard was skipped); the next request fetches a new one.\n',
+    );
     expect(auditOf(forced.stderr)).toMatchObject({ action: 'refresh', result: 'invalidated', tokenFp: 'fp-v', forced: true });
     expect((await store.get('vertex'))?.invalidated).toBe(true);
     expect(Object.keys((await store.read('vertex')).entries)).toEqual(['a1']); // an invalidation spends nothing
@@ -231,17 +247,27 @@ describe('refresh', () => {
 
   it('names the rule that defers it: the spacing the broker left in the item, or the reserve', async () => {
     await seedToken(store, 'vertex', { now: T0 - 60_000, expiresAt: T0 + HOUR, fp: 'fp-v' });
-    await seedNote(store, 'vertex', T0, { demandBackoff: backoff(T0 + 600_000, { code: 'rate_limited', refusal: 'spacing', message: 'token requests on demand are spaced at least 2880 s apart (spacing; budget 10 per 28800 s)' }) });
+    await seedNote(store, 'vertex', T0, {
+      demandBackoff: backoff(T0 + 600_000, {
+        code: 'rate_limited',
+        refusal: 'spacing',
+        message: 'token requests on demand are spaced at least 2880 s apart (spacing; budget 10 per 28800 s)',
+      }),
+    });
     const spacing = await ops('refresh', 'vertex');
     expect(spacing.code).toBe(1);
-    expect(spacing.stdout).toContain('deferred by the budget guard (token requests on demand are spaced at least 2880 s apart (spacing; budget 10 per 28800 s)): it can be honoured 2026-11-30T09:10:00.000Z (in 10m)');
+    expect(spacing.stdout).toContain(
+      'deferred by the budget guard (token requests on demand are spaced at least 2880 s apart (spacing; budget 10 per 28800 s)): it can be honoured 2026-11-30T09:10:00.000Z (in 10m)',
+    );
 
     await ops('reset', 'vertex');
     // 8 of 10 spent, the last an hour ago (past the spacing): a demand request would leave fewer than 2.
     for (let i = 0; i < 8; i++) await debit(`r${i}`, 2 * HOUR - i * 60_000);
     const reserve = await ops('refresh', 'vertex');
     expect(reserve.code).toBe(1);
-    expect(reserve.stdout).toContain('deferred by the budget guard (the last 2 token requests of the budget (10 per 28800 s) are kept for expiring tokens (reserve))');
+    expect(reserve.stdout).toContain(
+      'deferred by the budget guard (the last 2 token requests of the budget (10 per 28800 s) are kept for expiring tokens (reserve))',
+    );
   });
 
   it('is deferred while the circuit is open, saying reset closes it', async () => {
@@ -249,7 +275,9 @@ describe('refresh', () => {
     await seedNote(store, 'circuit', T0, { circuit: circuit(T0, connections.get('circuit')!.configHash) });
     const r = await ops('refresh', 'circuit');
     expect(r.code).toBe(1);
-    expect(r.stdout).toContain('deferred by the budget guard (upstream refused the credentials (invalid_client); no token requests until the secret or the config changes; reset circuit closes it)');
+    expect(r.stdout).toContain(
+      'deferred by the budget guard (upstream refused the credentials (invalid_client); no token requests until the secret or the config changes; reset circuit closes it)',
+    );
     const forced = await ops('refresh', 'circuit', '--force');
     expect(forced.code).toBe(0);
     expect(forced.stdout).toContain('But the credential circuit is open: callers get 502 until it closes (reset circuit closes it).');
@@ -268,19 +296,31 @@ describe('failures are one line, exit 1', () => {
     const c = capture();
     const args = ['--config', configPath, '--dynamodb-endpoint', dynamo.endpoint, '--table', 'no-such-table'];
     expect(await main(['status', ...args], c.io)).toBe(1);
-    expect(c.err()).toBe(`error: reading the connections: table no-such-table at ${dynamo.endpoint}: table not found (npm start --dynamodb-endpoint creates it; check --table)\n`);
+    expect(c.err()).toBe(
+      `error: reading the connections: table no-such-table at ${dynamo.endpoint}: table not found (npm start --dynamodb-endpoint creates it; check --table)\n`,
+    );
 
     const a = capture();
     expect(await main(['reset', 'vertex', ...args], a.io)).toBe(1);
     const [audit, error] = a.err().trim().split('\n');
-    expect(JSON.parse(audit!)).toMatchObject({ message: 'ops', action: 'reset', connection: 'vertex', result: 'failed', error: expect.stringContaining('table not found') });
-    expect(error).toBe(`error: reset vertex: table no-such-table at ${dynamo.endpoint}: table not found (npm start --dynamodb-endpoint creates it; check --table)`);
+    expect(JSON.parse(audit!)).toMatchObject({
+      message: 'ops',
+      action: 'reset',
+      connection: 'vertex',
+      result: 'failed',
+      error: expect.stringContaining('table not found'),
+    });
+    expect(error).toBe(
+      `error: reset vertex: table no-such-table at ${dynamo.endpoint}: table not found (npm start --dynamodb-endpoint creates it; check --table)`,
+    );
   });
 
   it('an unreachable endpoint', async () => {
     const c = capture();
     expect(await main(['status', '--config', configPath, '--dynamodb-endpoint', 'http://127.0.0.1:9'], c.io)).toBe(1);
-    expect(c.err()).toMatch(/^error: reading the connections \(table token-broker-local at http:\/\/127\.0\.0\.1:9\): cannot reach the endpoint \(ECONNREFUSED\)\n$/);
+    expect(c.err()).toMatch(
+      /^error: reading the connections \(table token-broker-local at http:\/\/127\.0\.0\.1:9\): cannot reach the endpoint \(ECONNREFUSED\)\n$/,
+    );
   });
 
   it('an unreadable or invalid config file', async () => {

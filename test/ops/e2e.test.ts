@@ -72,14 +72,25 @@ describe('npm run ops against two local brokers on one store', () => {
     const all = await runOps(['status', '--json', ...target()]);
     expect(all.code).toBe(0);
     const before = jsonLines(all.stdout).find((s) => s.connection === 'vertex')!;
-    expect(before).toMatchObject({ expiresAt: null, tokenFp: null, backoffUntil: null, circuit: { state: 'closed' }, ledger: { used: 0, max: 10, windowSeconds: 28800, nextSlotAt: null } });
+    expect(before).toMatchObject({
+      expiresAt: null,
+      tokenFp: null,
+      backoffUntil: null,
+      circuit: { state: 'closed' },
+      ledger: { used: 0, max: 10, windowSeconds: 28800, nextSlotAt: null },
+    });
 
     const got = await call(b1.url, { path: '/tokens/vertex', sign: SIGN });
     expect(got.status).toBe(200);
     expect(receipts('vertex-client')).toBe(1);
 
     const after = await statusOf('vertex');
-    expect(after).toMatchObject({ connection: 'vertex', expiresAt: got.json!.expires_at, ledger: { used: 1, max: 10, windowSeconds: 28800 }, circuit: { state: 'closed' } });
+    expect(after).toMatchObject({
+      connection: 'vertex',
+      expiresAt: got.json!.expires_at,
+      ledger: { used: 1, max: 10, windowSeconds: 28800 },
+      circuit: { state: 'closed' },
+    });
     expect(Date.parse((after.ledger as { nextSlotAt: string }).nextSlotAt)).toBeGreaterThan(Date.now() + 7 * 3_600_000);
     expect(after.tokenFp).toEqual(expect.any(String));
 
@@ -105,9 +116,18 @@ describe('npm run ops against two local brokers on one store', () => {
     answers.set('circuit-client', 'token'); // the upstream takes the unchanged secret again
     const reset = await runOps(['reset', 'circuit', ...target()]);
     expect(reset.code).toBe(0);
-    expect(reset.stdout).toMatch(/^reset circuit: closed the circuit \(invalid_client, open since [^)]+\)\. Ledger circuit untouched: 1 of 10 used\.\n$/);
+    expect(reset.stdout).toMatch(
+      /^reset circuit: closed the circuit \(invalid_client, open since [^)]+\)\. Ledger circuit untouched: 1 of 10 used\.\n$/,
+    );
     const audit = JSON.parse(reset.stderr.trim()) as Record<string, unknown>;
-    expect(audit).toMatchObject({ message: 'ops', action: 'reset', connection: 'circuit', result: 'reset', operator: 'local', target: 'local' });
+    expect(audit).toMatchObject({
+      message: 'ops',
+      action: 'reset',
+      connection: 'circuit',
+      result: 'reset',
+      operator: 'local',
+      target: 'local',
+    });
     expect(Date.parse(audit.timestamp as string)).toBeGreaterThan(0);
     expect(await statusOf('circuit')).toMatchObject({ circuit: { state: 'closed' }, ledger: { used: 1 } }); // spent slots stay spent
 
@@ -125,13 +145,22 @@ describe('npm run ops against two local brokers on one store', () => {
 
     const deferred = await runOps(['refresh', 'guarded', ...target()], 'bin');
     expect(deferred.code).toBe(1);
-    expect(deferred.stdout).toMatch(/^refresh guarded: deferred by the budget guard \(token requests on demand are spaced at least 2880 s apart \(spacing; budget 10 per 28800 s\)\): it can be honoured \S+ \(in 4\dm( \d+s)?\)\./);
-    expect(JSON.parse(deferred.stderr.trim())).toMatchObject({ message: 'ops', action: 'refresh', connection: 'guarded', result: 'deferred' });
+    expect(deferred.stdout).toMatch(
+      /^refresh guarded: deferred by the budget guard \(token requests on demand are spaced at least 2880 s apart \(spacing; budget 10 per 28800 s\)\): it can be honoured \S+ \(in 4\dm( \d+s)?\)\./,
+    );
+    expect(JSON.parse(deferred.stderr.trim())).toMatchObject({
+      message: 'ops',
+      action: 'refresh',
+      connection: 'guarded',
+      result: 'deferred',
+    });
     expect(await statusOf('guarded', 'bin')).toMatchObject({ invalidated: false, ledger: { used: 1 } });
 
     const forced = await runOps(['refresh', 'guarded', '--force', ...target()], 'bin');
     expect(forced.code).toBe(0);
-    expect(forced.stdout).toMatch(/^refresh guarded: invalidated token fp \S+ \(--force: the budget guard was skipped\); the next request fetches a new one\.\n$/);
+    expect(forced.stdout).toMatch(
+      /^refresh guarded: invalidated token fp \S+ \(--force: the budget guard was skipped\); the next request fetches a new one\.\n$/,
+    );
     expect(JSON.parse(forced.stderr.trim())).toMatchObject({ action: 'refresh', result: 'invalidated', forced: true });
     expect(await statusOf('guarded', 'bin')).toMatchObject({ invalidated: true, ledger: { used: 1 } });
 

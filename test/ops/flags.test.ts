@@ -24,15 +24,25 @@ describe('parseOpsArgs', () => {
       force: false,
       target: { kind: 'local', config: 'c.json', endpoint: 'http://127.0.0.1:8000', table: 'token-broker-local', region: 'us-east-1' },
     });
-    expect(parseOpsArgs(['status', 'vertex', '--json', ...LOCAL, '--table', 'shared'])).toMatchObject({ connection: 'vertex', json: true, target: { table: 'shared' } });
+    expect(parseOpsArgs(['status', 'vertex', '--json', ...LOCAL, '--table', 'shared'])).toMatchObject({
+      connection: 'vertex',
+      json: true,
+      target: { table: 'shared' },
+    });
     expect(parseOpsArgs(['reset', 'vertex', ...LOCAL])).toMatchObject({ command: 'reset', connection: 'vertex' });
-    expect(parseOpsArgs(['refresh', 'vertex', '--force', ...LOCAL])).toMatchObject({ command: 'refresh', connection: 'vertex', force: true });
+    expect(parseOpsArgs(['refresh', 'vertex', '--force', ...LOCAL])).toMatchObject({
+      command: 'refresh',
+      connection: 'vertex',
+      force: true,
+    });
   });
 
   it('parses a stage target, with or without --region', () => {
     expect(parseOpsArgs(['status', '--stage', 'prod'])).toMatchObject({ target: { kind: 'stage', stage: 'prod' } });
     expect(parseOpsArgs(['status', '--stage', 'prod'])).not.toHaveProperty('target.region');
-    expect(parseOpsArgs(['reset', 'vertex', '--stage', 'dev', '--region', 'eu-west-1'])).toMatchObject({ target: { kind: 'stage', stage: 'dev', region: 'eu-west-1' } });
+    expect(parseOpsArgs(['reset', 'vertex', '--stage', 'dev', '--region', 'eu-west-1'])).toMatchObject({
+      target: { kind: 'stage', stage: 'dev', region: 'eu-west-1' },
+    });
   });
 
   it('--help and -h win over anything else on the line', () => {
@@ -58,7 +68,11 @@ describe('parseOpsArgs', () => {
     ['local without an endpoint', ['status', '--config', 'c.json'], /local mode needs --dynamodb-endpoint/],
     ['local without a config', ['status', '--dynamodb-endpoint', 'http://127.0.0.1:8000'], /local mode needs --config/],
     ['an empty config', ['status', '--config', '', '--dynamodb-endpoint', 'http://127.0.0.1:8000'], /local mode needs --config/],
-    ['a bad endpoint', ['status', '--config', 'c.json', '--dynamodb-endpoint', 'localhost:8000'], /--dynamodb-endpoint must be an http\(s\) URL/],
+    [
+      'a bad endpoint',
+      ['status', '--config', 'c.json', '--dynamodb-endpoint', 'localhost:8000'],
+      /--dynamodb-endpoint must be an http\(s\) URL/,
+    ],
     ['a bad table', ['status', ...LOCAL, '--table', 'a/b'], /--table must be/],
     ['stage and local flags', ['status', '--stage', 'prod', '--table', 't'], /--stage cannot be combined with --table/],
     ['stage and config', ['status', '--stage', 'prod', ...LOCAL], /--stage cannot be combined with --config, --dynamodb-endpoint/],
@@ -93,7 +107,18 @@ describe('main: usage errors and help', () => {
     expect(await main(['--help'], c.io)).toBe(0);
     expect(c.out()).toBe(`${USAGE}\n`);
     expect(c.err()).toBe('');
-    for (const word of ['status', 'reset', 'refresh', '--stage', '--config', '--dynamodb-endpoint', '--table', '--json', '--force', 'exit codes']) {
+    for (const word of [
+      'status',
+      'reset',
+      'refresh',
+      '--stage',
+      '--config',
+      '--dynamodb-endpoint',
+      '--table',
+      '--json',
+      '--force',
+      'exit codes',
+    ]) {
       expect(USAGE).toContain(word);
     }
   });

@@ -36,8 +36,20 @@ const callers = ['arn:aws:iam::111122223333:role/tax-*'];
 const deployed = configDocument(
   parseConfig({
     connections: {
-      'vertex-o': { tokenUrl: 'https://auth.vertexsmb.com/oauth20/token', grantType: 'client_credentials', secret: 'token-broker/dev/vertex', callers, rateLimit: { max: 10, windowSeconds: 28800 } },
-      vitesse: { tokenUrl: 'https://identity.vitessepsp.com/connect/token', grantType: 'client_credentials', scope: 'API', secret: 'token-broker/dev/vitesse', callers },
+      'vertex-o': {
+        tokenUrl: 'https://auth.vertexsmb.com/oauth20/token',
+        grantType: 'client_credentials',
+        secret: 'token-broker/dev/vertex',
+        callers,
+        rateLimit: { max: 10, windowSeconds: 28800 },
+      },
+      vitesse: {
+        tokenUrl: 'https://identity.vitessepsp.com/connect/token',
+        grantType: 'client_credentials',
+        scope: 'API',
+        secret: 'token-broker/dev/vitesse',
+        callers,
+      },
     },
   }),
 );
@@ -84,7 +96,9 @@ function serve(path: string, body: Uint8Array, status = 200): string {
 
 function stack(outputs: Record<string, string>) {
   const Outputs: Output[] = Object.entries(outputs).map(([OutputKey, OutputValue]) => ({ OutputKey, OutputValue }));
-  cfn.on(DescribeStacksCommand).resolves({ Stacks: [{ StackName: 'TokenBroker-dev', StackStatus: 'UPDATE_COMPLETE', CreationTime: new Date(), Outputs }] });
+  cfn
+    .on(DescribeStacksCommand)
+    .resolves({ Stacks: [{ StackName: 'TokenBroker-dev', StackStatus: 'UPDATE_COMPLETE', CreationTime: new Date(), Outputs }] });
 }
 
 beforeAll(async () => {
@@ -119,7 +133,10 @@ beforeEach(async () => {
   stack({ TableName: table, FunctionName: FN, FunctionLogGroup: `/aws/lambda/${FN}`, LogGroupName: '/token-broker/dev/broker' });
   lambda.on(GetFunctionCommand).resolves({
     Configuration: { FunctionName: FN },
-    Code: { RepositoryType: 'S3', Location: serve('/code.zip', zip({ 'index.mjs': 'export const handler = () => {};', 'config.json': JSON.stringify(deployed) })) },
+    Code: {
+      RepositoryType: 'S3',
+      Location: serve('/code.zip', zip({ 'index.mjs': 'export const handler = () => {};', 'config.json': JSON.stringify(deployed) })),
+    },
   });
   sts.on(GetCallerIdentityCommand).resolves({ Arn: OPERATOR, Account: '111122223333', UserId: 'AROAEXAMPLE:alice' });
   logs.on(CreateLogStreamCommand).resolves({});
@@ -165,22 +182,52 @@ describe('--stage: finding the table and config from the stack', () => {
   });
 
   const failures: Array<[string, () => void, string[], RegExp]> = [
-    ['no region anywhere', () => void (defaultRegion = undefined), ['status', '--stage', 'dev'], /^error: no AWS region: pass --region or set AWS_REGION/],
+    [
+      'no region anywhere',
+      () => void (defaultRegion = undefined),
+      ['status', '--stage', 'dev'],
+      /^error: no AWS region: pass --region or set AWS_REGION/,
+    ],
     [
       'a stage that is not deployed',
-      () => cfn.on(DescribeStacksCommand).rejects(new CloudFormationServiceException({ name: 'ValidationError', $fault: 'client', message: 'Stack with id TokenBroker-dev does not exist', $metadata: {} })),
+      () =>
+        cfn.on(DescribeStacksCommand).rejects(
+          new CloudFormationServiceException({
+            name: 'ValidationError',
+            $fault: 'client',
+            message: 'Stack with id TokenBroker-dev does not exist',
+            $metadata: {},
+          }),
+        ),
       ['status', '--stage', 'dev', '--region', 'eu-west-1'],
       /^error: stack TokenBroker-dev not found in eu-west-1: is stage "dev" deployed there\? \(--region\)$/,
     ],
     [
       'no permission to read the stack',
       () =>
-        cfn.on(DescribeStacksCommand).rejects(new CloudFormationServiceException({ name: 'AccessDenied', $fault: 'client', message: 'User: arn:... is not authorized to perform: cloudformation:DescribeStacks', $metadata: {} })),
+        cfn.on(DescribeStacksCommand).rejects(
+          new CloudFormationServiceException({
+            name: 'AccessDenied',
+            $fault: 'client',
+            message: 'User: arn:... is not authorized to perform: cloudformation:DescribeStacks',
+            $metadata: {},
+          }),
+        ),
       ['status', '--stage', 'dev'],
       /^error: reading stack TokenBroker-dev in eu-central-1: access denied: User: arn:\.\.\. is not authorized to perform: cloudformation:DescribeStacks$/,
     ],
-    ['a missing TableName output', () => stack({ FunctionName: FN }), ['status', '--stage', 'dev'], /^error: stack TokenBroker-dev \(eu-central-1\) has no output TableName: deploy the stage/],
-    ['a missing FunctionName output', () => stack({ TableName: 't' }), ['status', '--stage', 'dev'], /^error: stack TokenBroker-dev \(eu-central-1\) has no output FunctionName/],
+    [
+      'a missing TableName output',
+      () => stack({ FunctionName: FN }),
+      ['status', '--stage', 'dev'],
+      /^error: stack TokenBroker-dev \(eu-central-1\) has no output TableName: deploy the stage/,
+    ],
+    [
+      'a missing FunctionName output',
+      () => stack({ TableName: 't' }),
+      ['status', '--stage', 'dev'],
+      /^error: stack TokenBroker-dev \(eu-central-1\) has no output FunctionName/,
+    ],
     [
       'a function that is gone',
       () => lambda.on(GetFunctionCommand).rejects(new ResourceNotFoundException({ message: 'Function not found', $metadata: {} })),
@@ -201,18 +248,32 @@ describe('--stage: finding the table and config from the stack', () => {
     ],
     [
       'a package that is not a zip',
-      () => lambda.on(GetFunctionCommand).resolves({ Code: { Location: serve('/junk.zip', new Uint8Array(Buffer.from('not a zip at all'))) } }),
+      () =>
+        lambda.on(GetFunctionCommand).resolves({ Code: { Location: serve('/junk.zip', new Uint8Array(Buffer.from('not a zip at all'))) } }),
       ['status', '--stage', 'dev'],
       /^error: the code package of function TokenBroker-dev-Broker1234: not a readable zip archive/,
     ],
     [
       'an invalid config.json',
-      () => lambda.on(GetFunctionCommand).resolves({ Code: { Location: serve('/bad.zip', zip({ 'config.json': '{"connections": {"x": {"grantType": "magic"}}}' })) } }),
+      () =>
+        lambda
+          .on(GetFunctionCommand)
+          .resolves({ Code: { Location: serve('/bad.zip', zip({ 'config.json': '{"connections": {"x": {"grantType": "magic"}}}' })) } }),
       ['status', '--stage', 'dev'],
       /^error: invalid config \(config.json of function TokenBroker-dev-Broker1234\): connections\.x\.tokenUrl: .*; connections\.x\.grantType: /,
     ],
-    ['an unknown connection', () => {}, ['status', 'nope', '--stage', 'dev'], /^error: unknown connection "nope" in stage dev \(connections: vertex-o, vitesse\)$/],
-    ['a table that is not there', () => stack({ TableName: 'gone', FunctionName: FN }), ['status', '--stage', 'dev'], /^error: reading the connections: table gone \(stack TokenBroker-dev, eu-central-1\): table not found \(the stack's TableName output names it, but DynamoDB does not know it\)$/],
+    [
+      'an unknown connection',
+      () => {},
+      ['status', 'nope', '--stage', 'dev'],
+      /^error: unknown connection "nope" in stage dev \(connections: vertex-o, vitesse\)$/,
+    ],
+    [
+      'a table that is not there',
+      () => stack({ TableName: 'gone', FunctionName: FN }),
+      ['status', '--stage', 'dev'],
+      /^error: reading the connections: table gone \(stack TokenBroker-dev, eu-central-1\): table not found \(the stack's TableName output names it, but DynamoDB does not know it\)$/,
+    ],
   ];
 
   for (const [name, arrange, argv, message] of failures) {
@@ -239,11 +300,26 @@ describe('--stage: actions are audited in the broker log group', () => {
 
     const line = r.stderr.trim();
     const audit = JSON.parse(line) as Record<string, unknown>;
-    expect(audit).toMatchObject({ message: 'ops', action: 'reset', connection: 'vertex-o', result: 'reset', operator: OPERATOR, target: 'dev', timestamp: new Date(T0).toISOString() });
-    expect(logs.commandCalls(CreateLogStreamCommand)[0]!.args[0].input).toEqual({ logGroupName: '/token-broker/dev/broker', logStreamName: 'ops-cli' });
+    expect(audit).toMatchObject({
+      message: 'ops',
+      action: 'reset',
+      connection: 'vertex-o',
+      result: 'reset',
+      operator: OPERATOR,
+      target: 'dev',
+      timestamp: new Date(T0).toISOString(),
+    });
+    expect(logs.commandCalls(CreateLogStreamCommand)[0]!.args[0].input).toEqual({
+      logGroupName: '/token-broker/dev/broker',
+      logStreamName: 'ops-cli',
+    });
     const put = logs.commandCalls(PutLogEventsCommand);
     expect(put).toHaveLength(1);
-    expect(put[0]!.args[0].input).toEqual({ logGroupName: '/token-broker/dev/broker', logStreamName: 'ops-cli', logEvents: [{ timestamp: T0, message: line }] });
+    expect(put[0]!.args[0].input).toEqual({
+      logGroupName: '/token-broker/dev/broker',
+      logStreamName: 'ops-cli',
+      logEvents: [{ timestamp: T0, message: line }],
+    });
   });
 
   it('uses FunctionLogGroup without LogGroupName, and /aws/lambda/<FunctionName> without either', async () => {
@@ -257,7 +333,9 @@ describe('--stage: actions are audited in the broker log group', () => {
   });
 
   it('an existing ops-cli stream is fine', async () => {
-    logs.on(CreateLogStreamCommand).rejects(new ResourceAlreadyExistsException({ message: 'The specified log stream already exists', $metadata: {} }));
+    logs
+      .on(CreateLogStreamCommand)
+      .rejects(new ResourceAlreadyExistsException({ message: 'The specified log stream already exists', $metadata: {} }));
     const r = await ops('reset', 'vertex-o', '--stage', 'dev');
     expect(r.code).toBe(0);
     expect(logs.commandCalls(PutLogEventsCommand)).toHaveLength(1);
@@ -265,7 +343,14 @@ describe('--stage: actions are audited in the broker log group', () => {
 
   it('does nothing when the audit stream cannot be opened', async () => {
     await seedNote(store(), 'vertex-o', T0, { circuit: circuit(T0, configHash) });
-    logs.on(CreateLogStreamCommand).rejects(new CloudWatchLogsServiceException({ name: 'AccessDeniedException', $fault: 'client', message: 'not authorized to perform: logs:CreateLogStream', $metadata: {} }));
+    logs.on(CreateLogStreamCommand).rejects(
+      new CloudWatchLogsServiceException({
+        name: 'AccessDeniedException',
+        $fault: 'client',
+        message: 'not authorized to perform: logs:CreateLogStream',
+        $metadata: {},
+      }),
+    );
     const r = await ops('reset', 'vertex-o', '--stage', 'dev');
     expect(r.code).toBe(1);
     expect(r.stdout).toBe('');
@@ -277,7 +362,14 @@ describe('--stage: actions are audited in the broker log group', () => {
 
   it('does nothing when the operator cannot be identified', async () => {
     await seedNote(store(), 'vertex-o', T0, { circuit: circuit(T0, configHash) });
-    sts.on(GetCallerIdentityCommand).rejects(new STSServiceException({ name: 'ExpiredToken', $fault: 'client', message: 'The security token included in the request is expired', $metadata: {} }));
+    sts.on(GetCallerIdentityCommand).rejects(
+      new STSServiceException({
+        name: 'ExpiredToken',
+        $fault: 'client',
+        message: 'The security token included in the request is expired',
+        $metadata: {},
+      }),
+    );
     const r = await ops('reset', 'vertex-o', '--stage', 'dev');
     expect(r.code).toBe(1);
     expect(r.stderr).toBe('error: finding who you are (sts:GetCallerIdentity): your AWS credentials have expired; log in again\n');
@@ -286,7 +378,11 @@ describe('--stage: actions are audited in the broker log group', () => {
 
   it('an action whose audit line the log group refused is done, but exits 1 saying so', async () => {
     await seedNote(store(), 'vertex-o', T0, { circuit: circuit(T0, configHash) });
-    logs.on(PutLogEventsCommand).rejects(new CloudWatchLogsServiceException({ name: 'ServiceUnavailableException', $fault: 'server', message: 'try again', $metadata: {} }));
+    logs
+      .on(PutLogEventsCommand)
+      .rejects(
+        new CloudWatchLogsServiceException({ name: 'ServiceUnavailableException', $fault: 'server', message: 'try again', $metadata: {} }),
+      );
     const r = await ops('reset', 'vertex-o', '--stage', 'dev');
     expect(r.code).toBe(1);
     expect(r.stdout).toMatch(/^reset vertex-o: closed the circuit/);

@@ -35,8 +35,20 @@ export function writeLocalConfig(dir: string, tokenUrl: string): string {
     connections: {
       vertex: { tokenUrl, grantType: 'client_credentials', secret: 'local/vertex', callers, rateLimit: { max: 10, windowSeconds: 28800 } },
       pay: { tokenUrl, grantType: 'client_credentials', scope: 'API', secret: 'local/pay', callers },
-      circuit: { tokenUrl, grantType: 'client_credentials', secret: 'local/circuit', callers, rateLimit: { max: 10, windowSeconds: 28800 } },
-      guarded: { tokenUrl, grantType: 'client_credentials', secret: 'local/guarded', callers, rateLimit: { max: 10, windowSeconds: 28800 } },
+      circuit: {
+        tokenUrl,
+        grantType: 'client_credentials',
+        secret: 'local/circuit',
+        callers,
+        rateLimit: { max: 10, windowSeconds: 28800 },
+      },
+      guarded: {
+        tokenUrl,
+        grantType: 'client_credentials',
+        secret: 'local/guarded',
+        callers,
+        rateLimit: { max: 10, windowSeconds: 28800 },
+      },
     },
     secrets: {
       'local/vertex': { client_id: 'vertex-client', client_secret: 'vertex-secret' },
@@ -44,7 +56,9 @@ export function writeLocalConfig(dir: string, tokenUrl: string): string {
       'local/circuit': { client_id: 'circuit-client', client_secret: 'circuit-secret' },
       'local/guarded': { client_id: 'guarded-client', client_secret: 'guarded-secret' },
     },
-    callers: { [CALLER.accessKeyId]: { secretAccessKey: CALLER.secretAccessKey, principal: 'arn:aws:iam::111122223333:role/payments-api' } },
+    callers: {
+      [CALLER.accessKeyId]: { secretAccessKey: CALLER.secretAccessKey, principal: 'arn:aws:iam::111122223333:role/payments-api' },
+    },
   };
   const path = join(dir, 'local-config.json');
   writeFileSync(path, JSON.stringify(doc, null, 2));
@@ -52,7 +66,11 @@ export function writeLocalConfig(dir: string, tokenUrl: string): string {
 }
 
 /** Publishes a (fake-sealed) token for `connection` as a lease holder would. */
-export async function seedToken(store: DynamoTokenStore, connection: string, t: { now: number; expiresAt: number; fp: string; sealed?: Uint8Array }): Promise<void> {
+export async function seedToken(
+  store: DynamoTokenStore,
+  connection: string,
+  t: { now: number; expiresAt: number; fp: string; sealed?: Uint8Array },
+): Promise<void> {
   const got = await store.acquireLease(connection, 'seeder', t.now, t.now + 20_000);
   if (!got.lease) throw new Error('lease taken');
   const r = await store.publish(connection, got.lease, {
@@ -83,15 +101,22 @@ export const circuit = (now: number, configHash: string, over: Partial<Circuit> 
   ...over,
 });
 
-export const backoff = (until: number, over: Partial<Backoff> = {}): Backoff => ({ until, code: 'unavailable', message: 'upstream token endpoint unavailable', ...over });
-
+export const backoff = (until: number, over: Partial<Backoff> = {}): Backoff => ({
+  until,
+  code: 'unavailable',
+  message: 'upstream token endpoint unavailable',
+  ...over,
+});
 
 /**
  * Runs the CLI as a user does: `npm run --silent ops -- ARGS` (--silent keeps npm's own banner off stdout),
  * or the bin launcher directly with `via: 'bin'`.
  */
 export function runOps(args: string[], via: 'npm' | 'bin' = 'npm', timeoutMs = 60_000): Promise<Finished> {
-  const [cmd, argv] = via === 'npm' ? ['npm', ['run', '--silent', 'ops', '--', ...args]] : [process.execPath, [join(ROOT, 'bin', 'token-broker-ops.mjs'), ...args]];
+  const [cmd, argv] =
+    via === 'npm'
+      ? ['npm', ['run', '--silent', 'ops', '--', ...args]]
+      : [process.execPath, [join(ROOT, 'bin', 'token-broker-ops.mjs'), ...args]];
   return runToCompletion(cmd as string, argv as string[], timeoutMs);
 }
 

@@ -43,7 +43,11 @@ export function faults(when: (command: string, input: { Key?: { pk?: { S?: strin
     c.middlewareStack.add(
       (next, ctx) => async (args) => {
         if (when(ctx.commandName ?? '', args.input as never)) {
-          throw Object.assign(new Error('InternalServerError'), { name: 'InternalServerError', $fault: 'server', $metadata: { httpStatusCode: 500 } });
+          throw Object.assign(new Error('InternalServerError'), {
+            name: 'InternalServerError',
+            $fault: 'server',
+            $metadata: { httpStatusCode: 500 },
+          });
         }
         return next(args);
       },

@@ -76,7 +76,13 @@ export function fastWorld(connections: Record<string, Partial<ConnectionInput>> 
   secrets.set('sec/main', { client_id: 'broker-client', client_secret: 'CANARY-SECRET-0001' });
   const doc: Record<string, ConnectionInput> = {};
   for (const [name, o] of Object.entries(connections)) {
-    doc[name] = { tokenUrl: 'https://idp.example/token', grantType: 'client_credentials', secret: 'sec/main', callers: ALLOWED, ...o } as ConnectionInput;
+    doc[name] = {
+      tokenUrl: 'https://idp.example/token',
+      grantType: 'client_credentials',
+      secret: 'sec/main',
+      callers: ALLOWED,
+      ...o,
+    } as ConnectionInput;
   }
   const world: Omit<FastWorld, 'broker'> = {
     clock,
@@ -88,7 +94,6 @@ export function fastWorld(connections: Record<string, Partial<ConnectionInput>> 
   };
   return {
     ...world,
-    broker: (options = {}) =>
-      new TokenBroker({ ...world, sealer: new MemorySealer(), ids: randomIds, timers: systemTimers, options }),
+    broker: (options = {}) => new TokenBroker({ ...world, sealer: new MemorySealer(), ids: randomIds, timers: systemTimers, options }),
   };
 }

@@ -4,7 +4,16 @@
  * (test/integration); this fake only has to agree with the adapter on each operation's outcome, which
  * test/adapters/memory-store.test.ts checks operation by operation against dynalite.
  */
-import type { InvalidateResult, Lease, LeaseAttempt, PublishResult, ReleaseNote, SealedToken, TokenItem, TokenStore } from '../../functions/core/ports.js';
+import type {
+  InvalidateResult,
+  Lease,
+  LeaseAttempt,
+  PublishResult,
+  ReleaseNote,
+  SealedToken,
+  TokenItem,
+  TokenStore,
+} from '../../functions/core/ports.js';
 
 export type StoreOp = 'get' | 'acquireLease' | 'publish' | 'release' | 'invalidate' | 'reset';
 
@@ -78,7 +87,12 @@ export class MemoryTokenStore implements TokenStore {
     const item = this.items.get(connection);
     if (!item || !this.ours(item, lease)) {
       // Read-back as in the adapter: the lease free at our fence, with our note, is our retried write.
-      return item !== undefined && item.owner === undefined && item.fence === lease.fence && (!note.backoff || item.backoff?.until === note.backoff.until);
+      return (
+        item !== undefined &&
+        item.owner === undefined &&
+        item.fence === lease.fence &&
+        (!note.backoff || item.backoff?.until === note.backoff.until)
+      );
     }
     const { owner: _o, leaseUntil: _l, leaseAt: _a, ...kept } = item;
     this.items.set(connection, {

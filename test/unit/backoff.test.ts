@@ -14,7 +14,12 @@ import { parseConfig } from '../../functions/core/config.js';
 import type { UpstreamFailure } from '../../functions/core/upstream-errors.js';
 
 const T0 = Date.UTC(2026, 10, 23, 12, 0, 0);
-const base = { tokenUrl: 'https://idp.example/token', grantType: 'client_credentials', secret: 's', callers: ['arn:aws:iam::111122223333:role/a'] };
+const base = {
+  tokenUrl: 'https://idp.example/token',
+  grantType: 'client_credentials',
+  secret: 's',
+  callers: ['arn:aws:iam::111122223333:role/a'],
+};
 const cfg = parseConfig({ connections: { limited: { ...base, rateLimit: { max: 10, windowSeconds: 28800 } }, unlimited: base } });
 const limited = cfg.connections.get('limited')!;
 const unlimited = cfg.connections.get('unlimited')!;
@@ -68,9 +73,13 @@ describe('backoffFor', () => {
 
   it('unlimited connections never back off more than 15 s, whatever the failure and history', () => {
     const failureArb = fc.oneof(
-      fc.record({ kind: fc.constant('rate_limited' as const), status: fc.constant(429 as const), retryAfterSeconds: fc.option(fc.nat({ max: 10_000_000 }), { nil: undefined }) }).map(
-        ({ retryAfterSeconds, ...f }) => (retryAfterSeconds === undefined ? f : { ...f, retryAfterSeconds }),
-      ),
+      fc
+        .record({
+          kind: fc.constant('rate_limited' as const),
+          status: fc.constant(429 as const),
+          retryAfterSeconds: fc.option(fc.nat({ max: 10_000_000 }), { nil: undefined }),
+        })
+        .map(({ retryAfterSeconds, ...f }) => (retryAfterSeconds === undefined ? f : { ...f, retryAfterSeconds })),
       fc.record({ kind: fc.constant('unavailable' as const), detail: fc.string() }),
       fc.record({ kind: fc.constant('invalid_response' as const), status: fc.integer({ min: 100, max: 599 }), detail: fc.string() }),
     );

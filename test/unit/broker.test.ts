@@ -69,8 +69,16 @@ describe('authorisation comes before any I/O (deny by default)', () => {
   it.each([
     ['an unknown connection', { connection: 'nope', principal: caller }, 'not_found'],
     ['no caller identity', { connection: 'main', principal: undefined }, 'forbidden'],
-    ['a role that is not listed', { connection: 'main', principal: principalFromArn('arn:aws:sts::111122223333:assumed-role/other/s') }, 'forbidden'],
-    ['the right role name in another account', { connection: 'main', principal: principalFromArn('arn:aws:sts::999999999999:assumed-role/payments-api/s') }, 'forbidden'],
+    [
+      'a role that is not listed',
+      { connection: 'main', principal: principalFromArn('arn:aws:sts::111122223333:assumed-role/other/s') },
+      'forbidden',
+    ],
+    [
+      'the right role name in another account',
+      { connection: 'main', principal: principalFromArn('arn:aws:sts::999999999999:assumed-role/payments-api/s') },
+      'forbidden',
+    ],
   ])('%s', async (_name, req, code) => {
     const w = fastWorld();
     const e = await brokerError(w.broker().getToken({ ...req, minTtlSeconds: 60 }));
@@ -89,14 +97,26 @@ describe('the lease: one upstream request at a time across containers', () => {
     // Another container holds the lease; it publishes while our request waits.
     const lease = (await w.store.acquireLease('main', 'other', w.clock.now(), w.clock.now() + 20_000))!.lease;
     const sealer = new MemorySealer();
-    const fresh = { accessToken: 'other-token', tokenType: 'Bearer', expiresAt: w.clock.now() + 300_000, issuedAt: w.clock.now(), fp: 'fp-other' };
+    const fresh = {
+      accessToken: 'other-token',
+      tokenType: 'Bearer',
+      expiresAt: w.clock.now() + 300_000,
+      issuedAt: w.clock.now(),
+      fp: 'fp-other',
+    };
     // It publishes just after our request's first read (which finds the lease held).
     w.store.fault = (op) => {
       if (op === 'get') {
         w.store.fault = undefined;
         setImmediate(() => {
           void sealer.seal('main', fresh).then((sealed) =>
-            w.store.publish('main', lease!, { sealed, expiresAt: fresh.expiresAt, issuedAt: fresh.issuedAt, fp: fresh.fp, reason: 'expired' }),
+            w.store.publish('main', lease!, {
+              sealed,
+              expiresAt: fresh.expiresAt,
+              issuedAt: fresh.issuedAt,
+              fp: fresh.fp,
+              reason: 'expired',
+            }),
           );
         });
       }
@@ -130,7 +150,8 @@ describe('the lease: one upstream request at a time across containers', () => {
 describe('faults cost no budget', () => {
   it('a store that cannot be read answers 503 and sends nothing upstream', async () => {
     const w = fastWorld();
-    w.store.fault = (op) => (op === 'get' ? new StoreUnavailable('DynamoDB unreachable', { cause: new Error('connect ECONNREFUSED') }) : undefined);
+    w.store.fault = (op) =>
+      op === 'get' ? new StoreUnavailable('DynamoDB unreachable', { cause: new Error('connect ECONNREFUSED') }) : undefined;
     const e = await brokerError(w.broker().getToken(get()));
     expect(e.code).toBe('unavailable');
     expect(e.extra.retryAfterSeconds).toBeGreaterThan(0);
@@ -141,7 +162,8 @@ describe('faults cost no budget', () => {
     const w = fastWorld({ main: { rateLimit: { max: 10, windowSeconds: 28_800 } } });
     const a = w.broker();
     const b = w.broker();
-    w.store.fault = (op) => (op === 'publish' ? new StoreUnavailable('DynamoDB 500', { cause: new Error('InternalServerError') }) : undefined);
+    w.store.fault = (op) =>
+      op === 'publish' ? new StoreUnavailable('DynamoDB 500', { cause: new Error('InternalServerError') }) : undefined;
     const served = await a.getToken(get());
     expect(served.outcome).toBe('refreshed');
     expect((await a.getToken(get())).token.fp).toBe(served.token.fp);
@@ -239,7 +261,10 @@ describe('the budget guard on a scarce upstream', () => {
     const w = fastWorld({ main: { rateLimit: { max: 3, windowSeconds: 3_600, reserve: 1, minSpacingSeconds: 0 } } });
     w.upstream.answer = () => ({ expiresIn: 60 });
     for (let i = 0; i < 40; i++) {
-      await w.broker().getToken(get(30)).catch(() => undefined);
+      await w
+        .broker()
+        .getToken(get(30))
+        .catch(() => undefined);
       w.clock.advance(40_000);
     }
     const inFirstWindow = w.upstream.requests.filter((r) => r.at < w.upstream.requests[0]!.at + 3_600_000);

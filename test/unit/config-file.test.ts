@@ -25,7 +25,13 @@ const base = { tokenUrl: 'https://idp.example.com/oauth/token', grantType: 'clie
 const CONFIGS: Record<string, ConnectionInput>[] = [
   { plain: { ...base } },
   {
-    pay: { ...base, scope: '  read   write ', clientAuthentication: 'client_secret_basic', defaultTtlSeconds: 900, refreshBeforeSeconds: 30 },
+    pay: {
+      ...base,
+      scope: '  read   write ',
+      clientAuthentication: 'client_secret_basic',
+      defaultTtlSeconds: 900,
+      refreshBeforeSeconds: 30,
+    },
     ledger: { ...base, rateLimit: { max: 7, windowSeconds: 3600 } },
     shared1: { ...base, rateLimit: { max: 3, windowSeconds: 20, key: 'shared', reserve: 1, minSpacingSeconds: 5 } },
     shared2: { ...base, secret: 'tb/y', rateLimit: { max: 3, windowSeconds: 20, key: 'shared', reserve: 1, minSpacingSeconds: 5 } },

@@ -44,7 +44,14 @@ describe('parseConfig: valid examples', () => {
     expect([...cfg.connections.keys()]).toEqual(['vitesse-staging', 'vertex-oseries', 'vertex-cloud']);
 
     const v = cfg.connections.get('vitesse-staging')!;
-    expect(v).toMatchObject({ name: 'vitesse-staging', grantType: 'client_credentials', scope: 'API', clientAuthentication: 'client_secret_post', defaultTtlSeconds: 300, refreshBeforeSeconds: 60 });
+    expect(v).toMatchObject({
+      name: 'vitesse-staging',
+      grantType: 'client_credentials',
+      scope: 'API',
+      clientAuthentication: 'client_secret_post',
+      defaultTtlSeconds: 300,
+      refreshBeforeSeconds: 60,
+    });
     expect(v.rateLimit).toBeUndefined();
 
     const o = cfg.connections.get('vertex-oseries')!;
@@ -67,7 +74,12 @@ describe('parseConfig: valid examples', () => {
       extraParams: { audience: 'https://api.example' },
       rateLimit: { max: 3, windowSeconds: 60, key: 'shared' },
     });
-    expect(c).toMatchObject({ clientAuthentication: 'client_secret_basic', refreshBeforeSeconds: 120, defaultTtlSeconds: 900, extraParams: { audience: 'https://api.example' } });
+    expect(c).toMatchObject({
+      clientAuthentication: 'client_secret_basic',
+      refreshBeforeSeconds: 120,
+      defaultTtlSeconds: 900,
+      extraParams: { audience: 'https://api.example' },
+    });
     expect(c.rateLimit).toEqual({ max: 3, windowSeconds: 60, key: 'shared', reserve: 1, minSpacingMs: 20_000 });
     expect(one('y', { ...oseries, refreshBeforeSeconds: 30 }).refreshBeforeSeconds).toBe(30);
   });
@@ -99,7 +111,11 @@ describe('parseConfig: valid examples', () => {
     );
     const cfg = parseConfig({ connections });
     expect(cfg.connections.size).toBe(100);
-    expect(cfg.connections.get('conn-99')).toMatchObject({ name: 'conn-99', secret: 'token-broker/dev/c99', rateLimit: { key: 'conn-99' } });
+    expect(cfg.connections.get('conn-99')).toMatchObject({
+      name: 'conn-99',
+      secret: 'token-broker/dev/c99',
+      rateLimit: { key: 'conn-99' },
+    });
   });
 
   it('accepts a 64-character name', () => {
@@ -122,7 +138,9 @@ describe('parseConfig: errors name the connection and the field', () => {
   });
 
   it('rejects an http tokenUrl on a non-loopback host', () => {
-    const msg = configError({ connections: { 'vitesse-staging': { ...vitesse, tokenUrl: 'http://staging-identity.vitessepsp.com/connect/token' } } });
+    const msg = configError({
+      connections: { 'vitesse-staging': { ...vitesse, tokenUrl: 'http://staging-identity.vitessepsp.com/connect/token' } },
+    });
     expect(msg).toContain('connections.vitesse-staging.tokenUrl');
     expect(msg).toMatch(/https/);
   });
@@ -141,7 +159,9 @@ describe('parseConfig: errors name the connection and the field', () => {
   });
 
   it('rejects an unknown field inside rateLimit and at the top level', () => {
-    expect(configError({ connections: { o: { ...oseries, rateLimit: { max: 1, windowSeconds: 1, burst: 2 } } } })).toMatch(/connections\.o\.rateLimit[\s\S]*burst/);
+    expect(configError({ connections: { o: { ...oseries, rateLimit: { max: 1, windowSeconds: 1, burst: 2 } } } })).toMatch(
+      /connections\.o\.rateLimit[\s\S]*burst/,
+    );
     expect(configError({ connections: {}, extra: true })).toContain('extra');
   });
 
@@ -183,20 +203,33 @@ describe('parseConfig: errors name the connection and the field', () => {
   });
 
   it('budget guard fields: reserve below max, spacing within the window, defaults resolved, errors name the connection and field', () => {
-    expect(one('o', { ...oseries, rateLimit: { max: 10, windowSeconds: 28800, reserve: 0, minSpacingSeconds: 60 } }).rateLimit).toMatchObject({ reserve: 0, minSpacingMs: 60_000 });
+    expect(
+      one('o', { ...oseries, rateLimit: { max: 10, windowSeconds: 28800, reserve: 0, minSpacingSeconds: 60 } }).rateLimit,
+    ).toMatchObject({ reserve: 0, minSpacingMs: 60_000 });
     // max 1: the reserve can only be 0, and the default spacing is the whole window.
-    expect(one('o', { ...oseries, rateLimit: { max: 1, windowSeconds: 600 } }).rateLimit).toMatchObject({ reserve: 0, minSpacingMs: 600_000 });
+    expect(one('o', { ...oseries, rateLimit: { max: 1, windowSeconds: 600 } }).rateLimit).toMatchObject({
+      reserve: 0,
+      minSpacingMs: 600_000,
+    });
     // max 3 per 20 s: reserve ceil(3 / 5) = 1, spacing 6.666 s in whole ms.
     expect(one('o', { ...oseries, rateLimit: { max: 3, windowSeconds: 20 } }).rateLimit).toMatchObject({ reserve: 1, minSpacingMs: 6_666 });
-    const reserve = configError({ connections: { 'vertex-oseries': { ...oseries, rateLimit: { max: 10, windowSeconds: 28800, reserve: 10 } } } });
+    const reserve = configError({
+      connections: { 'vertex-oseries': { ...oseries, rateLimit: { max: 10, windowSeconds: 28800, reserve: 10 } } },
+    });
     expect(reserve).toContain('connections.vertex-oseries.rateLimit.reserve');
     expect(reserve).toContain('less than max (10)');
-    const spacing = configError({ connections: { 'vertex-oseries': { ...oseries, rateLimit: { max: 10, windowSeconds: 600, minSpacingSeconds: 601 } } } });
+    const spacing = configError({
+      connections: { 'vertex-oseries': { ...oseries, rateLimit: { max: 10, windowSeconds: 600, minSpacingSeconds: 601 } } },
+    });
     expect(spacing).toContain('connections.vertex-oseries.rateLimit.minSpacingSeconds');
     expect(spacing).toContain('at most windowSeconds (600)');
     for (const bad of [-1, 1.5, '2']) {
-      expect(configError({ connections: { o: { ...oseries, rateLimit: { max: 10, windowSeconds: 600, reserve: bad } } } })).toContain('connections.o.rateLimit.reserve');
-      expect(configError({ connections: { o: { ...oseries, rateLimit: { max: 10, windowSeconds: 600, minSpacingSeconds: bad } } } })).toContain('connections.o.rateLimit.minSpacingSeconds');
+      expect(configError({ connections: { o: { ...oseries, rateLimit: { max: 10, windowSeconds: 600, reserve: bad } } } })).toContain(
+        'connections.o.rateLimit.reserve',
+      );
+      expect(
+        configError({ connections: { o: { ...oseries, rateLimit: { max: 10, windowSeconds: 600, minSpacingSeconds: bad } } } }),
+      ).toContain('connections.o.rateLimit.minSpacingSeconds');
     }
   });
 
@@ -220,7 +253,12 @@ describe('parseConfig: errors name the connection and the field', () => {
   });
 
   it('treats an omitted key as the connection name when checking shared ledgers', () => {
-    const msg = configError({ connections: { a: { ...oseries, rateLimit: { max: 10, windowSeconds: 60 } }, b: { ...oseries, rateLimit: { max: 5, windowSeconds: 60, key: 'a' } } } });
+    const msg = configError({
+      connections: {
+        a: { ...oseries, rateLimit: { max: 10, windowSeconds: 60 } },
+        b: { ...oseries, rateLimit: { max: 5, windowSeconds: 60, key: 'a' } },
+      },
+    });
     expect(msg).toContain('connections.b.rateLimit');
   });
 

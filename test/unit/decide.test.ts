@@ -19,7 +19,14 @@ const token = (life: number, issued = 0, fp = 'fp-1'): Token => ({
   expiresAt: T0 - issued + life,
   fp,
 });
-const item = (extra: Partial<TokenItem> = {}): TokenItem => ({ ver: 1, fence: 1, sealed: new Uint8Array([1]), fp: 'fp-1', expiresAt: T0 + 3_600_000, ...extra });
+const item = (extra: Partial<TokenItem> = {}): TokenItem => ({
+  ver: 1,
+  fence: 1,
+  sealed: new Uint8Array([1]),
+  fp: 'fp-1',
+  expiresAt: T0 + 3_600_000,
+  ...extra,
+});
 const backoff = (until: number, extra: Partial<Backoff> = {}): Backoff => ({ until, code: 'unavailable', message: 'b', ...extra });
 const circuit = (extra: Partial<Circuit> = {}): Circuit => ({
   upstreamError: 'invalid_grant',
@@ -34,9 +41,17 @@ const circuit = (extra: Partial<Circuit> = {}): Circuit => ({
 const held = { owner: 'other', leaseUntil: T0 + 10_000 };
 
 function step(s: Partial<Situation>, p: Policy = policy): Step {
-  return decide({ now: T0, item: item(), token: token(3_600_000), fresh: false, minTtlMs: 60_000, deadline: T0 + 10_000, holdsLease: false, ...s }, p);
+  return decide(
+    { now: T0, item: item(), token: token(3_600_000), fresh: false, minTtlMs: 60_000, deadline: T0 + 10_000, holdsLease: false, ...s },
+    p,
+  );
 }
-const kind = (st: Step) => (st.do === 'refresh' ? `refresh:${st.reason}${st.circuit !== 'closed' ? `:${st.circuit}` : ''}` : st.do === 'refuse' ? `refuse:${st.error.code}${st.error.extra.refusal ? `:${st.error.extra.refusal}` : ''}` : st.do);
+const kind = (st: Step) =>
+  st.do === 'refresh'
+    ? `refresh:${st.reason}${st.circuit !== 'closed' ? `:${st.circuit}` : ''}`
+    : st.do === 'refuse'
+      ? `refuse:${st.error.code}${st.error.extra.refusal ? `:${st.error.extra.refusal}` : ''}`
+      : st.do;
 
 describe('decide: serve, refresh (with its reason), wait or refuse', () => {
   const oneHour = token(3_600_000);
@@ -60,16 +75,56 @@ describe('decide: serve, refresh (with its reason), wait or refuse', () => {
     ['min_ttl equal to the lifetime is no 400', { token: ninetyLeft, minTtlMs: 3_600_000 }, 'refresh:min_ttl'],
     ['expired while another holder refreshes: wait', { token: thirtyLeft, item: item(held) }, 'wait'],
     ['expired, holder still refreshing at the deadline: 503', { token: thirtyLeft, item: item(held), deadline: T0 }, 'refuse:unavailable'],
-    ['expired during a backoff: the backoff answers', { token: thirtyLeft, item: item({ backoff: backoff(T0 + 1) }) }, 'refuse:unavailable'],
+    [
+      'expired during a backoff: the backoff answers',
+      { token: thirtyLeft, item: item({ backoff: backoff(T0 + 1) }) },
+      'refuse:unavailable',
+    ],
     ['an expired backoff does not', { token: thirtyLeft, item: item({ backoff: backoff(T0) }) }, 'refresh:expired'],
-    ['expired despite the demand backoff: expiry may spend the reserve', { token: thirtyLeft, item: item({ demandBackoff: backoff(T0 + 1) }) }, 'refresh:expired'],
-    ['min_ttl during the demand backoff: 429 spacing', { token: ninetyLeft, minTtlMs: 200_000, item: item({ demandBackoff: backoff(T0 + 1, { code: 'rate_limited', refusal: 'spacing' }) }) }, 'refuse:rate_limited:spacing'],
-    ['expired with an open circuit: 502 circuit_open, no I/O', { token: undefined, item: item({ circuit: circuit() }) }, 'refuse:upstream_error:circuit_open'],
-    ['open circuit, 15 s since the last secret check: check', { token: undefined, item: item({ circuit: circuit({ checkedAt: T0 - 15_000 }) }) }, 'refresh:expired:check'],
-    ['open circuit at its probe time: probe', { token: undefined, item: item({ circuit: circuit({ probeAt: T0 }) }) }, 'refresh:expired:probe'],
-    ['a circuit opened under another config is closed', { token: undefined, item: item({ circuit: circuit({ configHashes: ['cfg-0'] }) }) }, 'refresh:expired'],
-    ['a circuit opened under this config among others is open', { token: undefined, item: item({ circuit: circuit({ configHashes: ['cfg-0', 'cfg-1'] }) }) }, 'refuse:upstream_error:circuit_open'],
-    ['the circuit comes before a backoff', { token: undefined, item: item({ circuit: circuit(), backoff: backoff(T0 + 1) }) }, 'refuse:upstream_error:circuit_open'],
+    [
+      'expired despite the demand backoff: expiry may spend the reserve',
+      { token: thirtyLeft, item: item({ demandBackoff: backoff(T0 + 1) }) },
+      'refresh:expired',
+    ],
+    [
+      'min_ttl during the demand backoff: 429 spacing',
+      {
+        token: ninetyLeft,
+        minTtlMs: 200_000,
+        item: item({ demandBackoff: backoff(T0 + 1, { code: 'rate_limited', refusal: 'spacing' }) }),
+      },
+      'refuse:rate_limited:spacing',
+    ],
+    [
+      'expired with an open circuit: 502 circuit_open, no I/O',
+      { token: undefined, item: item({ circuit: circuit() }) },
+      'refuse:upstream_error:circuit_open',
+    ],
+    [
+      'open circuit, 15 s since the last secret check: check',
+      { token: undefined, item: item({ circuit: circuit({ checkedAt: T0 - 15_000 }) }) },
+      'refresh:expired:check',
+    ],
+    [
+      'open circuit at its probe time: probe',
+      { token: undefined, item: item({ circuit: circuit({ probeAt: T0 }) }) },
+      'refresh:expired:probe',
+    ],
+    [
+      'a circuit opened under another config is closed',
+      { token: undefined, item: item({ circuit: circuit({ configHashes: ['cfg-0'] }) }) },
+      'refresh:expired',
+    ],
+    [
+      'a circuit opened under this config among others is open',
+      { token: undefined, item: item({ circuit: circuit({ configHashes: ['cfg-0', 'cfg-1'] }) }) },
+      'refuse:upstream_error:circuit_open',
+    ],
+    [
+      'the circuit comes before a backoff',
+      { token: undefined, item: item({ circuit: circuit(), backoff: backoff(T0 + 1) }) },
+      'refuse:upstream_error:circuit_open',
+    ],
     ['a cached token serves even with the circuit open', { token: oneHour, item: item({ circuit: circuit() }) }, 'serve'],
     ['no time left to refresh: 503', { token: undefined, deadline: T0 + 6_999 }, 'refuse:unavailable'],
     ['the lease holder itself is not waiting for anyone', { token: thirtyLeft, item: item(held), holdsLease: true }, 'refresh:expired'],
@@ -94,13 +149,24 @@ describe('decide: serve, refresh (with its reason), wait or refuse', () => {
   });
 
   it('a backoff answers with its own code, message and the time left', () => {
-    const st = step({ token: undefined, item: item({ backoff: backoff(T0 + 30_500, { code: 'rate_limited', message: 'ledger exhausted', refusal: 'ledger_exhausted' }) }) });
-    expect(st.do === 'refuse' && st.error).toMatchObject({ code: 'rate_limited', message: 'ledger exhausted', extra: { retryAfterSeconds: 31, refusal: 'ledger_exhausted' } });
+    const st = step({
+      token: undefined,
+      item: item({ backoff: backoff(T0 + 30_500, { code: 'rate_limited', message: 'ledger exhausted', refusal: 'ledger_exhausted' }) }),
+    });
+    expect(st.do === 'refuse' && st.error).toMatchObject({
+      code: 'rate_limited',
+      message: 'ledger exhausted',
+      extra: { retryAfterSeconds: 31, refusal: 'ledger_exhausted' },
+    });
   });
 
   it('the open circuit answers 502 with the upstream code', () => {
     const st = step({ token: undefined, item: item({ circuit: circuit({ upstreamError: 'invalid_client' }) }) });
-    expect(st.do === 'refuse' && st.error).toMatchObject({ code: 'upstream_error', status: 502, extra: { upstreamError: 'invalid_client', refusal: 'circuit_open' } });
+    expect(st.do === 'refuse' && st.error).toMatchObject({
+      code: 'upstream_error',
+      status: 502,
+      extra: { upstreamError: 'invalid_client', refusal: 'circuit_open' },
+    });
   });
 });
 
@@ -115,7 +181,13 @@ describe('decideInvalidation', () => {
     ['unlimited, honoured 4 s ago: deferred 6 s', item({ invalidatedAt: T0 - 4_000 }), unlimited, 'defer', T0 + 6_000],
     ['unlimited, honoured 10 s ago: honour', item({ invalidatedAt: T0 - 10_000 }), unlimited, 'honour'],
     ['rate-limited: ask the ledger', item(), limited, 'ask-ledger'],
-    ['rate-limited inside the spacing hint: deferred without the ledger', item({ demandBackoff: backoff(T0 + 60_000) }), limited, 'defer', T0 + 60_000],
+    [
+      'rate-limited inside the spacing hint: deferred without the ledger',
+      item({ demandBackoff: backoff(T0 + 60_000) }),
+      limited,
+      'defer',
+      T0 + 60_000,
+    ],
     ['during a backoff: deferred until it ends', item({ backoff: backoff(T0 + 30_000) }), limited, 'defer', T0 + 30_000],
     ['open circuit: deferred until its next check', item({ circuit: circuit() }), unlimited, 'defer', T0 + 10_000],
   ])('%s', (_name, it_, c, expected, until) => {
@@ -135,7 +207,12 @@ describe('circuit', () => {
     expect(c).toMatchObject({ probes: 1, probeAt: T0 + 15 * MIN, openedAt: T0 });
     // A new secret or a new config starts over; the same secret keeps the configs it failed under (a deploy
     // where old and new containers run side by side does not reopen it for each other).
-    expect(openCircuit(c, { ...failure, secretVersion: 'sv-2' }, T0 + 6 * MIN)).toMatchObject({ probes: 0, probeAt: T0 + 11 * MIN, openedAt: T0 + 6 * MIN, configHashes: ['cfg-1'] });
+    expect(openCircuit(c, { ...failure, secretVersion: 'sv-2' }, T0 + 6 * MIN)).toMatchObject({
+      probes: 0,
+      probeAt: T0 + 11 * MIN,
+      openedAt: T0 + 6 * MIN,
+      configHashes: ['cfg-1'],
+    });
     const both = openCircuit(c, { ...failure, configHash: 'cfg-2' }, T0 + 6 * MIN);
     expect(both).toMatchObject({ probes: 0, configHashes: ['cfg-1', 'cfg-2'] });
     expect(circuitState(both, T0 + 6 * MIN, 'cfg-1')).toBe('open');
@@ -148,7 +225,12 @@ describe('circuit', () => {
 
   it('a probe that fails in any way reschedules the next one as a failed probe', () => {
     const c = openCircuit(undefined, { upstreamError: 'invalid_grant', secretVersion: 'sv-1', configHash: 'cfg-1' }, T0);
-    expect(probeFailed(c, 'cfg-1', T0 + 5 * MIN)).toMatchObject({ probes: 1, probeAt: T0 + 15 * MIN, upstreamError: 'invalid_grant', secretVersion: 'sv-1' });
+    expect(probeFailed(c, 'cfg-1', T0 + 5 * MIN)).toMatchObject({
+      probes: 1,
+      probeAt: T0 + 15 * MIN,
+      upstreamError: 'invalid_grant',
+      secretVersion: 'sv-1',
+    });
   });
 
   it('states: open, check every 15 s, probe at its time, closed by a config change', () => {

@@ -14,7 +14,8 @@ interface LedgerRecord {
 /** An in-memory LedgerStore; `beforeWrite` lets a test interleave a competing writer. */
 export class MemoryLedgerStore implements LedgerStore {
   readonly items = new Map<string, LedgerRecord>();
-  readonly writes: { key: string; expectedVer: number; entries: Record<string, number>; attemptId: string; result: LedgerWriteResult }[] = [];
+  readonly writes: { key: string; expectedVer: number; entries: Record<string, number>; attemptId: string; result: LedgerWriteResult }[] =
+    [];
   reads = 0;
   beforeWrite?: (key: string) => void;
 

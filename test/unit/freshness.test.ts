@@ -1,5 +1,14 @@
 import { describe, expect, it } from 'vitest';
-import { expiresInSeconds, FRESH_MARGIN_MS, inAheadWindow, remainingMs, serves, skewFor, tokenExpiry, tooShortFor } from '../../functions/core/freshness.js';
+import {
+  expiresInSeconds,
+  FRESH_MARGIN_MS,
+  inAheadWindow,
+  remainingMs,
+  serves,
+  skewFor,
+  tokenExpiry,
+  tooShortFor,
+} from '../../functions/core/freshness.js';
 import { MAX_TOKEN_LIFETIME_SECONDS } from '../../functions/core/token-response.js';
 import { UpstreamError } from '../../functions/core/upstream-errors.js';
 import { jwt } from './fakes.js';
@@ -105,7 +114,9 @@ describe('tokenExpiry', () => {
 
   it('takes the earlier of expires_in and JWT exp', () => {
     const s = Math.floor(T0 / 1000);
-    expect(tokenExpiry(T0, { accessToken: jwt({ exp: s + 600 }), tokenType: 'Bearer', expiresInSeconds: 3600 }, 300)).toBe((s + 600) * 1000);
+    expect(tokenExpiry(T0, { accessToken: jwt({ exp: s + 600 }), tokenType: 'Bearer', expiresInSeconds: 3600 }, 300)).toBe(
+      (s + 600) * 1000,
+    );
     expect(tokenExpiry(T0, { accessToken: jwt({ exp: s + 7200 }), tokenType: 'Bearer', expiresInSeconds: 3600 }, 300)).toBe(T0 + 3_600_000);
   });
 
@@ -137,6 +148,8 @@ describe('tokenExpiry', () => {
       expect((err as Error).message).not.toContain(accessToken);
     }
     // Even with a long expires_in, an expired JWT exp wins (min of both).
-    expect(() => tokenExpiry(T0, { accessToken: jwt({ exp: s - 1 }), tokenType: 'Bearer', expiresInSeconds: 3600 }, 300)).toThrow(UpstreamError);
+    expect(() => tokenExpiry(T0, { accessToken: jwt({ exp: s - 1 }), tokenType: 'Bearer', expiresInSeconds: 3600 }, 300)).toThrow(
+      UpstreamError,
+    );
   });
 });

@@ -33,7 +33,7 @@ describe('decideDebit', () => {
     expect(liveEntries(state.entries, T0 + 10_000, W)).toHaveLength(limit.max);
   });
 
-  it('B1: the 11th is refused with retryAfter = oldest + W\' - now', () => {
+  it("B1: the 11th is refused with retryAfter = oldest + W' - now", () => {
     let state: LedgerState = { entries: {}, ver: 0 };
     for (let i = 0; i < limit.max; i++) state = debitAt(state, T0 + i * 60_000, `a${i}`);
     const now = T0 + 2 * H;
@@ -42,7 +42,7 @@ describe('decideDebit', () => {
     if (!d.allow) expect(retryAfterSeconds(d.retryAfterMs)).toBe(Math.ceil((T0 + W - now) / 1000));
   });
 
-  it('B2: the window slides: allowed exactly when the oldest entry is W\' old', () => {
+  it("B2: the window slides: allowed exactly when the oldest entry is W' old", () => {
     let state: LedgerState = { entries: {}, ver: 0 };
     // 10 debits just before W ends.
     for (let i = 0; i < limit.max; i++) state = debitAt(state, T0 + i, `a${i}`);
@@ -99,7 +99,12 @@ describe('decideDebit', () => {
 
   it('denies with reason upstream_backoff while backoffUntil lies ahead, even with slots free', () => {
     const state: LedgerState = { entries: {}, ver: 3, backoffUntil: T0 + 120_000 };
-    expect(decideDebit(state, T0, limit, 'x', MARGIN)).toEqual({ allow: false, reason: 'upstream_backoff', retryAfterMs: 120_000, live: 0 });
+    expect(decideDebit(state, T0, limit, 'x', MARGIN)).toEqual({
+      allow: false,
+      reason: 'upstream_backoff',
+      retryAfterMs: 120_000,
+      live: 0,
+    });
     expect(decideDebit(state, T0 + 119_999, limit, 'x', MARGIN)).toMatchObject({ allow: false, retryAfterMs: 1 });
     expect(decideDebit(state, T0 + 120_000, limit, 'x', MARGIN).allow).toBe(true);
   });
@@ -157,7 +162,10 @@ describe('budget guard: demand debits and holds (docs/protocol.md "Budget guard"
 
   it('a hold stops every refresh of that connection, and only of that one, until it ends', () => {
     const state = stateWith([], { holds: { c: T0 + 300_000 } });
-    expect(debitRefusal(state, T0, limit, MARGIN, { demand: false, connection: 'c' })).toMatchObject({ reason: 'held', retryAfterMs: 300_000 });
+    expect(debitRefusal(state, T0, limit, MARGIN, { demand: false, connection: 'c' })).toMatchObject({
+      reason: 'held',
+      retryAfterMs: 300_000,
+    });
     expect(debitRefusal(state, T0, limit, MARGIN, { demand: false, connection: 'other' })).toBeUndefined();
     expect(debitRefusal(state, T0 + 300_000, limit, MARGIN, { demand: false, connection: 'c' })).toBeUndefined();
   });
@@ -254,7 +262,11 @@ describe('B8-style property: the margin covers send delay and clock skew (docs/p
         gap: fc.oneof(fc.integer({ min: 0, max: 5 }), fc.integer({ min: 0, max: 30_000 })),
         writer: fc.nat(),
         staleBy: fc.oneof(fc.constant(0), fc.integer({ min: 0, max: 3 })),
-        delay: fc.oneof(fc.constant(0), fc.constant(parts.sendCutoffMs + parts.connectTimeoutMs), fc.integer({ min: 0, max: parts.sendCutoffMs + parts.connectTimeoutMs })),
+        delay: fc.oneof(
+          fc.constant(0),
+          fc.constant(parts.sendCutoffMs + parts.connectTimeoutMs),
+          fc.integer({ min: 0, max: parts.sendCutoffMs + parts.connectTimeoutMs }),
+        ),
       }),
       { minLength: 1, maxLength: 120 },
     ),
@@ -269,7 +281,9 @@ describe('B8-style property: the margin covers send delay and clock skew (docs/p
     fc.assert(
       fc.property(arb, (input) => {
         const { offsets, arrivals } = norm(input);
-        expect(maxInAnyWindow(simulate(arrivals, offsets, lim, ledgerMarginMs(parts)), lim.windowSeconds * 1000)).toBeLessThanOrEqual(lim.max);
+        expect(maxInAnyWindow(simulate(arrivals, offsets, lim, ledgerMarginMs(parts)), lim.windowSeconds * 1000)).toBeLessThanOrEqual(
+          lim.max,
+        );
       }),
       { numRuns: 1000 },
     );

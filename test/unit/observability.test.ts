@@ -10,13 +10,20 @@ const T = Date.UTC(2026, 10, 25, 12, 0, 0);
 
 function capture(env: NodeJS.ProcessEnv = {}) {
   const out: { level: string; line: Record<string, unknown>; raw: string }[] = [];
-  const log = jsonLogger({ env, now: () => T, write: (raw, level) => out.push({ level, raw, line: JSON.parse(raw) as Record<string, unknown> }) });
+  const log = jsonLogger({
+    env,
+    now: () => T,
+    write: (raw, level) => out.push({ level, raw, line: JSON.parse(raw) as Record<string, unknown> }),
+  });
   return { log, out };
 }
 
 describe('jsonLogger', () => {
   it('writes one JSON line: level, message, timestamp, service, trace id, then the fields', () => {
-    const { log, out } = capture({ POWERTOOLS_SERVICE_NAME: 'svc', _X_AMZN_TRACE_ID: 'Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1' });
+    const { log, out } = capture({
+      POWERTOOLS_SERVICE_NAME: 'svc',
+      _X_AMZN_TRACE_ID: 'Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1',
+    });
     log.info('request', { connection: 'vertex', status: 200, skipped: undefined });
     expect(out).toHaveLength(1);
     expect(out[0]!.raw).not.toContain('\n');
@@ -41,7 +48,13 @@ describe('jsonLogger', () => {
   it('a field cannot replace the standard keys', () => {
     const { log, out } = capture();
     log.info('request', { level: 'DEBUG', message: 'forged', service: 'other', timestamp: 'x', extra: 1 });
-    expect(out[0]!.line).toMatchObject({ level: 'INFO', message: 'request', service: 'token-broker', timestamp: '2026-11-25T12:00:00.000Z', extra: 1 });
+    expect(out[0]!.line).toMatchObject({
+      level: 'INFO',
+      message: 'request',
+      service: 'token-broker',
+      timestamp: '2026-11-25T12:00:00.000Z',
+      extra: 1,
+    });
   });
 
   it('honours POWERTOOLS_LOG_LEVEL, and AWS_LAMBDA_LOG_LEVEL over it', () => {
@@ -133,7 +146,9 @@ describe('emfMetrics', () => {
     const m = emfMetrics({ env: {} });
     m.count(METRICS.memoryHit);
     log.info('request', { connection: 'vertex', ...m.take({ connection: 'vertex' }) });
-    const line = out[0]!.line as Record<string, unknown> & { _aws: { CloudWatchMetrics: { Dimensions: string[][]; Metrics: { Name: string }[] }[] } };
+    const line = out[0]!.line as Record<string, unknown> & {
+      _aws: { CloudWatchMetrics: { Dimensions: string[][]; Metrics: { Name: string }[] }[] };
+    };
     const d = line._aws.CloudWatchMetrics[0]!;
     for (const name of [...d.Dimensions.flat(), ...d.Metrics.map((x) => x.Name)]) expect(line[name], name).toBeDefined();
     expect(line.service).toBe('token-broker');

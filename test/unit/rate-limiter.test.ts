@@ -8,7 +8,6 @@ const MARGIN = 2_000;
 const limit = { max: 3, windowSeconds: 60, key: 'vertex', reserve: 0, minSpacingMs: 0 };
 const plain = { demand: false, connection: 'c' };
 
-
 describe('RateLimiter', () => {
   it('debits one entry per attempt and reports the slots left', async () => {
     const store = new MemoryLedgerStore();
@@ -167,10 +166,12 @@ describe('RateLimiter', () => {
     expect(reserve).toMatchObject({ code: 'rate_limited', extra: { refusal: 'reserve' } });
     expect(reserve.message).toMatch(/reserve/);
     expect(await rl.debit(guarded, 'expiry', plain)).toMatchObject({ remaining: 1 });
-    const exhausted = await brokerError(Promise.resolve().then(async () => {
-      await rl.debit(guarded, 'last', plain);
-      return rl.debit(guarded, 'over', plain);
-    }));
+    const exhausted = await brokerError(
+      Promise.resolve().then(async () => {
+        await rl.debit(guarded, 'last', plain);
+        return rl.debit(guarded, 'over', plain);
+      }),
+    );
     expect(exhausted).toMatchObject({ code: 'rate_limited', extra: { refusal: 'ledger_exhausted' } });
     expect(exhausted.message).toMatch(/exhausted/);
   });

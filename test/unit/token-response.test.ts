@@ -3,7 +3,8 @@ import { jwtExpiry, MAX_TOKEN_LIFETIME_SECONDS, parseOAuthError, parseTokenRespo
 import { UpstreamError } from '../../functions/core/upstream-errors.js';
 import { CANARY, jwt } from './fakes.js';
 
-const ok = (extra: Record<string, unknown> = {}) => JSON.stringify({ access_token: CANARY.accessToken, token_type: 'Bearer', expires_in: 3600, ...extra });
+const ok = (extra: Record<string, unknown> = {}) =>
+  JSON.stringify({ access_token: CANARY.accessToken, token_type: 'Bearer', expires_in: 3600, ...extra });
 
 /** The UpstreamError thrown by parseTokenResponse, failing the test if it parses. */
 function rejection(body: string, status = 200): UpstreamError {
@@ -18,7 +19,12 @@ function rejection(body: string, status = 200): UpstreamError {
 
 describe('parseTokenResponse', () => {
   it('parses a well-formed response', () => {
-    expect(parseTokenResponse(200, ok({ scope: 'API' }))).toEqual({ accessToken: CANARY.accessToken, tokenType: 'Bearer', expiresInSeconds: 3600, scope: 'API' });
+    expect(parseTokenResponse(200, ok({ scope: 'API' }))).toEqual({
+      accessToken: CANARY.accessToken,
+      tokenType: 'Bearer',
+      expiresInSeconds: 3600,
+      scope: 'API',
+    });
   });
 
   describe('C1: not a JSON object', () => {

@@ -22,7 +22,7 @@ function reads(item: Parameters<typeof waitBeforeRead>[0], start: number, publis
 }
 
 describe('expectedRefreshMs', () => {
-  it('is the first refresh\'s length; a faster one lowers it at once, a slower one raises it by half the difference', () => {
+  it("is the first refresh's length; a faster one lowers it at once, a slower one raises it by half the difference", () => {
     expect(expectedRefreshMs(undefined, 512.4)).toBe(512);
     expect(expectedRefreshMs(500, 700)).toBe(600);
     expect(expectedRefreshMs(600, 500)).toBe(500);
@@ -44,10 +44,14 @@ describe('waitBeforeRead', () => {
     const due = T0 + 510;
     expect(reads(item, T0 + 3, due + 75).map((t) => t - due)).toEqual([0, 20, 40, 80]);
     // 80 ms late costs four reads after losing the lease; served within 80 ms of the publish.
-    expect(reads(item, T0 + 3, due + 1_000).map((t) => t - due).slice(0, 7)).toEqual([0, 20, 40, 80, 160, 320, 570]);
+    expect(
+      reads(item, T0 + 3, due + 1_000)
+        .map((t) => t - due)
+        .slice(0, 7),
+    ).toEqual([0, 20, 40, 80, 160, 320, 570]);
   });
 
-  it('without a recorded refresh (a connection\'s first), polls from the lease time, each interval the time since the lease', () => {
+  it("without a recorded refresh (a connection's first), polls from the lease time, each interval the time since the lease", () => {
     const at = reads(LEASE, T0 + 3, T0 + 500).map((t) => t - T0);
     expect(at).toEqual([23, 46, 92, 184, 368, 618]);
   });

@@ -20,7 +20,14 @@ export interface AlarmSpec {
 }
 
 /** An alarm named `TokenBroker-<stage>-<name>` that notifies (and clears) on `action`. */
-export function brokerAlarm(scope: Construct, id: string, stage: string, name: string, spec: AlarmSpec, action: IAlarmAction): cloudwatch.Alarm {
+export function brokerAlarm(
+  scope: Construct,
+  id: string,
+  stage: string,
+  name: string,
+  spec: AlarmSpec,
+  action: IAlarmAction,
+): cloudwatch.Alarm {
   const alarm = new cloudwatch.Alarm(scope, id, {
     alarmName: `TokenBroker-${stage}-${name}`,
     alarmDescription: `token-broker ${stage}: ${spec.description}`,

@@ -56,7 +56,9 @@ export function connectionRow(c: Connection, period: Duration, alarms: cloudwatc
       ]
     : [];
   const right: cloudwatch.IMetric[] = [
-    ...(c.rateLimit ? [connectionMetric(METRICS.nextSlotSeconds, c.name, 'Maximum', period, { ledger: c.rateLimit.key, label: 'NextSlotSeconds (max)' })] : []),
+    ...(c.rateLimit
+      ? [connectionMetric(METRICS.nextSlotSeconds, c.name, 'Maximum', period, { ledger: c.rateLimit.key, label: 'NextSlotSeconds (max)' })]
+      : []),
     connectionMetric(METRICS.circuitOpen, c.name, 'Maximum', period, { label: 'CircuitOpen (max)' }),
   ];
   const w = 4;

@@ -53,24 +53,45 @@ export class Operations extends Construct {
 
     const GTE = cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD;
     const stageAlarms = [
-      brokerAlarm(this, 'AlarmFunctionErrors', stage, 'FunctionErrors', {
-        metric: handler.metricErrors({ period, statistic: 'Sum' }),
-        threshold: alarmSettings.functionErrors,
-        comparisonOperator: GTE,
-        description: 'Broker function errors (unhandled or timeouts)',
-      }, action),
-      brokerAlarm(this, 'AlarmFunctionThrottles', stage, 'FunctionThrottles', {
-        metric: handler.metricThrottles({ period, statistic: 'Sum' }),
-        threshold: alarmSettings.functionThrottles,
-        comparisonOperator: GTE,
-        description: 'Broker function throttled (concurrency)',
-      }, action),
-      brokerAlarm(this, 'AlarmApi5xx', stage, 'Api5xx', {
-        metric: restApi.metricServerError({ period, statistic: 'Sum' }),
-        threshold: alarmSettings.api5xx,
-        comparisonOperator: GTE,
-        description: 'API Gateway 5XX responses',
-      }, action),
+      brokerAlarm(
+        this,
+        'AlarmFunctionErrors',
+        stage,
+        'FunctionErrors',
+        {
+          metric: handler.metricErrors({ period, statistic: 'Sum' }),
+          threshold: alarmSettings.functionErrors,
+          comparisonOperator: GTE,
+          description: 'Broker function errors (unhandled or timeouts)',
+        },
+        action,
+      ),
+      brokerAlarm(
+        this,
+        'AlarmFunctionThrottles',
+        stage,
+        'FunctionThrottles',
+        {
+          metric: handler.metricThrottles({ period, statistic: 'Sum' }),
+          threshold: alarmSettings.functionThrottles,
+          comparisonOperator: GTE,
+          description: 'Broker function throttled (concurrency)',
+        },
+        action,
+      ),
+      brokerAlarm(
+        this,
+        'AlarmApi5xx',
+        stage,
+        'Api5xx',
+        {
+          metric: restApi.metricServerError({ period, statistic: 'Sum' }),
+          threshold: alarmSettings.api5xx,
+          comparisonOperator: GTE,
+          description: 'API Gateway 5XX responses',
+        },
+        action,
+      ),
     ];
     this.alarms.push(...stageAlarms);
 
@@ -91,7 +112,13 @@ export class Operations extends Construct {
 
     this.budgetGauge = new BudgetGauge(this, 'BudgetGauge', { stage, handler });
     new BrokerQueries(this, 'Queries', { stage, logGroup: props.logGroup });
-    this.opsPolicy = opsPolicy(this, 'OpsPolicy', { stage, table: props.table, tableKey: props.tableKey, handler, logGroup: props.logGroup });
+    this.opsPolicy = opsPolicy(this, 'OpsPolicy', {
+      stage,
+      table: props.table,
+      tableKey: props.tableKey,
+      handler,
+      logGroup: props.logGroup,
+    });
   }
 
   /** The stage's existing topic (settings.alarms.topicArn), or a new one with the e-mail subscribers. */

@@ -11,7 +11,6 @@ import { DYNAMODB_VIA_SERVICE } from '../units/keys.js';
 /** Item kinds the operator CLI reads and edits: `tok#<connection>` and `rl#<ledger key>`. */
 export const OPS_ITEM_KEYS = ['tok#*', 'rl#*'];
 
-
 export interface OpsPolicyProps {
   readonly stage: string;
   readonly table: dynamodb.ITable;
@@ -32,7 +31,12 @@ export interface OpsPolicyProps {
  */
 export function opsPolicy(scope: Construct, id: string, props: OpsPolicyProps): iam.ManagedPolicy {
   const stack = Stack.of(scope);
-  const group = stack.formatArn({ service: 'logs', resource: 'log-group', resourceName: props.logGroup.logGroupName, arnFormat: ArnFormat.COLON_RESOURCE_NAME });
+  const group = stack.formatArn({
+    service: 'logs',
+    resource: 'log-group',
+    resourceName: props.logGroup.logGroupName,
+    arnFormat: ArnFormat.COLON_RESOURCE_NAME,
+  });
   const auditStream = `${group}:log-stream:${OPS_LOG_STREAM}`;
   return new iam.ManagedPolicy(scope, id, {
     managedPolicyName: `TokenBroker-${props.stage}-ops`,

@@ -20,20 +20,44 @@ export const QUERIES: Record<string, logs.QueryStringProps> = {
   },
   // Why callers got 429 or 502: the cause (ledger_exhausted, reserve, spacing, upstream_429), the upstream error, the budget left
   'refused-429-and-502': {
-    fields: ['@timestamp', F.connection, F.caller, F.status, F.error, F.cause, F.upstreamError, F.refreshReason, F.minTtl, F.ledgerRemaining, F.requestId],
+    fields: [
+      '@timestamp',
+      F.connection,
+      F.caller,
+      F.status,
+      F.error,
+      F.cause,
+      F.upstreamError,
+      F.refreshReason,
+      F.minTtl,
+      F.ledgerRemaining,
+      F.requestId,
+    ],
     filterStatements: [`${isRequest} and (${F.status} = 429 or ${F.status} = 502)`],
     sort: '@timestamp desc',
     limit: 1000,
   },
   // Every upstream token request with its reason (expired, ahead, min_ttl, rotation) and result
   'upstream-refreshes': {
-    fields: ['@timestamp', F.connection, F.refreshReason, F.outcome, F.status, F.upstreamError, F.tokenFp, F.expiresIn, F.ledgerRemaining, F.caller, F.requestId],
+    fields: [
+      '@timestamp',
+      F.connection,
+      F.refreshReason,
+      F.outcome,
+      F.status,
+      F.upstreamError,
+      F.tokenFp,
+      F.expiresIn,
+      F.ledgerRemaining,
+      F.caller,
+      F.requestId,
+    ],
     filterStatements: [`${isRequest} and ispresent(${F.refreshReason})`],
     sort: '@timestamp desc',
     limit: 1000,
   },
   // Invalidation reports and their answers (invalidated, not_current, deferred), and operator actions
-  'invalidations': {
+  invalidations: {
     fields: ['@timestamp', F.message, F.connection, F.caller, F.tokenFp, F.invalidation, F.status, F.requestId],
     filterStatements: [`(${isRequest} and ${F.route} = "invalidate") or ${F.message} = "${OPS_LOG_MESSAGE}"`],
     sort: '@timestamp desc',

@@ -53,7 +53,9 @@ export class BrokerApi extends Construct {
         : { types: [apigw.EndpointType.REGIONAL] },
       policy: resourcePolicy,
       // The account-wide role outlives the stack: other APIs of the account log through it too.
-      ...(settings.apiGatewayAccountLogRole ? { cloudWatchRole: true, cloudWatchRoleRemovalPolicy: RemovalPolicy.RETAIN } : { cloudWatchRole: false }),
+      ...(settings.apiGatewayAccountLogRole
+        ? { cloudWatchRole: true, cloudWatchRoleRemovalPolicy: RemovalPolicy.RETAIN }
+        : { cloudWatchRole: false }),
       defaultMethodOptions: { authorizationType: apigw.AuthorizationType.IAM },
       deployOptions: {
         stageName: stage,
@@ -97,18 +99,38 @@ export class BrokerApi extends Construct {
       ['Default4xx', apigw.ResponseType.DEFAULT_4XX, 'invalid_request', 'request refused by API Gateway', false],
       ['Default5xx', apigw.ResponseType.DEFAULT_5XX, 'internal', 'internal error', false],
       ['AccessDenied', apigw.ResponseType.ACCESS_DENIED, 'forbidden', 'caller is not allowed to call this API', true],
-      ['MissingAuth', apigw.ResponseType.MISSING_AUTHENTICATION_TOKEN, 'forbidden', 'unknown route, or the request is not signed (SigV4, service execute-api)', true],
-      ['InvalidSignature', apigw.ResponseType.INVALID_SIGNATURE, 'forbidden', 'the request signature does not match (SigV4, service execute-api)', true],
+      [
+        'MissingAuth',
+        apigw.ResponseType.MISSING_AUTHENTICATION_TOKEN,
+        'forbidden',
+        'unknown route, or the request is not signed (SigV4, service execute-api)',
+        true,
+      ],
+      [
+        'InvalidSignature',
+        apigw.ResponseType.INVALID_SIGNATURE,
+        'forbidden',
+        'the request signature does not match (SigV4, service execute-api)',
+        true,
+      ],
       ['ExpiredToken', apigw.ResponseType.EXPIRED_TOKEN, 'forbidden', 'the credentials or the signature of the request have expired', true],
       ['NotFound', apigw.ResponseType.RESOURCE_NOT_FOUND, 'not_found', 'unknown route', true],
-      ['Throttled', apigw.ResponseType.THROTTLED, 'rate_limited', `too many requests; retry after ${THROTTLED_RETRY_AFTER_SECONDS} s`, true],
+      [
+        'Throttled',
+        apigw.ResponseType.THROTTLED,
+        'rate_limited',
+        `too many requests; retry after ${THROTTLED_RETRY_AFTER_SECONDS} s`,
+        true,
+      ],
     ];
     for (const [id, type, code, message, withStatus] of responses) {
       this.restApi.addGatewayResponse(id, {
         type,
         ...(withStatus ? { statusCode: String(ERROR_STATUS[code]) } : {}),
         responseHeaders:
-          type === apigw.ResponseType.THROTTLED ? { ...headers, [RETRY_AFTER_HEADER]: `'${formatRetryAfter(THROTTLED_RETRY_AFTER_SECONDS)}'` } : headers,
+          type === apigw.ResponseType.THROTTLED
+            ? { ...headers, [RETRY_AFTER_HEADER]: `'${formatRetryAfter(THROTTLED_RETRY_AFTER_SECONDS)}'` }
+            : headers,
         templates: { 'application/json': JSON.stringify({ error: code, message }) },
       });
     }
@@ -173,7 +195,9 @@ function resourcePolicyStatements({ stage, settings, config, configSource }: Bro
     statements.push(deny('DenyOutsideOrganisation', { StringNotEquals: { 'aws:PrincipalOrgID': settings.principalOrgId } }));
   }
   if (settings.privateEndpoint) {
-    statements.push(deny('DenyOutsideVpcEndpoints', { StringNotEquals: { 'aws:SourceVpce': [...settings.privateEndpoint.vpcEndpointIds] } }));
+    statements.push(
+      deny('DenyOutsideVpcEndpoints', { StringNotEquals: { 'aws:SourceVpce': [...settings.privateEndpoint.vpcEndpointIds] } }),
+    );
   }
   return statements;
 }

@@ -5,7 +5,8 @@ import { ROUTE_KINDS, ROUTES, routePath } from '../../../functions/contract/rout
 import { stableOutput } from '../outputs.js';
 
 /** The two routes of a connection, as API Gateway method ARN suffixes: `GET/tokens/NAME`, `POST/tokens/NAME/invalidate`. */
-export const routeArnSuffixes = (connection: string): string[] => ROUTE_KINDS.map((kind) => `${ROUTES[kind].method}${routePath(kind, connection)}`);
+export const routeArnSuffixes = (connection: string): string[] =>
+  ROUTE_KINDS.map((kind) => `${ROUTES[kind].method}${routePath(kind, connection)}`);
 
 export interface CallerPoliciesProps {
   readonly stage: string;
@@ -31,7 +32,9 @@ export class CallerPolicies extends Construct {
       const policy = new iam.ManagedPolicy(this, name, {
         managedPolicyName: `TokenBroker-${props.stage}-${name}-caller`,
         description: `Get and invalidate tokens of token-broker connection "${name}" (${props.stage}): ${routeArnSuffixes(name).join(', ')}`,
-        statements: [new iam.PolicyStatement({ sid: 'InvokeTokenBroker', actions: ['execute-api:Invoke'], resources: this.routeArns(name) })],
+        statements: [
+          new iam.PolicyStatement({ sid: 'InvokeTokenBroker', actions: ['execute-api:Invoke'], resources: this.routeArns(name) }),
+        ],
       });
       this.policies.set(name, policy);
       // Distinct connection names can share a PascalCase form (a-b, ab-): number the later ones.

@@ -70,7 +70,11 @@ export class BrokerFunction extends Construct {
         resources: [keys.sealKey.keyArn],
         conditions: { StringEquals: keys.sealContext },
       }),
-      new iam.PolicyStatement({ sid: 'ReadConnectionSecrets', actions: ['secretsmanager:GetSecretValue'], resources: [...props.secretArns] }),
+      new iam.PolicyStatement({
+        sid: 'ReadConnectionSecrets',
+        actions: ['secretsmanager:GetSecretValue'],
+        resources: [...props.secretArns],
+      }),
     ];
     for (const statement of grants) this.role.addToPolicy(statement);
     keys.allowSealing(this.role);
