@@ -1,6 +1,7 @@
 /** Command-line flags of local mode (`npm start -- FLAGS`): parsed strictly, every mistake one clear line. */
 import { parseArgs } from 'node:util';
 import { StartupError } from './config.js';
+import { argsProblem } from './args.js';
 
 export interface LocalFlags {
   /** Config file; without it local mode runs the demo. */
@@ -49,18 +50,7 @@ function parse(argv: readonly string[]) {
   try {
     return parseArgs({ args: [...argv], options: OPTIONS, strict: true, allowPositionals: false }).values;
   } catch (e) {
-    const err = e as { code?: string; message: string };
-    const quoted = /'([^']*)'/.exec(err.message)?.[1] ?? '';
-    if (err.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') fail(`unknown flag ${quoted}`);
-    if (err.code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE') {
-      fail(
-        err.message.includes('does not take')
-          ? `flag ${quoted.split(', ').pop()} takes no value`
-          : `flag ${quoted.split(' ')[0]} needs a value`,
-      );
-    }
-    if (err.code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL') fail(`unexpected argument ${quoted}`);
-    return fail(err.message);
+    return fail(argsProblem(e));
   }
 }
 

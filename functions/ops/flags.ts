@@ -6,6 +6,7 @@
 import { parseArgs } from 'node:util';
 import { STAGE_NAME } from '../contract/deployment.js';
 import { CONNECTION_NAME } from '../contract/names.js';
+import { argsProblem } from '../local/args.js';
 
 const COMMANDS = ['status', 'reset', 'refresh'] as const;
 type Command = (typeof COMMANDS)[number];
@@ -88,17 +89,7 @@ function parse(argv: readonly string[]) {
   try {
     return parseArgs({ args: [...argv], options: OPTIONS, strict: true, allowPositionals: true });
   } catch (e) {
-    const err = e as { code?: string; message: string };
-    const quoted = /'([^']*)'/.exec(err.message)?.[1] ?? '';
-    if (err.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') fail(`unknown flag ${quoted}`);
-    if (err.code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE') {
-      fail(
-        err.message.includes('does not take')
-          ? `flag ${quoted.split(', ').pop()} takes no value`
-          : `flag ${quoted.split(' ')[0]} needs a value`,
-      );
-    }
-    return fail(err.message.split('\n')[0]!);
+    return fail(argsProblem(e));
   }
 }
 
