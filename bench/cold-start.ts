@@ -21,7 +21,7 @@ import { parseConfig } from '../functions/core/config.js';
 import { bundleLambda, entryOutput, staticOutputs } from '../cdk/scripts/lambda-bundle.js';
 import { median } from './lib.js';
 
-export const BANNER = "import { createRequire } from 'module'; const require = createRequire(import.meta.url);";
+const BANNER = "import { createRequire } from 'module'; const require = createRequire(import.meta.url);";
 const ROOT = dirname(dirname(fileURLToPath(import.meta.url)));
 
 export interface Bundle {
@@ -88,14 +88,14 @@ function measure(metafile: Metafile): LambdaBuild {
  * The broker Lambda as the package ships it (rebuilt into cdk/lambda from this checkout) and the bare GetItem
  * handler built with the same settings into `workDir`: like for like.
  */
-export async function prebuiltLambdas(workDir: string): Promise<{ handler: LambdaBuild; bare: LambdaBuild }> {
+async function prebuiltLambdas(workDir: string): Promise<{ handler: LambdaBuild; bare: LambdaBuild }> {
   const handler = measure(await buildLambda());
   const bare = measure(await bundleLambda(join(ROOT, 'bench/bare-handler.ts'), join(workDir, 'bare-lambda')));
   return { handler, bare };
 }
 
 /** Bytes in the output per npm package (project files as `(project)`), largest first. */
-export function topInputs(
+function topInputs(
   b: { metafile: Metafile },
   count: number,
   outputs = Object.keys(b.metafile.outputs),
@@ -136,7 +136,7 @@ interface ImportTime {
  * Import-and-init time of a bundle in a fresh `node` process (ms). The process gets `env` and nothing else
  * (no NODE_OPTIONS, so no --enable-source-maps: the function is deployed without).
  */
-export function timeImport(file: string, env: NodeJS.ProcessEnv): ImportTime {
+function timeImport(file: string, env: NodeJS.ProcessEnv): ImportTime {
   const r = spawnSync(process.execPath, ['--input-type=module', '-e', IMPORT_SCRIPT], {
     env: { ...env, BENCH_MODULE: pathToFileURL(file).href },
     encoding: 'utf8',
@@ -150,7 +150,7 @@ export function timeImport(file: string, env: NodeJS.ProcessEnv): ImportTime {
  * The environment a deployed broker Lambda starts with (config file written to `workDir`): what the construct
  * sets (cdk/src/units/function.ts) and what the Lambda runtime adds. Both bundles start with it.
  */
-export function lambdaEnv(workDir: string): NodeJS.ProcessEnv {
+function lambdaEnv(workDir: string): NodeJS.ProcessEnv {
   const callers = ['arn:aws:iam::111122223333:role/payments-*'];
   const connections = Object.fromEntries(
     ['vitesse-staging', 'vitesse-prod', 'vertex-oseries', 'vertex-cloud', 'demo'].map((name) => [
@@ -223,7 +223,7 @@ interface BreakdownRow {
 }
 
 /** Import-and-init time of the handler built up part by part, each built with the Lambda's esbuild settings. */
-export async function coldBreakdown(workDir: string, env: NodeJS.ProcessEnv, runs: number): Promise<BreakdownRow[]> {
+async function coldBreakdown(workDir: string, env: NodeJS.ProcessEnv, runs: number): Promise<BreakdownRow[]> {
   const steps: { step: string; build: LambdaBuild }[] = [];
   const modules: string[] = [];
   const dir = join(workDir, 'parts');

@@ -18,8 +18,8 @@ import { type ConnectionInput, parseConfig } from '../functions/core/config.js';
 import { randomIds, systemClock, systemTimers } from '../functions/adapters/system.js';
 
 export const CALLER = 'arn:aws:sts::111122223333:assumed-role/payments-api/bench';
-export const ALLOWED = ['arn:aws:iam::111122223333:role/payments-*'];
-export const SECRET_NAME = 'bench/credentials';
+const ALLOWED = ['arn:aws:iam::111122223333:role/payments-*'];
+const SECRET_NAME = 'bench/credentials';
 export const CREDENTIALS = { client_id: 'bench-client', client_secret: 'bench-secret' };
 
 /** What every worker needs to build its broker "container". */
@@ -105,7 +105,7 @@ export function connectionDoc(tokenUrl: string, extra: Partial<ConnectionInput> 
 }
 
 /** The settings of localDynamoClient (functions/local/dynamodb.ts), without pulling dynalite into the worker bundle. */
-export function dynamoClient(endpoint: string): DynamoDBClient {
+function dynamoClient(endpoint: string): DynamoDBClient {
   return new DynamoDBClient({
     endpoint,
     region: 'us-east-1',
@@ -146,7 +146,7 @@ export function container(env: Env, o: { options?: Partial<BrokerOptions>; quiet
 }
 
 /** A REST API (v1) proxy event as API Gateway sends it after verifying the caller's SigV4 signature. */
-export function apiEvent(method: 'GET' | 'POST', path: string, o: { query?: Record<string, string>; body?: string } = {}): ProxyEvent {
+function apiEvent(method: 'GET' | 'POST', path: string, o: { query?: Record<string, string>; body?: string } = {}): ProxyEvent {
   return {
     httpMethod: method,
     path,
@@ -268,7 +268,7 @@ export function percentile(sorted: number[], p: number): number {
   return sorted.length ? sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]! : NaN;
 }
 
-export function stats(xs: number[]): LatencyStats {
+function stats(xs: number[]): LatencyStats {
   const sorted = [...xs].sort((a, b) => a - b);
   return { n: sorted.length, p50Ms: percentile(sorted, 50), p99Ms: percentile(sorted, 99) };
 }

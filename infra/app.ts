@@ -6,9 +6,10 @@
  */
 import { App } from 'aws-cdk-lib';
 import { buildLambda } from '../cdk/scripts/build.js';
+import { StageError } from '../cdk/src/settings.js';
 import { ConfigError } from '../functions/core/config.js';
 import { buildStage, CONFIG_DIR, PROJECT_ROOT } from './build.js';
-import { loadStage, StageError } from './stages.js';
+import { loadStage } from './stages.js';
 
 const app = new App();
 try {

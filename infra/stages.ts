@@ -8,8 +8,6 @@ import { parseBrokerDocument, type ParsedDocument, StageError } from '../cdk/src
  * Stages are data: `config/<stage>.json` holds a stage's connections and settings (the schema of
  * cdk/src/settings.ts). Adding a stage is adding a file.
  */
-export { StageError };
-
 export interface Stage extends ParsedDocument {
   readonly name: string;
   /** The file as shown in messages (relative to the working directory). */
@@ -18,7 +16,7 @@ export interface Stage extends ParsedDocument {
   readonly document: unknown;
 }
 
-/** The stages `dir` holds: the names of its `<stage>.json` files. */
+/** The stages `dir` holds: the names of its `<stage>.json` files. @internal */
 export function knownStages(dir: string): string[] {
   if (!existsSync(dir)) return [];
   return readdirSync(dir)

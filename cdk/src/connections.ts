@@ -8,6 +8,7 @@ import { ConfigError, type BrokerConfig, type Connection, configDocument } from 
 /**
  * The document written as `config.json` into the function bundle: `{ "connections": { NAME: {...} } }`, the
  * schema of docs/design.md "Connection config" with every default resolved. Parsing it again with `parseConfig` gives the same config.
+ * @internal test/infra/config.test.ts reads it.
  */
 export function bundleConfigDocument(config: BrokerConfig): ReturnType<typeof configDocument> {
   return configDocument(config);

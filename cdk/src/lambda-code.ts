@@ -15,7 +15,7 @@ import type { Construct } from 'constructs';
 import type { BrokerConfig } from '../../functions/core/config.js';
 import { BUNDLE_CONFIG_FILE, renderBundleConfig } from './connections.js';
 
-/** The prebuilt Lambda (scripts/build.ts): `index.mjs` (handler `index.handler`), `chunks/`, source maps. */
+/** The prebuilt Lambda (scripts/build.ts): `index.mjs` (handler `index.handler`), `chunks/`, source maps. @internal test/infra reads it. */
 export const PREBUILT_LAMBDA_DIR = fileURLToPath(new URL('../lambda/', import.meta.url));
 export const LAMBDA_HANDLER = 'index.handler';
 
@@ -29,6 +29,7 @@ function filesUnder(dir: string): string[] {
 /**
  * Copies the prebuilt code and writes `config.json` beside it, into a directory named by the content's hash
  * (so repeated synths of one config reuse it, and concurrent ones never see a half-written directory).
+ * @internal test/infra/config.test.ts calls it.
  */
 export function stageLambdaCode(config: BrokerConfig, stagingRoot: string, prebuilt = PREBUILT_LAMBDA_DIR): string {
   if (!existsSync(join(prebuilt, 'index.mjs'))) {

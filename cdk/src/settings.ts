@@ -13,14 +13,14 @@ import { type BrokerConfig, ConfigError, ConnectionsSchema, formatIssues, resolv
 const boundedInt = (min: number, max: number) => z.int().check(z.gte(min), z.lte(max));
 const pattern = (re: RegExp, message: string) => z.string().check(z.regex(re, { message }));
 
-/** CloudWatch Logs retention periods, in days (never-expire is not offered: logs cost money forever). */
+/** CloudWatch Logs retention periods, in days (never-expire is not offered: logs cost money forever). @internal */
 export const RETENTION_DAYS: readonly number[] = Object.values(RetentionDays).filter(
   (d): d is number => typeof d === 'number' && d !== RetentionDays.INFINITE,
 );
 
 const threshold = (fallback: number) => z._default(boundedInt(1, 1_000_000), fallback);
 
-export const AlarmSettingsSchema = z
+const AlarmSettingsSchema = z
   .strictObject({
     /** Evaluation period of every alarm, minutes. */
     periodMinutes: z._default(boundedInt(1, 60), 5),
@@ -48,7 +48,7 @@ export const AlarmSettingsSchema = z
     }),
   );
 
-export const StageSettingsSchema = z.strictObject({
+const StageSettingsSchema = z.strictObject({
   /** Pin this repository's stack to an account and region (the construct ignores it: your stack decides). */
   env: z.optional(
     z.strictObject({

@@ -583,7 +583,7 @@ export function isLoopback(hostname: string): boolean {
 }
 
 /** `abc.execute-api.eu-west-1.amazonaws.com` (also `.vpce.` and `.com.cn` forms) → `eu-west-1`. */
-export function regionFromHost(hostname: string): string | undefined {
+function regionFromHost(hostname: string): string | undefined {
   return /\.execute-api\.([a-z0-9-]+)\.(?:vpce\.)?amazonaws\.com(?:\.cn)?$/.exec(hostname.toLowerCase())?.[1];
 }
 

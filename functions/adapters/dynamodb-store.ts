@@ -41,7 +41,8 @@ import {
   type TokenItem,
   type TokenStore,
 } from '../core/ports.js';
-import type { ErrorCode, RefreshReason, Refusal } from '../core/errors.js';
+import type { ErrorCode } from '../contract/errors.js';
+import type { RefreshReason, Refusal } from '../core/errors.js';
 
 type Item = Record<string, AttributeValue>;
 
@@ -162,6 +163,7 @@ const storedCircuit = (c: Circuit): StoredCircuit => ({
   chk: c.checkedAt,
 });
 
+/** @internal test/adapters/dynamodb-store.test.ts reads it. */
 export function toTokenItem(item: Item): TokenItem {
   const s = unmarshall(item) as StoredToken;
   const t: TokenItem = { ver: s.ver ?? 0, fence: s.fence ?? 0 };
@@ -194,7 +196,7 @@ function isConditionFailure(e: unknown): e is ConditionalCheckFailedException {
  * is (a missing table, denied access, an invalid request: configuration or a bug). Uses the SDK's own
  * retry classification.
  */
-export function storeFault(e: unknown): unknown {
+function storeFault(e: unknown): unknown {
   if (typeof e !== 'object' || e === null) return e;
   const err = e as Parameters<typeof isThrottlingError>[0] & Error;
   if (isThrottlingError(err)) return new StoreThrottled(`DynamoDB throttled the request (${err.name})`, { cause: e });

@@ -22,8 +22,7 @@ import { isServerError, isThrottlingError, isTransientError } from '@smithy/core
 import { SEAL_PURPOSE } from '../contract/names.js';
 import { type Sealer, SealerUnavailable, type Token } from '../core/ports.js';
 
-export { SEAL_PURPOSE };
-
+/** @internal The first byte of a sealed token. */
 export const SEAL_FORMAT_VERSION = 0xb1;
 const IV_BYTES = 12;
 const TAG_BYTES = 16;
@@ -33,7 +32,10 @@ const HEADER_FIXED = 3;
 /** A sealed token is a few KB at most; anything larger is not ours. */
 const MAX_SEALED_BYTES = 64 * 1024;
 
-/** A sealed token that does not open here: not this format, tampered with, another connection's or another key's. */
+/**
+ * A sealed token that does not open here: not this format, tampered with, another connection's or another key's.
+ * @internal
+ */
 export class SealError extends Error {
   override readonly name = 'SealError';
 }
@@ -70,6 +72,7 @@ interface SealedPayload {
 /**
  * The encryption context as bytes, for the GCM additional data: the pairs sorted by key, a count then for
  * each a length-prefixed key and value (unsigned 16-bit big-endian lengths, UTF-8): one encoding per context.
+ * @internal
  */
 export function encodeContext(context: EncryptionContext): Buffer {
   const entries = Object.entries(context).sort(([a], [b]) => Buffer.compare(Buffer.from(a), Buffer.from(b)));
@@ -243,7 +246,7 @@ function kmsFault(e: unknown): unknown {
 }
 
 /** Data keys from the KMS key `keyArn`, asked of KMS in the key's own region. */
-export function kmsDataKeys(keyArn: string, client = new KMSClient({ maxAttempts: 3, ...regionOf(keyArn) })): DataKeySource {
+function kmsDataKeys(keyArn: string, client = new KMSClient({ maxAttempts: 3, ...regionOf(keyArn) })): DataKeySource {
   return {
     async generate(context) {
       let out;
@@ -277,7 +280,7 @@ function regionOf(keyArn: string): { region?: string } {
 }
 
 /** Data keys wrapped by a raw 256-bit AES key (AES-256-GCM, the encoded context as additional data). */
-export function rawAesDataKeys(wrappingKey: Uint8Array): DataKeySource {
+function rawAesDataKeys(wrappingKey: Uint8Array): DataKeySource {
   if (wrappingKey.length !== KEY_BYTES) throw new Error('the local sealing key must be 32 bytes');
   const kek = new Uint8Array(wrappingKey);
   return {

@@ -41,11 +41,13 @@ function once<T>(load: () => Promise<T>): () => Promise<T> {
   };
 }
 
+/** @internal */
 export function lazyUpstream(): Upstream {
   const get = once(async () => new (await import('../adapters/upstream-http.js')).HttpUpstream());
   return { requestToken: async (connection, credentials, signal) => (await get()).requestToken(connection, credentials, signal) };
 }
 
+/** @internal */
 export function lazySecrets(): SecretSource {
   const get = once(async () => (await import('../adapters/secrets-manager.js')).awsSecretsSource(systemClock));
   return { get: async (name, options) => (await get()).get(name, options) };
@@ -69,6 +71,7 @@ export type AwsEntry = (
   context?: Pick<Context, 'getRemainingTimeInMillis'>,
 ) => Promise<APIGatewayProxyResult | GaugeReport>;
 
+/** @internal The HTTP side of buildAwsEntry, for test/integration/compose.test.ts. */
 export async function buildAwsHandler(env: NodeJS.ProcessEnv = process.env): Promise<HttpHandler> {
   return (await buildAws(env)).http;
 }

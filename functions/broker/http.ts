@@ -100,7 +100,7 @@ function requestShape(event: ProxyEvent) {
 }
 
 /** Parses `min_ttl`: an integer 0..86400, default 60 (contract/routes.ts). */
-export function parseMinTtl(query: Record<string, string | undefined>, multi: Record<string, string[] | undefined>): number {
+function parseMinTtl(query: Record<string, string | undefined>, multi: Record<string, string[] | undefined>): number {
   if ((multi[MIN_TTL_PARAM]?.length ?? 0) > 1) throw invalidRequest(`${MIN_TTL_PARAM} must be given once`);
   const raw = query[MIN_TTL_PARAM];
   if (raw === undefined) return DEFAULT_MIN_TTL_SECONDS;
@@ -110,7 +110,7 @@ export function parseMinTtl(query: Record<string, string | undefined>, multi: Re
 }
 
 /** Parses the invalidate body `{"access_token": "..."}`. */
-export function parseInvalidateBody(body: string | null | undefined, base64: boolean): string {
+function parseInvalidateBody(body: string | null | undefined, base64: boolean): string {
   if (!body) throw invalidRequest('body must be JSON {"access_token": "..."}');
   const text = base64 ? Buffer.from(body, 'base64').toString('utf8') : body;
   if (Buffer.byteLength(text, 'utf8') > MAX_BODY_BYTES)
@@ -129,13 +129,13 @@ export function parseInvalidateBody(body: string | null | undefined, base64: boo
 }
 
 /** The 200 body of POST /invalidate: `{"invalidated": true}` or `{"invalidated": false, "reason": ..., "retry_after"?: N}`. */
-export function invalidationBody(answer: InvalidationAnswer): Record<string, unknown> {
+function invalidationBody(answer: InvalidationAnswer): Record<string, unknown> {
   if (answer.invalidated) return { invalidated: true };
   if (answer.reason === 'deferred') return { invalidated: false, reason: 'deferred', retry_after: answer.retryAfterSeconds };
   return { invalidated: false, reason: answer.reason };
 }
 
-export function errorResponse(e: BrokerError): APIGatewayProxyResult {
+function errorResponse(e: BrokerError): APIGatewayProxyResult {
   const headers: Record<string, string> = { ...BASE_HEADERS };
   if (e.extra.retryAfterSeconds !== undefined) headers[RETRY_AFTER_HEADER] = formatRetryAfter(e.extra.retryAfterSeconds);
   return {

@@ -29,8 +29,6 @@ export interface MetricSink {
   take(dimensions?: Record<string, string>): Record<string, unknown>;
 }
 
-export { SERVICE };
-
 const LEVELS = { DEBUG: 8, INFO: 12, WARN: 16, ERROR: 20, CRITICAL: 24, SILENT: 28 } as const;
 type Level = 'INFO' | 'WARN' | 'ERROR';
 

@@ -89,7 +89,7 @@ export interface BrokerOptions {
   pollMaxMs: number;
 }
 
-export const DEFAULT_OPTIONS: BrokerOptions = {
+const DEFAULT_OPTIONS: BrokerOptions = {
   memoryMaxAgeMs: 5_000,
   skewMs: 5_000,
   leaseMs: LEASE_MS,

@@ -48,7 +48,7 @@ const callerPattern = z.string().check(
 
 const boundedInt = (min: number, max: number) => z.int().check(z.gte(min), z.lte(max));
 
-export const ConnectionSchema = z.strictObject({
+const ConnectionSchema = z.strictObject({
   tokenUrl,
   grantType: z.enum(['client_credentials', 'password']),
   scope: z.optional(
@@ -127,7 +127,7 @@ export const ConnectionsSchema = z
     }),
   );
 
-export const BrokerConfigSchema = z.strictObject({ connections: ConnectionsSchema });
+const BrokerConfigSchema = z.strictObject({ connections: ConnectionsSchema });
 
 export type ConnectionInput = z.input<typeof ConnectionSchema>;
 /** A connection as the schema outputs it, before functions/core/connection.ts resolves its defaults. */

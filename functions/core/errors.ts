@@ -6,10 +6,6 @@
  */
 import { type ErrorCode, ERROR_STATUS } from '../contract/errors.js';
 
-// shim: remove at merge. ErrorCode lives in functions/contract/errors.ts; this re-export serves
-// functions/core/ports.ts and functions/adapters/dynamodb-store.ts until they import it from there.
-export type { ErrorCode };
-
 /**
  * Why a request was refused without a token: the 429 causes, the open credential circuit (502), and a
  * connection held while a fetched token waits to be stored (503). Logged and counted.

@@ -4,19 +4,19 @@
  */
 
 /** The upstream client's connect timeout: the longest a sent token request takes to reach the upstream. */
-export const UPSTREAM_CONNECT_TIMEOUT_MS = 3_000;
+const UPSTREAM_CONNECT_TIMEOUT_MS = 3_000;
 
 /**
  * A debited token request is sent within this long of its debit, or not at all (the slot is refunded).
  * A ledger write slower than this means the request is not sent.
  */
-export const SEND_CUTOFF_MS = 2_000;
+const SEND_CUTOFF_MS = 2_000;
 
 /**
  * The largest clock difference between any two containers that the ledger tolerates: each container's clock
  * within 3 s of true time. Lambda keeps clocks synchronised far tighter; the margin is what is proven.
  */
-export const CLOCK_SKEW_MS = 6_000;
+const CLOCK_SKEW_MS = 6_000;
 
 /** What the ledger's window margin covers (see core/ledger.ts `ledgerMarginMs`). */
 export interface MarginParts {
@@ -52,7 +52,3 @@ export const MISCONFIGURED_RECHECK_MS = 15_000;
 
 /** A lease holder that dies is taken over within this (30 s allowed; docs/protocol.md "Lease"). */
 export const LEASE_MS = 20_000;
-
-// shim: remove at merge. SEAL_PURPOSE moved to functions/contract/names.ts; this re-export serves
-// functions/adapters/sealer.ts and cdk/src/units/keys.ts until they import it from there.
-export { SEAL_PURPOSE } from '../contract/names.js';

@@ -3,7 +3,8 @@
  * (functions/adapters) and tests fake. All times are epoch milliseconds from an injected Clock.
  */
 import type { Connection } from './config.js';
-import type { ErrorCode, RefreshReason, Refusal } from './errors.js';
+import type { ErrorCode } from '../contract/errors.js';
+import type { RefreshReason, Refusal } from './errors.js';
 
 export interface Clock {
   now(): number;

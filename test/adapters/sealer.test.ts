@@ -2,15 +2,8 @@ import { randomBytes } from 'node:crypto';
 import { DecryptCommand, GenerateDataKeyCommand, KMSClient } from '@aws-sdk/client-kms';
 import { mockClient } from 'aws-sdk-client-mock';
 import { beforeEach, describe, expect, it } from 'vitest';
-import {
-  encodeContext,
-  EnvelopeSealer,
-  kmsSealer,
-  rawAesSealer,
-  SEAL_FORMAT_VERSION,
-  SEAL_PURPOSE,
-  SealError,
-} from '../../functions/adapters/sealer.js';
+import { encodeContext, EnvelopeSealer, kmsSealer, rawAesSealer, SEAL_FORMAT_VERSION, SealError } from '../../functions/adapters/sealer.js';
+import { SEAL_PURPOSE } from '../../functions/contract/names.js';
 import { fingerprint } from '../../functions/core/fingerprint.js';
 import { SealerUnavailable, type Token } from '../../functions/core/ports.js';
 import { LEGACY_SEALED } from '../support/legacy-sealed.js';

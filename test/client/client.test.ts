@@ -14,8 +14,6 @@ import {
   UnavailableError,
   UpstreamError,
 } from '@token-broker/client';
-// White-box: an internal helper, imported from the source.
-import { regionFromHost } from '../../client/src/client.js';
 import { NodeSha256 } from '../../client/src/sha256.js';
 import {
   CREDENTIALS,
@@ -102,13 +100,13 @@ describe('TokenBrokerClient: signing', () => {
   });
 
   it('takes the region from the execute-api hostname, else AWS_REGION; honours an explicit region', () => {
-    expect(regionFromHost('abc.execute-api.ap-southeast-2.amazonaws.com')).toBe('ap-southeast-2');
-    expect(regionFromHost('abc-vpce-123.execute-api.eu-central-1.vpce.amazonaws.com')).toBe('eu-central-1');
-    expect(regionFromHost('abc.execute-api.cn-north-1.amazonaws.com.cn')).toBe('cn-north-1');
-    expect(regionFromHost('broker.example.com')).toBeUndefined();
+    const regionOf = (host: string) => new TokenBrokerClient({ endpoint: `https://${host}/prod`, credentials: CREDENTIALS }).region;
     const saved = process.env.AWS_REGION;
     process.env.AWS_REGION = 'us-west-2';
     try {
+      expect(regionOf('abc.execute-api.ap-southeast-2.amazonaws.com')).toBe('ap-southeast-2');
+      expect(regionOf('abc-vpce-123.execute-api.eu-central-1.vpce.amazonaws.com')).toBe('eu-central-1');
+      expect(regionOf('abc.execute-api.cn-north-1.amazonaws.com.cn')).toBe('cn-north-1');
       expect(new TokenBrokerClient({ endpoint: 'https://broker.example.com/v1', credentials: CREDENTIALS }).region).toBe('us-west-2');
       expect(new TokenBrokerClient({ endpoint: ENDPOINT, credentials: CREDENTIALS }).region).toBe('eu-west-1');
       expect(new TokenBrokerClient({ endpoint: ENDPOINT, credentials: CREDENTIALS, region: 'eu-north-1' }).region).toBe('eu-north-1');

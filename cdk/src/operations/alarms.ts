@@ -49,7 +49,7 @@ export function brokerAlarm(
  * also: budget at or below its reserve. The budget gauge is published every minute by the scheduled
  * invocation, so no data there means the gauge itself is broken: that alarms too.
  */
-export function connectionAlarmSpecs(c: Connection, alarms: StageSettings['alarms'], period: Duration): Record<string, AlarmSpec> {
+function connectionAlarmSpecs(c: Connection, alarms: StageSettings['alarms'], period: Duration): Record<string, AlarmSpec> {
   const m = (name: Parameters<typeof connectionMetric>[0], statistic: string, ledger?: string) =>
     connectionMetric(name, c.name, statistic, period, ledger === undefined ? {} : { ledger });
   const specs: Record<string, AlarmSpec> = {

@@ -9,7 +9,7 @@ import { OPS_LOG_STREAM } from '../../../functions/contract/telemetry.js';
 import { DYNAMODB_VIA_SERVICE } from '../units/keys.js';
 
 /** Item kinds the operator CLI reads and edits: `tok#<connection>` and `rl#<ledger key>`. */
-export const OPS_ITEM_KEYS = ['tok#*', 'rl#*'];
+const OPS_ITEM_KEYS = ['tok#*', 'rl#*'];
 
 export interface OpsPolicyProps {
   readonly stage: string;

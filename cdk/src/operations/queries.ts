@@ -8,6 +8,7 @@ const isRequest = `${F.message} = "${REQUEST_LOG_MESSAGE}"`;
  * Saved Logs Insights queries on the broker's log group, over the one JSON line the broker writes per request
  * (functions/contract/telemetry.ts LOG_FIELDS) and the operator CLI's audit lines. Each answers one operator
  * question; to narrow one to a connection, add `| filter connection = "NAME"`.
+ * @internal test/infra/operations.test.ts reads it.
  */
 export const QUERIES: Record<string, logs.QueryStringProps> = {
   // Who fetched tokens: per connection and caller (role and session), tokens served and distinct tokens

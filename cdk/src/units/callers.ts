@@ -5,7 +5,7 @@ import { ROUTE_KINDS, ROUTES, routePath } from '../../../functions/contract/rout
 import { stableOutput } from '../outputs.js';
 
 /** The two routes of a connection, as API Gateway method ARN suffixes: `GET/tokens/NAME`, `POST/tokens/NAME/invalidate`. */
-export const routeArnSuffixes = (connection: string): string[] =>
+const routeArnSuffixes = (connection: string): string[] =>
   ROUTE_KINDS.map((kind) => `${ROUTES[kind].method}${routePath(kind, connection)}`);
 
 export interface CallerPoliciesProps {

@@ -17,6 +17,7 @@ import { type BrokerKeys, DYNAMODB_VIA_SERVICE } from './keys.js';
  * DynamoDB actions the function may call on the table: exactly what functions/adapters/dynamodb-store.ts
  * sends (strongly consistent GetItem, conditional UpdateItem; no Put/Delete/Query/Scan/Batch/Transact).
  * test/infra checks the two stay in step.
+ * @internal
  */
 export const DYNAMODB_ACTIONS = ['dynamodb:GetItem', 'dynamodb:UpdateItem'];
 

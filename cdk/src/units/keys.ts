@@ -4,7 +4,7 @@ import * as kms from 'aws-cdk-lib/aws-kms';
 import { Construct } from 'constructs';
 
 /** The encryption-context purpose the broker puts on every sealed token; the seal key policy requires it. */
-import { SEAL_PURPOSE } from '../../../functions/core/limits.js';
+import { SEAL_PURPOSE } from '../../../functions/contract/names.js';
 
 /** Key administration without key use: enough to manage, rotate, tag and delete a key, never to decrypt. */
 const KEY_ADMIN_ACTIONS = [
