@@ -307,6 +307,23 @@ describe('operator policy and outputs', () => {
       tableKey: Object.keys(resources(dev.template, 'AWS::KMS::Key')).find((k) => k.startsWith('TableKey'))!,
       logGroup: (dev.template.findOutputs('FunctionLogGroup').FunctionLogGroup!.Value as { Ref: string }).Ref,
     };
+    // The ARN of the broker's log group, and of what follows it (a stream), as CloudFormation joins it.
+    const logGroupArn = (...tail: string[]) => ({
+      'Fn::Join': [
+        '',
+        [
+          'arn:',
+          { Ref: 'AWS::Partition' },
+          ':logs:',
+          { Ref: 'AWS::Region' },
+          ':',
+          { Ref: 'AWS::AccountId' },
+          ':log-group:',
+          { Ref: ids.logGroup },
+          ...tail,
+        ],
+      ],
+    });
     const [id, policy] = Object.entries(resources(dev.template, 'AWS::IAM::ManagedPolicy')).find(
       ([, p]) => p.Properties.ManagedPolicyName === 'TokenBroker-dev-ops',
     )!;
@@ -336,42 +353,13 @@ describe('operator policy and outputs', () => {
         Sid: 'AuditLines',
         Effect: 'Allow',
         Action: ['logs:CreateLogStream', 'logs:PutLogEvents'],
-        Resource: {
-          'Fn::Join': [
-            '',
-            [
-              'arn:',
-              { Ref: 'AWS::Partition' },
-              ':logs:',
-              { Ref: 'AWS::Region' },
-              ':',
-              { Ref: 'AWS::AccountId' },
-              ':log-group:',
-              { Ref: ids.logGroup },
-              ':log-stream:ops-cli',
-            ],
-          ],
-        },
+        Resource: logGroupArn(':log-stream:ops-cli'),
       },
       {
         Sid: 'AuditStreamCreate',
         Effect: 'Allow',
         Action: 'logs:CreateLogStream',
-        Resource: {
-          'Fn::Join': [
-            '',
-            [
-              'arn:',
-              { Ref: 'AWS::Partition' },
-              ':logs:',
-              { Ref: 'AWS::Region' },
-              ':',
-              { Ref: 'AWS::AccountId' },
-              ':log-group:',
-              { Ref: ids.logGroup },
-            ],
-          ],
-        },
+        Resource: logGroupArn(),
       },
     ]);
     expect(dev.template.findOutputs('OpsPolicyArn').OpsPolicyArn?.Value).toEqual({ Ref: id });
