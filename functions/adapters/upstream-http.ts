@@ -6,6 +6,7 @@
  */
 import { Agent, type Dispatcher, request } from 'undici';
 import { type Connection, requireGrantFields } from '../core/connection.js';
+import { DEFAULT_MARGIN_PARTS } from '../core/limits.js';
 import { parseRetryAfter } from '../contract/retry-after.js';
 import type { Clock, ClientCredentials, Upstream, UpstreamToken } from '../core/ports.js';
 import { systemClock } from './system.js';
@@ -64,7 +65,7 @@ export class HttpUpstream implements Upstream {
     this.dispatcher =
       options.dispatcher ??
       new Agent({
-        connect: { timeout: options.connectTimeoutMs ?? 3_000 },
+        connect: { timeout: options.connectTimeoutMs ?? DEFAULT_MARGIN_PARTS.connectTimeoutMs },
         headersTimeout: options.headersTimeoutMs ?? 5_000,
         bodyTimeout: options.bodyTimeoutMs ?? 5_000,
         keepAliveTimeout: 30_000,
