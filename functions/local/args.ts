@@ -1,7 +1,8 @@
 /**
- * Command lines of `npm start` and the operator CLI: why node:util `parseArgs` refused one, in the CLI's
- * words (the flag named, no stack), for the caller to throw as its own usage error.
+ * What `npm start` and the operator CLI share about their command lines and what they print.
  */
+
+/** Why node:util `parseArgs` refused a command line, in the CLI's words (the flag named, no stack). */
 export function argsProblem(e: unknown): string {
   const err = e as { code?: string; message: string };
   const quoted = /'([^']*)'/.exec(err.message)?.[1] ?? '';
@@ -17,4 +18,13 @@ export function argsProblem(e: unknown): string {
     default:
       return err.message.split('\n')[0]!;
   }
+}
+
+/** One line for stderr: a multi-line message (a config error lists every field) becomes `head issue; issue`. */
+export function oneLine(message: string): string {
+  const [head, ...rest] = message
+    .split('\n')
+    .map((l) => l.trim())
+    .filter(Boolean);
+  return rest.length ? `${head} ${rest.join('; ')}` : (head ?? message);
 }

@@ -4,20 +4,12 @@
  * and 0 after SIGINT/SIGTERM once the server, DynamoDB and the demo upstream are closed.
  */
 import { ConfigError } from '../core/config.js';
+import { oneLine } from './args.js';
 import { loadLocalConfig, StartupError } from './config.js';
 import { parseFlags, USAGE } from './flags.js';
 
 // The AWS SDK warns about Node 20 when a client is built; it says nothing to a local user.
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
-
-/** One line: a multi-issue config error becomes `head issue; issue`. */
-function oneLine(message: string): string {
-  const [head, ...rest] = message
-    .split('\n')
-    .map((l) => l.trim())
-    .filter(Boolean);
-  return rest.length ? `${head} ${rest.join('; ')}` : (head ?? message);
-}
 
 function die(e: unknown): never {
   if (e instanceof ConfigError || e instanceof StartupError) {

@@ -3,18 +3,10 @@
  * but the stage, table, connection or an AWS call was not). Usage errors (exit 2) are flags.ts UsageError.
  */
 import { ConfigError } from '../core/config.js';
+import { oneLine } from '../local/args.js';
 
 export class OpsError extends Error {
   override readonly name = 'OpsError';
-}
-
-/** One line: a multi-line message (a config error lists every field) becomes `head issue; issue`. */
-function oneLine(message: string): string {
-  const [head, ...rest] = message
-    .split('\n')
-    .map((l) => l.trim())
-    .filter(Boolean);
-  return rest.length ? `${head} ${rest.join('; ')}` : (head ?? message);
 }
 
 interface AwsLikeError {
