@@ -16,6 +16,8 @@ import { noMetrics, jsonLogger, emfMetrics, type RequestLog } from '../functions
 import { type BrokerOptions, TokenBroker } from '../functions/core/broker.js';
 import { type ConnectionInput, parseConfig } from '../functions/core/config.js';
 import { randomIds, systemClock, systemTimers } from '../functions/adapters/system.js';
+import { MIN_TTL_PARAM, routePath } from '../functions/contract/routes.js';
+import { apiEvent } from '../functions/local/api-event.js';
 
 export const CALLER = 'arn:aws:sts::111122223333:assumed-role/payments-api/bench';
 const ALLOWED = ['arn:aws:iam::111122223333:role/payments-*'];
@@ -145,28 +147,22 @@ export function container(env: Env, o: { options?: Partial<BrokerOptions>; quiet
   return { config, client, store, sealer, broker, handler };
 }
 
-/** A REST API (v1) proxy event as API Gateway sends it after verifying the caller's SigV4 signature. */
-function apiEvent(method: 'GET' | 'POST', path: string, o: { query?: Record<string, string>; body?: string } = {}): ProxyEvent {
-  return {
-    httpMethod: method,
-    path,
-    resource: path,
-    headers: {},
-    multiValueHeaders: {},
-    queryStringParameters: o.query ?? null,
-    multiValueQueryStringParameters: o.query ? Object.fromEntries(Object.entries(o.query).map(([k, v]) => [k, [v]])) : null,
-    pathParameters: null,
-    stageVariables: null,
-    body: o.body ?? null,
-    isBase64Encoded: false,
-    requestContext: { identity: { userArn: CALLER } },
-  } as unknown as ProxyEvent;
+const getEvents = new Map<string, ProxyEvent>();
+
+/**
+ * The proxy event API Gateway sends for a verified GET of a token (functions/local/api-event.ts, as the local
+ * gateway and the tests build it). Built once per connection and min_ttl: building one hashes and draws a
+ * request id, which the timed loops must not count.
+ */
+export function getEvent(connection: string, minTtl: number): ProxyEvent {
+  const target = `${routePath('token', connection)}?${MIN_TTL_PARAM}=${minTtl}`;
+  let event = getEvents.get(target);
+  if (!event) getEvents.set(target, (event = apiEvent('GET', target, { userArn: CALLER })));
+  return event;
 }
 
-export const getEvent = (connection: string, minTtl: number) =>
-  apiEvent('GET', `/tokens/${connection}`, { query: { min_ttl: String(minTtl) } });
-export const invalidateEvent = (connection: string, accessToken: string) =>
-  apiEvent('POST', `/tokens/${connection}/invalidate`, { body: JSON.stringify({ access_token: accessToken }) });
+export const invalidateEvent = (connection: string, accessToken: string): ProxyEvent =>
+  apiEvent('POST', routePath('invalidate', connection), { userArn: CALLER, body: JSON.stringify({ access_token: accessToken }) });
 
 /** The outcome of a GET /tokens response: `200`, `short` if the token has less than min_ttl left, else status and message. */
 export function tokenOutcome(res: APIGatewayProxyResult, minTtl: number): { outcome: string; accessToken?: string; expiresAt?: number } {

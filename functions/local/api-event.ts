@@ -156,7 +156,6 @@ export function buildEvent(i: EventInput): APIGatewayProxyEvent {
   };
 }
 
-/** @internal */
 export interface ApiEventOptions {
   /** The caller's IAM principal ARN, as API Gateway verified it (null: a request without IAM identity). */
   userArn: string | null;
@@ -170,7 +169,6 @@ export interface ApiEventOptions {
 /**
  * The event for a request that API Gateway has already verified, for callers of the handler itself (tests,
  * the bench): `apiEvent('GET', '/tokens/x?min_ttl=60', { userArn })`.
- * @internal
  */
 export function apiEvent(method: string, target: string, o: ApiEventOptions): APIGatewayProxyEvent {
   return buildEvent({
