@@ -25,7 +25,6 @@ export class MemoryTokenStore implements TokenStore {
   readonly calls: Record<StoreOp, number> = { get: 0, acquireLease: 0, publish: 0, release: 0, invalidate: 0, reset: 0 };
   /** Throws what it returns before an operation touches the item (a DynamoDB or network fault). */
   fault?: (op: StoreOp, connection: string) => unknown;
-  private marks = 0;
 
   /**
    * @param returnsItemOnFailure a lost lease write returns the item it found, as DynamoDB does
@@ -111,7 +110,6 @@ export class MemoryTokenStore implements TokenStore {
     if (minGapMs !== undefined && item.invalidatedAt !== undefined && item.invalidatedAt > now - minGapMs) {
       return { kind: 'too_soon', until: item.invalidatedAt + minGapMs };
     }
-    this.marks++;
     this.items.set(connection, { ...item, invalidated: true, invalidatedAt: now });
     return { kind: 'invalidated' };
   }
@@ -123,11 +121,6 @@ export class MemoryTokenStore implements TokenStore {
     const { backoff: _b, demandBackoff: _d, circuit: _c, ...kept } = item;
     this.items.set(connection, kept);
     return copy(item);
-  }
-
-  /** Invalidations honoured so far. */
-  get invalidations(): number {
-    return this.marks;
   }
 
   private ours(item: TokenItem, lease: Lease): boolean {
