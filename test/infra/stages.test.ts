@@ -9,17 +9,21 @@ import { CONFIG_DIR, PROJECT_ROOT } from '../../infra/build';
 import { knownStages, loadStage } from '../../infra/stages';
 import { configDirWith, connection, synth } from './helpers';
 
+/** The settings of a stage that sets none: retained, protected, a year of logs, throttled. */
+const SECURE_DEFAULTS = {
+  removalPolicy: 'retain',
+  deletionProtection: true,
+  logRetentionDays: 365,
+  logLevel: 'INFO',
+  apiExecutionLogLevel: 'ERROR',
+  throttling: { rateLimit: 500, burstLimit: 1000 },
+};
+
 describe('stages are files: config/<stage>.json', () => {
   it('dev and prod, with the settings that differ between them', () => {
     expect(knownStages(CONFIG_DIR)).toEqual(['dev', 'prod']);
-    expect(loadStage('prod', CONFIG_DIR).settings).toMatchObject({
-      removalPolicy: 'retain',
-      deletionProtection: true,
-      logRetentionDays: 365,
-      logLevel: 'INFO',
-      apiExecutionLogLevel: 'ERROR',
-      throttling: { rateLimit: 500, burstLimit: 1000 },
-    });
+    // prod keeps the secure defaults of a config that sets nothing.
+    expect(loadStage('prod', CONFIG_DIR).settings).toMatchObject(SECURE_DEFAULTS);
     expect(loadStage('dev', CONFIG_DIR).settings).toMatchObject({
       removalPolicy: 'destroy',
       deletionProtection: false,
@@ -64,12 +68,7 @@ describe('stage settings', () => {
 
   it('every setting has a secure default: { connections } alone is a complete config', () => {
     expect(parseBrokerDocument({ connections: { pay: connection() } }).settings).toEqual({
-      removalPolicy: 'retain',
-      deletionProtection: true,
-      logRetentionDays: 365,
-      logLevel: 'INFO',
-      apiExecutionLogLevel: 'ERROR',
-      throttling: { rateLimit: 500, burstLimit: 1000 },
+      ...SECURE_DEFAULTS,
       apiGatewayAccountLogRole: true,
       alarms: { periodMinutes: 5, functionErrors: 1, functionThrottles: 1, api5xx: 1, upstreamErrors: 1, staleTokens: 1, emails: [] },
     });
