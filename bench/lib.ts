@@ -88,9 +88,9 @@ export interface LatencyStats {
 
 export interface HotResult {
   latency: Record<string, LatencyStats>;
-  /** DynamoDB calls per timed run of each probe. */
+  /** DynamoDB calls per run of each probe (counted in an untimed pass before the timed ones). */
   dbCallsPerRun: Record<string, number>;
-  /** Bytes and lines written to stdout and stderr per timed run of each probe (the log line and its EMF metrics). */
+  /** Bytes and lines written to stdout and stderr per run of each probe (the log line and its EMF metrics), counted in that pass. */
   logBytesPerRun: Record<string, number>;
   logLinesPerRun: Record<string, number>;
 }
@@ -188,10 +188,15 @@ export function tokenLog(cap = 5_000) {
   };
 }
 
-/** Counts the bytes and lines this process writes to stdout and stderr (the handler's log lines). */
-export function outputBytes(): () => { bytes: number; lines: number } {
+/**
+ * Counts the bytes and lines this process writes to stdout and stderr (the handler's log lines) until
+ * `restore` puts the streams' own `write` back. The counting costs time per line: no timed run goes through it.
+ */
+export function outputBytes(): { read: () => { bytes: number; lines: number }; restore: () => void } {
   const out = { bytes: 0, lines: 0 };
-  for (const stream of [process.stdout, process.stderr]) {
+  const streams = [process.stdout, process.stderr];
+  const own = streams.map((stream) => stream.write);
+  for (const stream of streams) {
     const write = stream.write.bind(stream) as (...args: unknown[]) => boolean;
     stream.write = ((chunk: string | Uint8Array, ...rest: unknown[]) => {
       const buf = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
@@ -200,7 +205,10 @@ export function outputBytes(): () => { bytes: number; lines: number } {
       return write(chunk, ...rest);
     }) as typeof stream.write;
   }
-  return () => ({ ...out });
+  return {
+    read: () => ({ ...out }),
+    restore: () => streams.forEach((stream, i) => (stream.write = own[i]!)),
+  };
 }
 
 /** Runs `concurrency` loops of `action` until `durationMs` has passed; every call's outcome is tallied. */
@@ -239,21 +247,32 @@ export interface Probe {
 }
 
 /**
- * Times each probe one call at a time, interleaved in rounds so that drift (GC, a busy neighbour)
- * spreads over all of them; the first round is warm-up and is discarded.
+ * Times each probe one call at a time, call by call in turn (a probe with a larger `perRound` takes its extra
+ * calls spread evenly between the others'), in an order that rotates each turn: a ratio of two probes then
+ * compares calls made moments apart, not minutes apart, and drift (GC, a busy neighbour, the server's state)
+ * falls on all of them alike. The first round is warm-up and is discarded.
  */
 export async function measure(probes: Probe[], rounds: number, perRound: number): Promise<Record<string, LatencyStats>> {
   const samples = new Map<string, number[]>(probes.map((p) => [p.name, []]));
+  const counts = probes.map((p) => p.perRound ?? perRound);
+  const turns = Math.max(...counts);
   for (let round = 0; round <= rounds; round++) {
-    // Rotate the order each round, so that no probe always follows the same one.
-    for (const p of [...probes.slice(round % probes.length), ...probes.slice(0, round % probes.length)]) {
-      const out = samples.get(p.name)!;
-      for (let i = 0; i < (p.perRound ?? perRound); i++) {
-        await p.prepare?.();
-        const t0 = performance.now();
-        await p.run();
-        const ms = performance.now() - t0;
-        if (round > 0) out.push(ms);
+    for (let turn = 0; turn < turns; turn++) {
+      const first = (round * turns + turn) % probes.length;
+      for (let k = 0; k < probes.length; k++) {
+        const i = (first + k) % probes.length;
+        const p = probes[i]!;
+        const n = counts[i]!;
+        // This probe's calls in this turn: n per round, spread over the turns.
+        const calls = Math.floor(((turn + 1) * n) / turns) - Math.floor((turn * n) / turns);
+        const out = samples.get(p.name)!;
+        for (let c = 0; c < calls; c++) {
+          await p.prepare?.();
+          const t0 = performance.now();
+          await p.run();
+          const ms = performance.now() - t0;
+          if (round > 0) out.push(ms);
+        }
       }
     }
   }

@@ -41,6 +41,7 @@ const WORK = join(BENCH, '.work');
 const quick = process.argv.includes('--quick'); // a smoke run: shorter scenarios, fewer samples
 /** `--waiters-only`: runs the refresh storms alone and prints their figures (writes no results). */
 const waitersOnly = process.argv.includes('--waiters-only');
+const hotOnly = process.argv.includes('--hot-only'); // the hot path alone, printed; no file written
 
 const PROCESSES = 8;
 /** Fleet storm: 5 s tokens; served while at least min_ttl 1 s + skew 0.5 s is left. */
@@ -738,10 +739,10 @@ async function main() {
     return f();
   };
   await step('bundling the worker', () => bundle(join(BENCH, 'worker.ts'), join(WORK, 'worker.mjs'), { minify: false, target: 'node20' }));
-  if (waitersOnly) {
+  if (waitersOnly || hotOnly) {
     const dynamo = await startDynalite();
     try {
-      console.log(JSON.stringify(await refreshStorm(dynamo), null, 1));
+      console.log(JSON.stringify(await (hotOnly ? hotPath(dynamo) : refreshStorm(dynamo)), null, 1));
     } finally {
       await dynamo.close();
     }
