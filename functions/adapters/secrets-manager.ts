@@ -15,6 +15,7 @@ const CONFIGURATION_ERRORS = new Set([
   'InvalidRequestException',
 ]);
 
+/** @internal A SecretSource over this client (tests give it a mocked one; the Lambda uses awsSecretsSource). */
 export function secretsManagerSource(client: SecretsManagerClient, clock: Clock, options?: CachedSecretOptions): CachedSecretSource {
   return new CachedSecretSource(
     async (name) => {

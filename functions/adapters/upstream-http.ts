@@ -22,16 +22,17 @@ export interface HttpUpstreamOptions {
   clock?: Clock;
 }
 
-/** application/x-www-form-urlencoded encoding of one value (space as '+'). */
+/** @internal application/x-www-form-urlencoded encoding of one value (space as '+'). */
 export function formEncode(value: string): string {
   return new URLSearchParams([['', value]]).toString().slice(1);
 }
 
+/** @internal */
 export function basicAuthorization(clientId: string, clientSecret: string): string {
   return `Basic ${Buffer.from(`${formEncode(clientId)}:${formEncode(clientSecret)}`, 'utf8').toString('base64')}`;
 }
 
-/** The request an upstream receives for this connection and these credentials. */
+/** @internal The request an upstream receives for this connection and these credentials. */
 export function tokenRequest(connection: Connection, credentials: ClientCredentials): { headers: Record<string, string>; body: string } {
   const form = new URLSearchParams();
   form.set('grant_type', connection.grantType);

@@ -41,15 +41,17 @@ function once<T>(load: () => Promise<T>): () => Promise<T> {
   };
 }
 
+const refreshAdapters = once(() => import('./refresh-adapters.js'));
+
 /** @internal */
 export function lazyUpstream(): Upstream {
-  const get = once(async () => new (await import('../adapters/upstream-http.js')).HttpUpstream());
+  const get = once(async () => new (await refreshAdapters()).HttpUpstream());
   return { requestToken: async (connection, credentials, signal) => (await get()).requestToken(connection, credentials, signal) };
 }
 
 /** @internal */
 export function lazySecrets(): SecretSource {
-  const get = once(async () => (await import('../adapters/secrets-manager.js')).awsSecretsSource(systemClock));
+  const get = once(async () => (await refreshAdapters()).awsSecretsSource(systemClock));
   return { get: async (name, options) => (await get()).get(name, options) };
 }
 

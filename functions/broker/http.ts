@@ -5,7 +5,6 @@
  * filled after verifying SigV4, never from headers or the body.
  */
 import type { APIGatewayProxyEvent, APIGatewayProxyEventV2, APIGatewayProxyResult, Context } from 'aws-lambda';
-import { performance } from 'node:perf_hooks';
 import type { ErrorCode } from '../contract/errors.js';
 import { CONNECTION_NAME } from '../contract/names.js';
 import { formatRetryAfter, RETRY_AFTER_HEADER } from '../contract/retry-after.js';
@@ -152,6 +151,7 @@ function errorResponse(e: BrokerError): APIGatewayProxyResult {
 export function createHttpHandler(deps: HttpDeps): HttpHandler {
   const now = deps.now ?? Date.now;
   return async (event, context) => {
+    // The global `performance`: importing node:perf_hooks would load about ten more Node modules at cold start.
     const started = performance.now();
     const req = requestShape(event);
     const principal = principalFromArn(req.userArn);

@@ -1,7 +1,7 @@
 /**
  * The prebuilt Lambda in @token-broker/cdk (cdk/scripts/lambda-bundle.ts), as the run's global setup built it:
  * ESM, ESM-first package resolution, and code splitting that keeps the refresh-only modules (the upstream
- * client and Secrets Manager, which functions/broker/compose.ts loads with import()) out of the cold start.
+ * client and Secrets Manager, which functions/broker/compose.ts loads with import() as one module) out of the cold start.
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -63,6 +63,15 @@ describe('the prebuilt Lambda', () => {
     const lazyInputs = inputsOf(dynamic.flatMap((d) => [...staticGraph(d)]));
     expect(lazyInputs).toContain('functions/adapters/upstream-http.ts');
     expect(lazyInputs).toContain('functions/adapters/secrets-manager.ts');
+  });
+
+  it('the project loads two modules lazily: the refresh adapters (both at once) and the config schema', () => {
+    // Each lazy module the project adds makes esbuild split the code it shares with the init path into more
+    // chunks (one per combination of lazy modules sharing it), and each is one more file read at cold start.
+    const lazyProjectEntries = Object.values(meta.outputs)
+      .map((o) => o.entryPoint)
+      .filter((e): e is string => e !== undefined && e.startsWith('functions/') && e !== 'functions/broker/handler.ts');
+    expect(lazyProjectEntries.sort()).toEqual(['functions/broker/refresh-adapters.ts', 'functions/core/config.ts']);
   });
 
   it('resolves packages ESM-first (mainFields module, main): the AWS SDK from dist-es', () => {

@@ -100,7 +100,7 @@ describe('@token-broker/cdk from its tarball, in a CDK app outside the repositor
     expect(files).toEqual(
       expect.arrayContaining(['package.json', 'README.md', 'LICENSE', 'dist/index.cjs', 'dist/index.d.cts', 'lambda/index.mjs']),
     );
-    expect(files.filter((f) => f.startsWith('lambda/chunks/upstream-http-'))).toHaveLength(2); // the chunk and its source map
+    expect(files.filter((f) => f.startsWith('lambda/chunks/refresh-adapters-'))).toHaveLength(2); // the chunk and its source map
     for (const f of files) {
       expect(f).toMatch(
         /^(package\.json|README\.md|LICENSE|dist\/index\.(cjs|d\.cts)|lambda\/(index\.mjs(\.map)?|chunks\/[\w-]+\.mjs(\.map)?))$/,
