@@ -9,7 +9,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { loadavg } from 'node:os';
+import { cpus, loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { gzipSync } from 'node:zlib';
@@ -19,7 +19,9 @@ import { renderBundleConfig } from '../cdk/src/connections.js';
 import { configDigest } from '../functions/contract/config-digest.js';
 import { parseConfig } from '../functions/core/config.js';
 import { bundleLambda, entryOutput, staticOutputs } from '../cdk/scripts/lambda-bundle.js';
-import { median } from './lib.js';
+import { median, percentile, seededRandom } from './lib.js';
+
+const sorted = (xs: number[]) => [...xs].sort((a, b) => a - b);
 
 const BANNER = "import { createRequire } from 'module'; const require = createRequire(import.meta.url);";
 const ROOT = dirname(dirname(fileURLToPath(import.meta.url)));
@@ -136,17 +138,40 @@ interface ImportTime {
 }
 
 /**
- * Import-and-init time of a bundle in a fresh `node` process (ms). The process gets `env` and nothing else
- * (no NODE_OPTIONS, so no --enable-source-maps: the function is deployed without).
+ * The core every import runs on (the last one), when `taskset` is there to pin it. On two free cores V8's
+ * background threads (compilers, GC) run beside the import or not, from one process to the next: imports of
+ * one bundle fell into two states (about 45 and 65 ms), and a side's median could land in either or between
+ * them. On one core the times are one spread. A Lambda function of up to 1,769 MB has at most one vCPU's worth.
+ */
+const PIN = (() => {
+  const core = String(cpus().length - 1);
+  return spawnSync('taskset', ['-c', core, 'true']).status === 0 ? core : undefined;
+})();
+
+/**
+ * Import-and-init time of a bundle in a fresh `node` process (ms), on one core (PIN). The process gets `env`
+ * and nothing else (no NODE_OPTIONS, so no --enable-source-maps: the function is deployed without).
  */
 function timeImport(file: string, env: NodeJS.ProcessEnv): ImportTime {
-  const r = spawnSync(process.execPath, ['--input-type=module', '-e', IMPORT_SCRIPT], {
+  const node = [process.execPath, '--input-type=module', '-e', IMPORT_SCRIPT];
+  const [command, ...args] = PIN ? ['taskset', '-c', PIN, ...node] : node;
+  const r = spawnSync(command!, args, {
     env: { ...env, BENCH_MODULE: pathToFileURL(file).href },
     encoding: 'utf8',
     timeout: 30_000,
   });
   if (r.status !== 0) throw new Error(`importing ${file} failed (${r.status}): ${r.stderr}`);
   return JSON.parse(r.stdout) as ImportTime;
+}
+
+/**
+ * A 95% interval for the median of the runs' ratios: the runs resampled with replacement (2,000 times, a fixed
+ * seed, so a run's interval can be recomputed from its times).
+ */
+function bootstrapMedian(xs: number[]): [number, number] {
+  const random = seededRandom(0x9e3779b9);
+  const medians = Array.from({ length: 2000 }, () => median(xs.map(() => xs[Math.floor(random() * xs.length)]!))).sort((a, b) => a - b);
+  return [percentile(medians, 2.5), percentile(medians, 97.5)];
 }
 
 /**
@@ -251,17 +276,22 @@ type ColdSide = LambdaBuild & { initMsMedian: number; initMsAll: number[]; cpuMs
 
 export interface ColdStart {
   /**
-   * The goal's measure: the median over runs of broker / bare wall-clock import time, each run's two imports
-   * made back to back. This machine flips between speed states (a run of imports at 45 ms, the next at 65 ms):
-   * a ratio within a run compares two imports made in the same state, while a ratio of the two medians moved
-   * from 1.16 to 1.34 between two batches of the same bundles when the states fell unevenly.
+   * The goal's measure: the median of the runs' broker / bare ratios of wall-clock import time, each run's two
+   * imports made back to back on one core. The machine's speed drifts over seconds (the same bundle imported in
+   * 95 ms, then half a minute later in 80): a run's ratio compares imports made in the same moment.
    */
   ratio: number;
-  /** broker median / bare median, for comparison with earlier runs (which reported this). */
+  /** A 95% bootstrap interval for `ratio`. */
+  ratioInterval: [number, number];
+  /** broker median / bare median, as runs before these reported it (drift that falls unevenly moves it). */
   ratioOfMedians: number;
+  /** broker / bare at the same percentile of each side's runs (p10 ... p90). */
+  percentileRatios: Record<string, number>;
+  /** The core the imports ran on (`taskset -c`), or undefined if taskset was not there. */
+  pinnedTo: string | undefined;
   brokerMs: number;
   bareMs: number;
-  /** The same for the CPU time the imports took, which a busy machine disturbs less (`ratio`: per run, as above). */
+  /** The same for the CPU time the imports took, which a busy machine disturbs less. */
   cpu: { ratio: number; brokerMs: number; bareMs: number };
   runs: number;
   /** os.loadavg() (1, 5, 15 min) before and after the timed runs: the machine's load, to read the figures by. */
@@ -305,15 +335,20 @@ export async function measureColdStart(
     Object.assign(b, { initMsMedian: median(all), initMsAll: all, cpuMsMedian: median(cpuMs) });
   const h = side(handler, times.handler, cpu.handler);
   const b = side(bare, times.bare, cpu.bare);
-  const perRun = (xs: Record<'handler' | 'bare', number[]>) => median(xs.handler.map((x, i) => x / xs.bare[i]!));
-  const ratio = perRun(times);
+  const perRun = (xs: Record<'handler' | 'bare', number[]>) => xs.handler.map((x, i) => x / xs.bare[i]!);
+  const ratio = median(perRun(times));
   const wantBreakdown = o.breakdown === true || (o.breakdown === 'if-missed' && ratio > (o.goal ?? 1.2));
   return {
     ratio,
+    ratioInterval: bootstrapMedian(perRun(times)),
     ratioOfMedians: h.initMsMedian / b.initMsMedian,
+    pinnedTo: PIN,
+    percentileRatios: Object.fromEntries(
+      [10, 25, 50, 75, 90].map((p) => [`p${p}`, percentile(sorted(times.handler), p) / percentile(sorted(times.bare), p)]),
+    ),
     brokerMs: h.initMsMedian,
     bareMs: b.initMsMedian,
-    cpu: { ratio: perRun(cpu), brokerMs: h.cpuMsMedian, bareMs: b.cpuMsMedian },
+    cpu: { ratio: median(perRun(cpu)), brokerMs: h.cpuMsMedian, bareMs: b.cpuMsMedian },
     runs,
     load: { before, after },
     handler: h,
@@ -333,7 +368,12 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
     `  broker ${r.brokerMs.toFixed(1)} ms (${r.handler.initBytes} bytes at init), bare GetItem ${r.bareMs.toFixed(1)} ms (${r.bare.initBytes} bytes)`,
   );
   console.log(
-    `  ratio ${r.ratio.toFixed(2)} (median per run; of the medians ${r.ratioOfMedians.toFixed(2)}); load average before ${load(r.load.before)}, after ${load(r.load.after)}`,
+    `  ratio ${r.ratio.toFixed(2)} (median of the runs' ratios, 95% interval ${r.ratioInterval.map((v) => v.toFixed(2)).join(' to ')}; ratio of the medians ${r.ratioOfMedians.toFixed(2)}; ${r.pinnedTo === undefined ? 'not pinned' : `on core ${r.pinnedTo}`}); load average before ${load(r.load.before)}, after ${load(r.load.after)}`,
+  );
+  console.log(
+    `  at the same percentile: ${Object.entries(r.percentileRatios)
+      .map(([p, v]) => `${p} ${v.toFixed(2)}`)
+      .join(', ')}`,
   );
   console.log(`  CPU time: broker ${r.cpu.brokerMs.toFixed(1)} ms, bare ${r.cpu.bareMs.toFixed(1)} ms, ratio ${r.cpu.ratio.toFixed(2)}`);
   console.log(`  at init: ${r.topInputs.map((t) => `${t.input} ${(t.bytes / 1024).toFixed(0)} KB`).join(', ')}`);

@@ -246,21 +246,38 @@ export interface Probe {
   perRound?: number;
 }
 
+/** A repeatable stream of numbers in [0, 1) (mulberry32): the same seed, the same order. */
+export function seededRandom(seed: number): () => number {
+  let state = seed | 0;
+  return () => {
+    state = (state + 0x6d2b79f5) | 0;
+    let t = Math.imul(state ^ (state >>> 15), 1 | state);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
 /**
  * Times each probe one call at a time, call by call in turn (a probe with a larger `perRound` takes its extra
- * calls spread evenly between the others'), in an order that rotates each turn: a ratio of two probes then
- * compares calls made moments apart, not minutes apart, and drift (GC, a busy neighbour, the server's state)
- * falls on all of them alike. The first round is warm-up and is discarded.
+ * calls spread evenly between the others'), in a new random order each turn (seeded: repeatable): a ratio of two
+ * probes then compares calls made moments apart, not minutes apart; drift (GC, a busy neighbour, the server's
+ * state) falls on all of them alike; and no probe always follows the same one (a DynamoDB call just before
+ * warms the connection and the server). The first round is warm-up and is discarded.
  */
 export async function measure(probes: Probe[], rounds: number, perRound: number): Promise<Record<string, LatencyStats>> {
   const samples = new Map<string, number[]>(probes.map((p) => [p.name, []]));
   const counts = probes.map((p) => p.perRound ?? perRound);
   const turns = Math.max(...counts);
+  const random = seededRandom(0x5eed);
+  const order = probes.map((_, i) => i);
   for (let round = 0; round <= rounds; round++) {
     for (let turn = 0; turn < turns; turn++) {
-      const first = (round * turns + turn) % probes.length;
-      for (let k = 0; k < probes.length; k++) {
-        const i = (first + k) % probes.length;
+      // Fisher-Yates shuffle of this turn's order.
+      for (let i = order.length - 1; i > 0; i--) {
+        const j = Math.floor(random() * (i + 1));
+        [order[i], order[j]] = [order[j]!, order[i]!];
+      }
+      for (const i of order) {
         const p = probes[i]!;
         const n = counts[i]!;
         // This probe's calls in this turn: n per round, spread over the turns.
