@@ -65,6 +65,12 @@ describe('the prebuilt Lambda', () => {
     expect(lazyInputs).toContain('functions/adapters/secrets-manager.ts');
   });
 
+  it('cold start imports no node:perf_hooks (the global performance serves; the module loads about ten more)', () => {
+    const builtins = staticGraph(entry).flatMap((o) => meta.outputs[o]!.imports.filter((i) => i.external).map((i) => i.path));
+    expect(builtins).toContain('node:crypto');
+    expect(builtins.filter((b) => /^(node:)?perf_hooks$/.test(b))).toEqual([]);
+  });
+
   it('the project loads two modules lazily: the refresh adapters (both at once) and the config schema', () => {
     // Each lazy module the project adds makes esbuild split the code it shares with the init path into more
     // chunks (one per combination of lazy modules sharing it), and each is one more file read at cold start.
