@@ -19,9 +19,7 @@ import { renderBundleConfig } from '../cdk/src/connections.js';
 import { configDigest } from '../functions/contract/config-digest.js';
 import { parseConfig } from '../functions/core/config.js';
 import { bundleLambda, entryOutput, staticOutputs } from '../cdk/scripts/lambda-bundle.js';
-import { median, percentile, seededRandom } from './lib.js';
-
-const sorted = (xs: number[]) => [...xs].sort((a, b) => a - b);
+import { ascending, median, percentile, seededRandom } from './lib.js';
 
 const BANNER = "import { createRequire } from 'module'; const require = createRequire(import.meta.url);";
 const ROOT = dirname(dirname(fileURLToPath(import.meta.url)));
@@ -143,18 +141,23 @@ interface ImportTime {
  * one bundle fell into two states (about 45 and 65 ms), and a side's median could land in either or between
  * them. On one core the times are one spread. A Lambda function of up to 1,769 MB has at most one vCPU's worth.
  */
-const PIN = (() => {
-  const core = String(cpus().length - 1);
-  return spawnSync('taskset', ['-c', core, 'true']).status === 0 ? core : undefined;
-})();
+let pin: { core: string | undefined } | undefined;
+function pinnedCore(): string | undefined {
+  if (!pin) {
+    const core = String(cpus().length - 1);
+    pin = { core: spawnSync('taskset', ['-c', core, 'true']).status === 0 ? core : undefined };
+  }
+  return pin.core;
+}
 
 /**
- * Import-and-init time of a bundle in a fresh `node` process (ms), on one core (PIN). The process gets `env`
+ * Import-and-init time of a bundle in a fresh `node` process (ms), on one core (pinnedCore). The process gets `env`
  * and nothing else (no NODE_OPTIONS, so no --enable-source-maps: the function is deployed without).
  */
 function timeImport(file: string, env: NodeJS.ProcessEnv): ImportTime {
   const node = [process.execPath, '--input-type=module', '-e', IMPORT_SCRIPT];
-  const [command, ...args] = PIN ? ['taskset', '-c', PIN, ...node] : node;
+  const core = pinnedCore();
+  const [command, ...args] = core ? ['taskset', '-c', core, ...node] : node;
   const r = spawnSync(command!, args, {
     env: { ...env, BENCH_MODULE: pathToFileURL(file).href },
     encoding: 'utf8',
@@ -170,7 +173,7 @@ function timeImport(file: string, env: NodeJS.ProcessEnv): ImportTime {
  */
 function bootstrapMedian(xs: number[]): [number, number] {
   const random = seededRandom(0x9e3779b9);
-  const medians = Array.from({ length: 2000 }, () => median(xs.map(() => xs[Math.floor(random() * xs.length)]!))).sort((a, b) => a - b);
+  const medians = ascending(Array.from({ length: 2000 }, () => median(xs.map(() => xs[Math.floor(random() * xs.length)]!))));
   return [percentile(medians, 2.5), percentile(medians, 97.5)];
 }
 
@@ -342,9 +345,9 @@ export async function measureColdStart(
     ratio,
     ratioInterval: bootstrapMedian(perRun(times)),
     ratioOfMedians: h.initMsMedian / b.initMsMedian,
-    pinnedTo: PIN,
+    pinnedTo: pinnedCore(),
     percentileRatios: Object.fromEntries(
-      [10, 25, 50, 75, 90].map((p) => [`p${p}`, percentile(sorted(times.handler), p) / percentile(sorted(times.bare), p)]),
+      [10, 25, 50, 75, 90].map((p) => [`p${p}`, percentile(ascending(times.handler), p) / percentile(ascending(times.bare), p)]),
     ),
     brokerMs: h.initMsMedian,
     bareMs: b.initMsMedian,

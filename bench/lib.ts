@@ -296,18 +296,21 @@ export async function measure(probes: Probe[], rounds: number, perRound: number)
   return Object.fromEntries([...samples].map(([name, xs]) => [name, stats(xs)]));
 }
 
+/** A sorted copy, smallest first. */
+export function ascending(xs: readonly number[]): number[] {
+  return [...xs].sort((a, b) => a - b);
+}
+
+/** The p-th percentile (nearest rank) of values sorted smallest first. */
 export function percentile(sorted: number[], p: number): number {
   return sorted.length ? sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]! : NaN;
 }
 
 function stats(xs: number[]): LatencyStats {
-  const sorted = [...xs].sort((a, b) => a - b);
+  const sorted = ascending(xs);
   return { n: sorted.length, p50Ms: percentile(sorted, 50), p99Ms: percentile(sorted, 99) };
 }
 
 export function median(xs: number[]): number {
-  return percentile(
-    [...xs].sort((a, b) => a - b),
-    50,
-  );
+  return percentile(ascending(xs), 50);
 }

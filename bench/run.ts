@@ -32,6 +32,7 @@ import {
   type WorkerResult,
   connectionDoc,
   mergeTallies,
+  ascending,
   percentile,
 } from './lib.js';
 
@@ -139,7 +140,7 @@ async function freshEnv(
 function lifetimesOf(times: number[], usableMs: number): number {
   let lifetimes = 0;
   let start = -Infinity;
-  for (const t of [...times].sort((a, b) => a - b)) {
+  for (const t of ascending(times)) {
     if (t - start >= 0.9 * usableMs) {
       lifetimes++;
       start = t;
@@ -150,7 +151,7 @@ function lifetimesOf(times: number[], usableMs: number): number {
 
 /** The most receipts inside any window [t, t + windowMs), and how many receipts open a window holding more than `max`. */
 function windowCounts(times: number[], windowMs: number, max: number): { maxInWindow: number; violations: number } {
-  const t = [...times].sort((a, b) => a - b);
+  const t = ascending(times);
   let maxInWindow = 0;
   let violations = 0;
   for (let i = 0, j = 0; i < t.length; i++) {
@@ -297,7 +298,7 @@ async function refreshStorm(dynamo: EmbeddedDynamo) {
         for (const t of r.servedAt) overheads.push(t - publishedAt);
       }
     }
-    const sorted = [...overheads].sort((a, b) => a - b);
+    const sorted = ascending(overheads);
     const refreshMs = (await store.get('main'))?.refreshMs;
     return {
       processes: WAITERS.processes,
